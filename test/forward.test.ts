@@ -1,0 +1,49 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { HookedModel } from '../src/models/model.js';
+import { FIXTURE_MODELS, fixtureModelDir, loadGolden, maxAbsDiff } from './helpers.js';
+
+/** Golden component names (e, attnL, mlpL, headL.H, bOL) in Hydra's naming. */
+export function hydraName(golden: string): string {
+  if (golden === 'e') return 'embed';
+  let m = /^attn(\d+)$/.exec(golden);
+  if (m) return `attn.${m[1]}`;
+  m = /^mlp(\d+)$/.exec(golden);
+  if (m) return `mlp.${m[1]}`;
+  m = /^head(\d+)\.(\d+)$/.exec(golden);
+  if (m) return `head.${m[1]}.${m[2]}`;
+  m = /^bO(\d+)$/.exec(golden);
+  if (m) return `attn_bias.${m[1]}`;
+  throw new Error(`unknown golden component ${golden}`);
+}
+
+const TOL = 1e-4;
+
+for (const name of FIXTURE_MODELS) {
+  test(`forward matches golden: ${name}`, async () => {
+    const golden = loadGolden(name);
+    const model = await HookedModel.load(fixtureModelDir(name), { threads: 1 });
+    const ids: number[][] = golden.prompts.map((p: { ids: number[] }) => p.ids);
+    const batched = await model.forward(ids, { heads: true });
+    for (let n = 0; n < ids.length; n++) {
+      const want = golden.prompts[n].clean;
+      const got = batched.prompts[n];
+      assert.ok(maxAbsDiff(got.logits, want.logits) < TOL, `${name} prompt ${n} logits differ by ${maxAbsDiff(got.logits, want.logits)}`);
+      assert.equal(got.token, want.clean_token);
+      assert.ok(Math.abs(got.sigma - want.sigma) < TOL, `${name} prompt ${n} sigma ${got.sigma} vs ${want.sigma}`);
+      assert.ok(maxAbsDiff(got.z, want.z) < TOL);
+      for (const [g, vec] of Object.entries(want.outputs as Record<string, number[]>)) {
+        const c = got.components.get(hydraName(g));
+        assert.ok(c, `${name}: component ${hydraName(g)} missing`);
+        const diff = maxAbsDiff(c, vec);
+        assert.ok(diff < TOL, `${name} prompt ${n} ${hydraName(g)} differs by ${diff}`);
+      }
+    }
+    // Batching with padding gives the same numbers as each prompt alone.
+    for (let n = 0; n < ids.length; n++) {
+      const alone = (await model.forward([ids[n]], { heads: true })).prompts[0];
+      assert.ok(maxAbsDiff(alone.logits, batched.prompts[n].logits) < 1e-5);
+      for (const [c, v] of alone.components) assert.ok(maxAbsDiff(v, batched.prompts[n].components.get(c)!) < 1e-5, `${c} batched vs alone`);
+    }
+  });
+}

@@ -1,0 +1,30 @@
+import path from 'node:path';
+import fs from 'node:fs';
+import { packageRoot } from '../src/io/paths.js';
+
+export const fixturesDir = path.join(packageRoot, 'test', 'fixtures');
+export const goldenDir = path.join(fixturesDir, 'golden');
+export const fixtureModelsDir = path.join(fixturesDir, 'models');
+export const FIXTURE_MODELS = ['tiny-gpt2', 'tiny-neox-parallel', 'tiny-neox-sequential', 'tiny-llama-gqa', 'tiny-qwen2', 'tiny-gemma', 'stories260k'];
+
+/** Model directory of a fixture model (stories260k is the bundled default model). */
+export function fixtureModelDir(name: string): string {
+  return name === 'stories260k' ? path.join(packageRoot, 'assets', 'models', 'stories260k') : path.join(fixtureModelsDir, name);
+}
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export function loadGolden(name: string): any {
+  return JSON.parse(fs.readFileSync(path.join(goldenDir, `${name}.json`), 'utf8'));
+}
+
+export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  if (a.length !== b.length) throw new Error(`length mismatch ${a.length} vs ${b.length}`);
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
+  return m;
+}
+
+/** A fresh temporary directory, removed by the caller or left for the OS. */
+export function tmpDir(prefix = 'hydra-test-'): string {
+  return fs.mkdtempSync(path.join(process.env.TMPDIR ?? '/tmp', prefix));
+}
