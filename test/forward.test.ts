@@ -1,21 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { HookedModel } from '../src/models/model.js';
-import { FIXTURE_MODELS, fixtureModelDir, loadGolden, maxAbsDiff } from './helpers.js';
-
-/** Golden component names (e, attnL, mlpL, headL.H, bOL) in Hydra's naming. */
-export function hydraName(golden: string): string {
-  if (golden === 'e') return 'embed';
-  let m = /^attn(\d+)$/.exec(golden);
-  if (m) return `attn.${m[1]}`;
-  m = /^mlp(\d+)$/.exec(golden);
-  if (m) return `mlp.${m[1]}`;
-  m = /^head(\d+)\.(\d+)$/.exec(golden);
-  if (m) return `head.${m[1]}.${m[2]}`;
-  m = /^bO(\d+)$/.exec(golden);
-  if (m) return `attn_bias.${m[1]}`;
-  throw new Error(`unknown golden component ${golden}`);
-}
+import { FIXTURE_MODELS, fixtureModelDir, hydraName, loadGolden, maxAbsDiff } from './helpers.js';
 
 const TOL = 1e-4;
 

@@ -28,3 +28,18 @@ export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
 export function tmpDir(prefix = 'hydra-test-'): string {
   return fs.mkdtempSync(path.join(process.env.TMPDIR ?? '/tmp', prefix));
 }
+
+/** Golden component names (e, attnL, mlpL, headL.H, bOL) in Hydra's naming. */
+export function hydraName(golden: string): string {
+  if (golden === 'e') return 'embed';
+  let m = /^attn(\d+)$/.exec(golden);
+  if (m) return `attn.${m[1]}`;
+  m = /^mlp(\d+)$/.exec(golden);
+  if (m) return `mlp.${m[1]}`;
+  m = /^head(\d+)\.(\d+)$/.exec(golden);
+  if (m) return `head.${m[1]}.${m[2]}`;
+  m = /^bO(\d+)$/.exec(golden);
+  if (m) return `attn_bias.${m[1]}`;
+  throw new Error(`unknown golden component ${golden}`);
+}
+

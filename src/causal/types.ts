@@ -14,6 +14,8 @@ export interface Effects {
   dde_self: number;
   /** DE'_k(c), keyed by component name (embed, attn.{l}, mlp.{l}, head.{l}.{h}, attn_bias.{l}). */
   de_prime: Record<string, number>;
+  /** Only with the own-scale option: û_σ'(c') = (σ/σ') DE'_k(c), the ablated run unembedded with its own scale. */
+  de_prime_own_scale?: Record<string, number>;
 }
 
 /** One patch run (one resample source, one noise sample, or the single zero/mean patch). */

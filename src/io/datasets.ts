@@ -101,7 +101,8 @@ function parseJsonl(text: string, base: string): PromptRecord[] {
     try {
       obj = JSON.parse(line);
     } catch (e) {
-      throw new HydraError(`${where}: not valid JSON (${(e as Error).message}); each line must be one JSON object`);
+      const msg = (e as Error).message.replace(/ in JSON at position (\d+).*$/, (_m, n: string) => ` at column ${Number(n) + 1}`);
+      throw new HydraError(`${where}: not valid JSON (${msg}); each line must be one JSON object`);
     }
     out.push(plainRecord(obj, out.length, where));
   }

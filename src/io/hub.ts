@@ -62,7 +62,7 @@ function repoFolder(cacheDir: string, repo: string): string {
   return path.join(cacheDir, ['models', ...repo.split('/')].join('--'));
 }
 
-/** Files a snapshot must hold for the model to load; null if the weights are not known yet. */
+/** The files Hydra needs that the snapshot `dir` lacks (config.json and the safetensors weights). */
 function missingFiles(dir: string): string[] {
   const missing = fs.existsSync(path.join(dir, 'config.json')) ? [] : ['config.json'];
   const indexPath = path.join(dir, INDEX_FILE);
@@ -118,7 +118,8 @@ function oneLine(s: string): string {
 export async function resolveModel(spec: string, opts: ResolveOptions = {}): Promise<ResolvedModel> {
   if (fs.existsSync(spec) && fs.statSync(spec).isDirectory()) return { dir: spec, repo: null, revision: null, commit: null };
   // Repo ids have at most one '/', so anything else path-like is a directory that is not there.
-  const looksLikePath = /^[.~/]/.test(spec) || spec.includes('\\') || spec.split('/').length > 2 || path.isAbsolute(spec) || fs.existsSync(spec);
+  const looksLikePath = /^[.~/]/.test(spec) || spec.includes('\\') || spec.split('/').length > 2 || path.isAbsolute(spec);
+  if (fs.existsSync(spec)) throw new HydraError(`model path ${spec} is a file; pass the directory holding config.json and model.safetensors`);
   if (looksLikePath) throw new HydraError(`model directory ${spec} does not exist; pass a directory holding config.json and model.safetensors, or a Hub repo id`);
 
   const { repo, revision } = parseModelSpec(spec);
@@ -187,8 +188,8 @@ export async function resolveModel(spec: string, opts: ResolveOptions = {}): Pro
   // Downloading by commit sha puts every file in snapshots/<commit>/ and skips files already there.
   const fetchFile = async (file: string): Promise<string> => {
     const debug = console.debug;
-    // The library prints "Downloading ..." with console.debug (stdout); route it to onProgress instead.
-    console.debug = (...args: unknown[]) => progress(`${label}: ${args.map(String).join(' ')}`);
+    // The library announces real downloads (not cache hits) with console.debug on stdout; report them via onProgress instead.
+    console.debug = () => progress(`downloading ${file} of ${label}`);
     try {
       return await downloadFileToCacheDir({ repo, path: file, revision: commit, cacheDir, hubUrl, accessToken });
     } catch (e) {

@@ -46,6 +46,16 @@ export interface ForwardOptions {
   heads?: boolean;
   /** Also return every component at every position. */
   allPositions?: boolean;
+  /** do(C = p): per prompt, component outputs to replace (at the last position unless `position` is given). */
+  interventions?: Intervention[][];
+  /** Per prompt, a [T, d] array added to the input embeddings (noise ablation). */
+  embedAdd?: (Float32Array | null)[];
+}
+
+export interface Intervention {
+  component: string;
+  value: Float32Array;
+  position?: number;
 }
 
 const MASKED = -1e30;
@@ -151,6 +161,11 @@ export class HookedModel {
       for (let b = 0; b < B; b++) out[b][list].push(full.slice((b * T + last(b)) * d, (b * T + last(b) + 1) * d));
     };
 
+    opts.embedAdd?.forEach((noise, b) => {
+      if (noise) for (let i = 0; i < lengths[b] * d; i++) embed[b * T * d + i] += noise[i];
+    });
+    const intervene = (name: string, full: Float32Array, z?: Float32Array) => this.intervene(name, full, opts.interventions, lengths, T, z);
+    intervene('embed', embed);
     record('embed', embed);
     const resid = Float32Array.from(embed);
     const cache: KVCache = { lengths, T, k: [], v: [] };
@@ -160,12 +175,19 @@ export class HookedModel {
       const attn = a.out.data as Float32Array;
       cache.k.push(a.k);
       cache.v.push(a.v);
+      const heads = intervene(`attn.${l}`, attn, a.z.data as Float32Array);
       record(`attn.${l}`, attn);
       if (opts.heads) this.recordHeads(out, l, a.z.data as Float32Array, lengths, T);
+      // A patched head or bias reads as its patch.
+      for (const [b, name, t, value] of heads) {
+        if (t === lengths[b] - 1) out[b].components.set(name, Float32Array.from(value));
+        out[b].positions?.get(name)?.set(value, t * d);
+      }
       // Parallel blocks: the MLP reads the residual before attention is added.
       if (!this.spec.parallel) addInto(resid, attn);
       recordResid('mlpIn', resid);
       const mlp = (await this.mlpSessions[l].run({ x: f32(resid, [B * T, d]) })).out.data as Float32Array;
+      intervene(`mlp.${l}`, mlp);
       if (this.spec.parallel) addInto(resid, attn);
       addInto(resid, mlp);
       record(`mlp.${l}`, mlp);
@@ -183,6 +205,57 @@ export class HookedModel {
       out[b].token = argmax(out[b].logits);
     }
     return { prompts: out, cache };
+  }
+
+  /**
+   * Apply the interventions that target block output `name` (or, for an attention
+   * output, its heads and output bias) in place. Returns the head/bias patches applied,
+   * so that the recorded head components can show them.
+   */
+  private intervene(
+    name: string,
+    full: Float32Array,
+    all: Intervention[][] | undefined,
+    lengths: number[],
+    T: number,
+    z?: Float32Array,
+  ): [number, string, number, Float32Array][] {
+    const applied: [number, string, number, Float32Array][] = [];
+    if (!all) return applied;
+    const d = this.spec.dModel;
+    const layer = name.startsWith('attn.') ? Number(name.slice(5)) : -1;
+    all.forEach((list, b) =>
+      list.forEach((iv) => {
+        const t = iv.position ?? lengths[b] - 1;
+        if (t < 0 || t >= lengths[b]) throw new HydraError(`intervention on ${iv.component}: position ${t} is outside prompt ${b} (length ${lengths[b]})`);
+        const at = (b * T + t) * d;
+        if (iv.component === name) {
+          full.set(iv.value, at);
+          return;
+        }
+        if (layer < 0 || !z) return;
+        const m = /^(head|attn_bias)\.(\d+)(?:\.(\d+))?$/.exec(iv.component);
+        if (!m || Number(m[2]) !== layer) return;
+        // The attention output is a sum of heads and the bias: swap the one part.
+        const old = m[1] === 'head' ? this.headOutput(layer, Number(m[3]), z, b * T + t) : this.weights.layers[layer].bo ?? new Float32Array(d);
+        for (let j = 0; j < d; j++) full[at + j] += iv.value[j] - old[j];
+        applied.push([b, iv.component, t, iv.value]);
+      }),
+    );
+    return applied;
+  }
+
+  /** z_{l,h} W_O[h] at one row of z [N, H*dh]. */
+  headOutput(l: number, h: number, z: ArrayLike<number>, row: number): Float32Array {
+    const { nHeads: H, dHead: dh, dModel: d } = this.spec;
+    const wo = this.weights.layers[l].wo;
+    const out = new Float32Array(d);
+    for (let i = 0; i < dh; i++) {
+      const zi = z[row * H * dh + h * dh + i];
+      const wRow = (h * dh + i) * d;
+      for (let j = 0; j < d; j++) out[j] += zi * wo[wRow + j];
+    }
+    return out;
   }
 
   /** Final norm and unembedding of residuals z [N, d]: logits [N, V]. */

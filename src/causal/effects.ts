@@ -1,0 +1,111 @@
+import type { ArchSpec } from '../engine/spec.js';
+import type { Component } from '../models/components.js';
+import { layerComponents } from '../models/components.js';
+import type { PromptActivations } from '../models/model.js';
+import { dot } from './readout.js';
+import type { AblationResult, PatchEffects } from './types.js';
+
+/**
+ * The layer-level components causally downstream of `target` at the last position,
+ * in the model's real compute graph (METHOD.md): in a parallel block, mlp.{l} reads
+ * the same residual as attn.{l}, so it is not downstream of attn.{l} or its heads.
+ */
+export function downstream(spec: ArchSpec, target: Component): { attn: string[]; mlp: string[] } {
+  const L = spec.nLayers;
+  const range = (from: number) => [...Array(Math.max(0, L - from)).keys()].map((i) => i + from);
+  if (target.kind === 'embed') return { attn: range(0).map((l) => `attn.${l}`), mlp: range(0).map((l) => `mlp.${l}`) };
+  const l = target.layer;
+  const attn = range(l + 1).map((m) => `attn.${m}`);
+  const mlpFrom = target.kind === 'mlp' || spec.parallel ? l + 1 : l;
+  return { attn, mlp: range(mlpFrom).map((m) => `mlp.${m}`) };
+}
+
+/** Everything about the clean run of one prompt that the effects are measured against. */
+export interface CleanContext {
+  acts: PromptActivations;
+  /** Readout vector q_i of the clean token (see Readout). */
+  q: Float64Array;
+  /** π̂_i of the clean run. */
+  piHat: number;
+  /** π̂_i = z·q/σ + const. */
+  constant: number;
+  /** DE(c) for every recorded component. */
+  de: Record<string, number>;
+}
+
+export function cleanContext(acts: PromptActivations, q: Float64Array, piHat: number): CleanContext {
+  const de: Record<string, number> = {};
+  for (const [name, c] of acts.components) de[name] = dot(c, q) / acts.sigma;
+  return { acts, q, piHat, constant: piHat - dot(acts.z, q) / acts.sigma, de };
+}
+
+/** What an ablated run must report for its effects to be computed. */
+export interface AblatedRun {
+  /** Final residual z' at the last position. */
+  z: ArrayLike<number>;
+  /** DE'_k(c) = û_σclean(c') for every component. */
+  dePrime: Record<string, number>;
+  /** π̂'_i when the run unembedded itself; otherwise it is read from z'. */
+  piHatPrime?: number;
+}
+
+/** σ of a residual, for the model's final norm. */
+export type NormScale = (z: ArrayLike<number>) => number;
+
+/**
+ * TE, ΔDE(k), CE (attention and MLP parts), NE and IE of one patch run (METHOD.md).
+ * Closure TE = ΔDE(k) + CE + NE holds by construction up to float error.
+ */
+export function patchEffects(
+  spec: ArchSpec,
+  ctx: CleanContext,
+  target: Component,
+  patch: Float32Array,
+  run: AblatedRun,
+  normScale: NormScale,
+  source: number | null,
+): PatchEffects {
+  const { acts, q, de } = ctx;
+  const sigma = acts.sigma;
+  const sigmaPrime = normScale(run.z);
+  const piHatPrime = run.piHatPrime ?? dot(run.z, q) / sigmaPrime + ctx.constant;
+  const down = downstream(spec, target);
+  const sumDelta = (names: string[]) => names.reduce((s, c) => s + (run.dePrime[c] - de[c]), 0);
+  const ceAttn = sumDelta(down.attn);
+  const ceMlp = sumDelta(down.mlp);
+  const layerSum = layerComponents(spec).reduce((s, c) => s + run.dePrime[c], 0);
+  const ddeSelf = dot(patch, q) / sigma - de[target.name];
+  // IE: the target back at its clean value, everything downstream held at its ablated value.
+  const clean = acts.components.get(target.name)!;
+  const zIe = Float64Array.from(run.z as ArrayLike<number>, (v, j) => v - patch[j] + clean[j]);
+  const ie = dot(zIe, q) / normScale(zIe) + ctx.constant - ctx.piHat;
+  return {
+    source,
+    sigma_prime: sigmaPrime,
+    pi_hat_prime: piHatPrime,
+    te: piHatPrime - ctx.piHat,
+    ce: ceAttn + ceMlp,
+    ce_attn: ceAttn,
+    ce_mlp: ceMlp,
+    ne: (sigma / sigmaPrime - 1) * layerSum,
+    ie,
+    dde_self: ddeSelf,
+    de_prime: run.dePrime,
+  };
+}
+
+const FIELDS = ['te', 'ce', 'ce_attn', 'ce_mlp', 'ne', 'ie', 'dde_self'] as const;
+
+/** Monte-Carlo average of effects over patches (never the effect of an averaged patch). */
+export function averagePatches(patches: PatchEffects[]): AblationResult {
+  const n = patches.length;
+  const out = { patches } as AblationResult;
+  for (const f of FIELDS) out[f] = patches.reduce((s, p) => s + p[f], 0) / n;
+  out.de_prime = {};
+  for (const c of Object.keys(patches[0].de_prime)) out.de_prime[c] = patches.reduce((s, p) => s + p.de_prime[c], 0) / n;
+  if (patches[0].de_prime_own_scale) {
+    out.de_prime_own_scale = {};
+    for (const c of Object.keys(patches[0].de_prime_own_scale)) out.de_prime_own_scale[c] = patches.reduce((s, p) => s + p.de_prime_own_scale![c], 0) / n;
+  }
+  return out;
+}

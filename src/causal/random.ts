@@ -1,0 +1,47 @@
+/**
+ * Seeded randomness for resample sources and noise. Each (seed, prompt, stream) gets
+ * its own generator, so a prompt's draws do not depend on batching, sharding or --limit.
+ */
+
+/** mulberry32: a small, fast 32-bit generator; uniform in [0, 1). */
+export function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Mix several integers into one 32-bit seed. */
+export function seedOf(...parts: number[]): number {
+  let h = 0x9e3779b9;
+  for (const p of parts) {
+    h = Math.imul(h ^ (p >>> 0), 0x85ebca6b);
+    h ^= h >>> 13;
+    h = Math.imul(h, 0xc2b2ae35);
+    h ^= h >>> 16;
+  }
+  return h >>> 0;
+}
+
+/** Standard normal draws (Box–Muller). */
+export function gaussian(rand: () => number): () => number {
+  return () => {
+    const u = 1 - rand();
+    const v = rand();
+    return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * v);
+  };
+}
+
+/** S distinct indices from 0..n-1 other than `self`, by a partial Fisher–Yates shuffle. */
+export function sampleOthers(n: number, self: number, S: number, rand: () => number): number[] {
+  const pool = [...Array(n).keys()].filter((i) => i !== self);
+  for (let i = 0; i < S; i++) {
+    const j = i + Math.floor(rand() * (pool.length - i));
+    [pool[i], pool[j]] = [pool[j], pool[i]];
+  }
+  return pool.slice(0, S);
+}

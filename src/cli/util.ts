@@ -1,0 +1,112 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { InvalidArgumentError, Option, type Command } from 'commander';
+import { HydraError } from '../io/errors.js';
+import { defaultModelDir, packageRoot } from '../io/paths.js';
+import { HookedModel } from '../models/model.js';
+
+/** The options every model-loading subcommand shares (see addModelOptions). */
+export interface ModelOptions {
+  /** A model directory or a Hugging Face Hub repo id ("org/name[@revision]"). */
+  model?: string;
+  threads?: number;
+  offline?: boolean;
+  cacheDir?: string;
+}
+
+/** The package's version, from package.json. */
+export function packageVersion(): string {
+  try {
+    const pkg = JSON.parse(fs.readFileSync(path.join(packageRoot, 'package.json'), 'utf8')) as { version?: unknown };
+    return typeof pkg.version === 'string' ? pkg.version : '0.0.0';
+  } catch {
+    return '0.0.0';
+  }
+}
+
+/** A commander argument parser for a positive integer option, e.g. `.option('--threads <n>', '...', positiveInt('--threads'))`. */
+export function positiveInt(flag: string): (value: string) => number {
+  return (value: string) => {
+    const v = value.trim();
+    if (!/^\d+$/.test(v) || Number(v) < 1) throw new InvalidArgumentError(`${flag} must be a positive integer, got ${JSON.stringify(value)}`);
+    return Number(v);
+  };
+}
+
+/** A commander argument parser for a non-negative integer option. */
+export function nonNegativeInt(flag: string): (value: string) => number {
+  return (value: string) => {
+    const v = value.trim();
+    if (!/^\d+$/.test(v)) throw new InvalidArgumentError(`${flag} must be a non-negative integer, got ${JSON.stringify(value)}`);
+    return Number(v);
+  };
+}
+
+/** Add --model, --threads, --offline, --cache-dir to a subcommand. */
+export function addModelOptions(cmd: Command): Command {
+  return cmd
+    .addOption(
+      new Option('--model <dir|hub id>', 'model directory (config.json + model.safetensors) or Hugging Face Hub repo id, optionally with @revision').default(
+        defaultModelDir,
+        'the bundled stories260k',
+      ),
+    )
+    .option('--threads <n>', 'CPU threads per operator (default: all cores)', positiveInt('--threads'))
+    .option('--offline', 'use only the local Hugging Face cache, never the network')
+    .option('--cache-dir <dir>', 'Hugging Face cache directory (default: $HYDRA_CACHE, $HF_HUB_CACHE, $HF_HOME/hub or ~/.cache/huggingface/hub)');
+}
+
+/** Load the model named by the common options; download progress goes to stderr. */
+export async function loadModelFromOptions(opts: ModelOptions): Promise<HookedModel> {
+  const model = opts.model ?? defaultModelDir;
+  if (model.trim() === '') throw new HydraError('--model is empty; give a model directory or a Hub repo id');
+  return HookedModel.load(model, {
+    threads: opts.threads,
+    offline: opts.offline ? true : undefined,
+    cacheDir: opts.cacheDir,
+    onProgress: (msg) => process.stderr.write(`hydra: ${msg}\n`),
+  });
+}
+
+/**
+ * Parse a comma-separated list of token ids ("1,2,3"; spaces allowed). An empty string gives [],
+ * which the model rejects as an empty prompt.
+ */
+export function parseIds(text: string, flag = '--ids'): number[] {
+  const s = text.trim();
+  if (s === '') return [];
+  return s.split(',').map((part, i) => {
+    const p = part.trim();
+    if (p === '') throw new HydraError(`${flag} "${text}": item ${i + 1} is empty; give comma-separated token ids such as 1,2,3`);
+    if (!/^\d+$/.test(p)) throw new HydraError(`${flag} "${text}": item ${i + 1} (${JSON.stringify(p)}) is not a non-negative integer token id; give comma-separated ids such as 1,2,3`);
+    const v = Number(p);
+    if (!Number.isSafeInteger(v)) throw new HydraError(`${flag} "${text}": token id ${p} is too large`);
+    return v;
+  });
+}
+
+/** Print one JSON value on one line of stdout. Typed arrays become plain arrays; NaN/Infinity become null. */
+export function printJson(value: unknown): void {
+  process.stdout.write(toJson(value) + '\n');
+}
+
+export function toJson(value: unknown): string {
+  return JSON.stringify(value, (_key, v: unknown) => {
+    if (ArrayBuffer.isView(v) && !(v instanceof DataView)) return Array.from(v as unknown as ArrayLike<number>);
+    if (v instanceof Map) return Object.fromEntries(v);
+    return v;
+  });
+}
+
+/** Split a row-major [rows, cols] array into rows of plain numbers. */
+export function rows(flat: ArrayLike<number>, cols: number): number[][] {
+  const out: number[][] = [];
+  for (let r = 0; r * cols < flat.length; r++) out.push(Array.from({ length: cols }, (_, c) => flat[r * cols + c]));
+  return out;
+}
+
+/** Format a number with a fixed number of decimals, right-aligned to `width`. */
+export function fmt(x: number, decimals = 4, width = 0): string {
+  const s = Number.isFinite(x) ? x.toFixed(decimals) : String(x);
+  return s.padStart(width);
+}

@@ -1,0 +1,609 @@
+/**
+ * The sweep results database: one DuckDB file (default `results.duckdb`) per run.
+ *
+ * Schema (schema_version 1). Every table except run_config has a prompt_idx column: the
+ * prompt's 0-based position in the dataset. Component names are those of src/causal/types.ts:
+ * embed, attn.{l}, mlp.{l}, head.{l}.{h}, attn_bias.{l}. Effects follow METHOD.md.
+ *
+ *   run_config  one row: the settings the numbers depend on.
+ *     schema_version INTEGER, model VARCHAR, model_revision VARCHAR, model_hash VARCHAR,
+ *     dataset VARCHAR, ablation VARCHAR (zero|mean|noise|resample|custom), samples INTEGER (S),
+ *     seed BIGINT, heads BOOLEAN, "limit" INTEGER, shard VARCHAR ('i/n' or NULL),
+ *     hydra_version VARCHAR, created_at TIMESTAMPTZ, config_json VARCHAR (the whole config,
+ *     options included; this is what a reopen compares).
+ *   prompts     one row per prompt handled, kept or dropped by the filter.
+ *     prompt_idx INTEGER PRIMARY KEY, dataset_id VARCHAR, text VARCHAR, ids INTEGER[],
+ *     answer VARCHAR, token INTEGER (clean argmax i), token_text VARCHAR, sigma DOUBLE (clean σ),
+ *     pi_hat DOUBLE (clean π̂_i), kept BOOLEAN, drop_reason VARCHAR (NULL when kept).
+ *   clean_de    prompt_idx INTEGER, component VARCHAR, de DOUBLE — DE(c) in the clean run.
+ *   effects     patch-averaged effects of ablating `component`:
+ *     prompt_idx INTEGER, component VARCHAR, te, ce, ce_attn, ce_mlp, ne, ie, dde_self DOUBLE.
+ *   patches     the same per patch run, patch_idx 0..S-1 (0 alone for zero/mean/custom):
+ *     prompt_idx INTEGER, component VARCHAR, patch_idx INTEGER, source INTEGER (resample source
+ *     prompt_idx, else NULL), sigma_prime DOUBLE (σ'), pi_hat_prime DOUBLE (π̂'_i),
+ *     te, ce, ce_attn, ce_mlp, ne, ie, dde_self DOUBLE.
+ *   de_prime    DE'_k(c), long format (one value a row; DuckDB compresses the repeated names):
+ *     prompt_idx INTEGER, ablated VARCHAR (k), patch_idx INTEGER (NULL = patch average),
+ *     component VARCHAR (c), value DOUBLE.
+ *   sources     the resample choices: prompt_idx INTEGER, patch_idx INTEGER, source INTEGER.
+ *   done        prompt_idx INTEGER PRIMARY KEY, kept BOOLEAN, written_at TIMESTAMPTZ.
+ *
+ * Each prompt (all its rows in every table, and its `done` row) is written in one transaction,
+ * so after a crash a prompt is either complete and in `done`, or absent everywhere. Rows of a
+ * prompt keep their write order (rowid), which readResults uses for key order.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import {
+  DuckDBInstance, DuckDBConnection, DuckDBDataChunk, DuckDBType, DuckDBValue,
+  INTEGER, DOUBLE, VARCHAR, BOOLEAN, LIST, listValue,
+} from '@duckdb/node-api';
+import type { AblationKind, AblationResult, Effects, PatchEffects, PromptResult } from '../causal/types.js';
+import { HydraError, check } from '../io/errors.js';
+import { packageRoot } from '../io/paths.js';
+
+export const SCHEMA_VERSION = 1;
+
+export interface RunConfig {
+  model: string;
+  model_revision?: string | null;
+  model_hash?: string | null;
+  dataset: string;
+  ablation: AblationKind;
+  /** S: patches per ablation (resample sources or noise samples). */
+  samples: number;
+  seed: number;
+  /** Whether heads (head.{l}.{h}, attn_bias.{l}) were ablated too. */
+  heads: boolean;
+  /** Not compared on reopen: a resumed run may go further. */
+  limit?: number | null;
+  /** 'i/n' for one shard of a split run; mergeStores joins shards. */
+  shard?: string | null;
+  /** Not compared on reopen; defaults to this package's version. */
+  hydra_version?: string;
+  /** Any other setting that changes the numbers (e.g. the norm-scale choice); compared on reopen. */
+  options?: Record<string, string | number | boolean | null>;
+}
+
+/** What a PromptResult does not hold but the prompts table records. */
+export interface PromptExtra {
+  dataset_id?: string | null;
+  answer?: string | null;
+  token_text?: string | null;
+}
+
+export interface DroppedPrompt {
+  index: number;
+  reason: string;
+  dataset_id?: string | null;
+  text?: string | null;
+  ids?: number[] | null;
+  answer?: string | null;
+  token?: number | null;
+  token_text?: string | null;
+  sigma?: number | null;
+  pi_hat?: number | null;
+}
+
+export interface ReadOptions {
+  /** Include per-patch results (patches and their de_prime); default true. */
+  patches?: boolean;
+}
+
+const EFFECT_FIELDS = ['te', 'ce', 'ce_attn', 'ce_mlp', 'ne', 'ie', 'dde_self'] as const;
+/** Tables holding per-prompt rows, in write order. */
+const PROMPT_TABLES = ['prompts', 'clean_de', 'effects', 'patches', 'de_prime', 'sources', 'done'] as const;
+/** Config fields that must match on reopen (and across merged shards, shard aside). */
+const COMPARED: (keyof RunConfig)[] = ['model', 'model_revision', 'model_hash', 'dataset', 'ablation', 'samples', 'seed', 'heads', 'shard'];
+
+const effectCols = EFFECT_FIELDS.map((f) => `${f} DOUBLE`).join(', ');
+const SCHEMA_SQL = `
+CREATE TABLE run_config (schema_version INTEGER, model VARCHAR, model_revision VARCHAR, model_hash VARCHAR,
+  dataset VARCHAR, ablation VARCHAR, samples INTEGER, seed BIGINT, heads BOOLEAN, "limit" INTEGER, shard VARCHAR,
+  hydra_version VARCHAR, created_at TIMESTAMPTZ DEFAULT current_timestamp, config_json VARCHAR);
+CREATE TABLE prompts (prompt_idx INTEGER PRIMARY KEY, dataset_id VARCHAR, text VARCHAR, ids INTEGER[], answer VARCHAR,
+  token INTEGER, token_text VARCHAR, sigma DOUBLE, pi_hat DOUBLE, kept BOOLEAN NOT NULL, drop_reason VARCHAR);
+CREATE TABLE clean_de (prompt_idx INTEGER, component VARCHAR, de DOUBLE);
+CREATE TABLE effects (prompt_idx INTEGER, component VARCHAR, ${effectCols});
+CREATE TABLE patches (prompt_idx INTEGER, component VARCHAR, patch_idx INTEGER, source INTEGER,
+  sigma_prime DOUBLE, pi_hat_prime DOUBLE, ${effectCols});
+CREATE TABLE de_prime (prompt_idx INTEGER, ablated VARCHAR, patch_idx INTEGER, component VARCHAR, value DOUBLE);
+CREATE TABLE sources (prompt_idx INTEGER, patch_idx INTEGER, source INTEGER);
+CREATE TABLE done (prompt_idx INTEGER PRIMARY KEY, kept BOOLEAN, written_at TIMESTAMPTZ DEFAULT current_timestamp);
+`;
+
+const sqlString = (s: string) => `'${s.replace(/'/g, "''")}'`;
+const errText = (e: unknown) => String((e as Error)?.message ?? e).split('\n')[0];
+
+function packageVersion(): string {
+  try {
+    return JSON.parse(fs.readFileSync(path.join(packageRoot, 'package.json'), 'utf8')).version ?? 'unknown';
+  } catch {
+    return 'unknown';
+  }
+}
+
+/** The config as stored and compared: undefined -> null, options sorted. */
+function normalizeConfig(c: RunConfig): Required<RunConfig> {
+  const options: Record<string, string | number | boolean | null> = {};
+  for (const k of Object.keys(c.options ?? {}).sort()) options[k] = c.options![k] ?? null;
+  return {
+    model: c.model, model_revision: c.model_revision ?? null, model_hash: c.model_hash ?? null, dataset: c.dataset,
+    ablation: c.ablation, samples: c.samples, seed: c.seed, heads: c.heads, limit: c.limit ?? null,
+    shard: c.shard ?? null, hydra_version: c.hydra_version ?? packageVersion(), options,
+  };
+}
+
+/** The first compared field that differs, as [name, stored, wanted], or null. */
+function configDiff(stored: RunConfig, wanted: RunConfig, ignore: string[] = []): [string, unknown, unknown] | null {
+  const a = normalizeConfig(stored);
+  const b = normalizeConfig(wanted);
+  for (const k of COMPARED) {
+    if (!ignore.includes(k) && a[k] !== b[k]) return [k, a[k], b[k]];
+  }
+  for (const k of new Set([...Object.keys(a.options), ...Object.keys(b.options)])) {
+    if (a.options[k] !== b.options[k]) return [k, a.options[k] ?? null, b.options[k] ?? null];
+  }
+  return null;
+}
+
+/** DuckDB's open errors, as one line saying what to do. */
+function openError(file: string, e: unknown): HydraError {
+  const m = errText(e);
+  if (/lock/i.test(m)) {
+    const pid = /PID (\d+)/.exec(m)?.[1];
+    return new HydraError(`${file} is in use by another process${pid ? ` (pid ${pid})` : ''}; wait for it to finish or use another --out`);
+  }
+  if (/not a valid DuckDB database|Serialization Error|Catalog Error/i.test(m)) {
+    return new HydraError(`${file} is not a hydra results database (${m}); use another --out`);
+  }
+  return new HydraError(`cannot open results database ${file} (${m}); check the path is writable or use another --out`);
+}
+
+/** Paths open in this process: two DuckDB instances on one file would corrupt it. */
+const openPaths = new Set<string>();
+
+async function openInstance(file: string, readOnly: boolean): Promise<{ instance: DuckDBInstance; con: DuckDBConnection }> {
+  const abs = path.resolve(file);
+  check(!openPaths.has(abs), `${file} is already open in this process; close it first`);
+  let instance: DuckDBInstance | undefined;
+  try {
+    instance = await DuckDBInstance.create(abs, readOnly ? { access_mode: 'READ_ONLY' } : {});
+    const con = await instance.connect();
+    openPaths.add(abs);
+    return { instance, con };
+  } catch (e) {
+    instance?.closeSync();
+    throw openError(file, e);
+  }
+}
+
+async function tableNames(con: DuckDBConnection, catalog?: string): Promise<Set<string>> {
+  const where = catalog ? `database_name = ${sqlString(catalog)}` : 'database_name = current_database()';
+  const r = await con.runAndReadAll(`SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main' AND ${where}`);
+  return new Set(r.getColumnsJS()[0]?.map(String) ?? []);
+}
+
+async function readStoredConfig(con: DuckDBConnection, file: string, catalog?: string): Promise<RunConfig> {
+  const tables = await tableNames(con, catalog);
+  check(tables.has('run_config') && PROMPT_TABLES.every((t) => tables.has(t)), `${file} is not a hydra results database (tables missing); use another --out`);
+  const r = await con.runAndReadAll(`SELECT schema_version, config_json FROM ${catalog ? `${catalog}.` : ''}run_config`);
+  const rows = r.getRowsJS();
+  check(rows.length === 1, `${file} has ${rows.length} run_config rows, expected 1; the file is damaged, use another --out`);
+  check(rows[0][0] === SCHEMA_VERSION, `${file} has schema version ${String(rows[0][0])}, this hydra reads ${SCHEMA_VERSION}; use the hydra version that wrote it or another --out`);
+  return JSON.parse(String(rows[0][1])) as RunConfig;
+}
+
+/** Appends columns to a table through data chunks (vector_size rows each): far faster than INSERTs. */
+async function appendColumns(con: DuckDBConnection, table: string, types: DuckDBType[], columns: DuckDBValue[][]): Promise<void> {
+  const n = columns[0].length;
+  if (n === 0) return;
+  const appender = await con.createAppender(table);
+  try {
+    const step = 2048;
+    for (let off = 0; off < n; off += step) {
+      const chunk = DuckDBDataChunk.create(types);
+      chunk.setColumns(off === 0 && n <= step ? columns : columns.map((c) => c.slice(off, off + step)));
+      appender.appendDataChunk(chunk);
+    }
+    appender.flushSync();
+  } finally {
+    appender.closeSync();
+  }
+}
+
+function num(v: unknown, what: () => string): number {
+  if (typeof v !== 'number') throw new HydraError(`cannot store ${what()}: it is ${v === undefined ? 'missing' : typeof v}, not a number (a bug in the caller)`);
+  return v;
+}
+
+export class ResultsStore {
+  private queue: Promise<unknown> = Promise.resolve();
+  private closed = false;
+
+  private constructor(
+    readonly file: string,
+    readonly config: RunConfig,
+    private readonly instance: DuckDBInstance,
+    private readonly con: DuckDBConnection,
+    readonly readOnly: boolean,
+  ) {}
+
+  /**
+   * Open `file` for writing, creating it (and its folder) if needed. An existing store must have
+   * been made with the same settings (see COMPARED and `options`); its data are never changed here.
+   */
+  static async open(file: string, config: RunConfig): Promise<ResultsStore> {
+    const abs = path.resolve(file);
+    try {
+      fs.mkdirSync(path.dirname(abs), { recursive: true });
+    } catch (e) {
+      throw new HydraError(`cannot create the folder for ${file} (${(e as NodeJS.ErrnoException).code ?? errText(e)}); choose a writable --out`);
+    }
+    const stat = fs.statSync(abs, { throwIfNoEntry: false });
+    check(!stat?.isDirectory(), `${file} is a directory; give a file path such as ${path.join(file, 'results.duckdb')}`);
+    try {
+      fs.accessSync(path.dirname(abs), fs.constants.W_OK);
+    } catch {
+      throw new HydraError(`cannot write in the folder of ${file}; choose a writable --out`);
+    }
+    const { instance, con } = await openInstance(file, false);
+    try {
+      const tables = await tableNames(con);
+      let stored: RunConfig;
+      if (tables.size === 0) {
+        stored = normalizeConfig(config);
+        await con.run('BEGIN TRANSACTION');
+        await con.run(SCHEMA_SQL);
+        await con.run(
+          `INSERT INTO run_config (schema_version, model, model_revision, model_hash, dataset, ablation, samples, seed, heads, "limit", shard, hydra_version, config_json)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
+          [SCHEMA_VERSION, stored.model, stored.model_revision ?? null, stored.model_hash ?? null, stored.dataset, stored.ablation,
+            stored.samples, BigInt(stored.seed), stored.heads, stored.limit ?? null, stored.shard ?? null, stored.hydra_version!, JSON.stringify(stored)],
+        );
+        await con.run('COMMIT');
+      } else {
+        stored = await readStoredConfig(con, file);
+        const d = configDiff(stored, config);
+        if (d) {
+          const show = (v: unknown) => (v === null ? 'none' : String(v));
+          throw new HydraError(`${file} was made with ${d[0]}=${show(d[1])}, this run asks for ${show(d[2])}; use another --out or the same settings`);
+        }
+      }
+      return new ResultsStore(file, stored, instance, con, false);
+    } catch (e) {
+      con.closeSync();
+      instance.closeSync();
+      openPaths.delete(abs);
+      if (e instanceof HydraError) throw e;
+      throw openError(file, e);
+    }
+  }
+
+  /** Open an existing store to read (report, export); its config comes from the file. */
+  static async openReadOnly(file: string): Promise<ResultsStore> {
+    check(fs.existsSync(file), `results database ${file} not found; run \`hydra sweep\` first or pass the right path`);
+    const { instance, con } = await openInstance(file, true);
+    try {
+      return new ResultsStore(file, await readStoredConfig(con, file), instance, con, true);
+    } catch (e) {
+      con.closeSync();
+      instance.closeSync();
+      openPaths.delete(path.resolve(file));
+      throw e instanceof HydraError ? e : openError(file, e);
+    }
+  }
+
+  /** Runs `fn` after every earlier call: one transaction at a time on the one connection. */
+  private serial<T>(fn: () => Promise<T>): Promise<T> {
+    check(!this.closed, `results database ${this.file} is closed`);
+    const p = this.queue.then(fn, fn);
+    this.queue = p.catch(() => undefined);
+    return p;
+  }
+
+  /** Everything about one prompt in a single transaction: all of it lands, or none. */
+  private async transaction(what: string, fn: () => Promise<void>): Promise<void> {
+    check(!this.readOnly, `${this.file} was opened read-only`);
+    return this.serial(async () => {
+      await this.con.run('BEGIN TRANSACTION');
+      try {
+        await fn();
+        await this.con.run('COMMIT');
+      } catch (e) {
+        await this.con.run('ROLLBACK').catch(() => undefined);
+        if (e instanceof HydraError) throw e;
+        throw new HydraError(`could not write ${what} to ${this.file} (${errText(e)}); nothing of it was stored, check the disk and rerun to resume`);
+      }
+    });
+  }
+
+  private async assertNotDone(index: number): Promise<void> {
+    check(Number.isInteger(index) && index >= 0, `prompt index ${index} is not a non-negative integer`);
+    const r = await this.con.runAndReadAll('SELECT count(*) FROM done WHERE prompt_idx = $1', [index]);
+    check(Number(r.getRowsJS()[0][0]) === 0, `prompt ${index} is already stored in ${this.file}; skip the prompts in donePrompts()`);
+  }
+
+  /** Prompt indices fully handled: written (kept) or dropped by the filter. */
+  async donePrompts(): Promise<Set<number>> {
+    return this.serial(async () => {
+      const r = await this.con.runAndReadAll('SELECT prompt_idx FROM done');
+      return new Set((r.getColumnsJS()[0] ?? []).map(Number));
+    });
+  }
+
+  async writePrompt(result: PromptResult, extra: PromptExtra = {}): Promise<void> {
+    const p = result.index;
+    await this.transaction(`prompt ${p}`, async () => {
+      await this.assertNotDone(p);
+      check(Array.isArray(result.ids) && result.ids.every(Number.isInteger), `prompt ${p}: ids must be a list of integer token ids`);
+      await this.con.run(
+        `INSERT INTO prompts VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, true, NULL)`,
+        [p, extra.dataset_id ?? null, result.text ?? null, listValue(result.ids), extra.answer ?? null,
+          num(result.token, () => `prompt ${p} token`), extra.token_text ?? null,
+          num(result.sigma, () => `prompt ${p} sigma`), num(result.pi_hat, () => `prompt ${p} pi_hat`)],
+        [INTEGER, VARCHAR, VARCHAR, LIST(INTEGER), VARCHAR, INTEGER, VARCHAR, DOUBLE, DOUBLE],
+      );
+
+      const deNames = Object.keys(result.de);
+      await appendColumns(this.con, 'clean_de', [INTEGER, VARCHAR, DOUBLE], [
+        deNames.map(() => p), deNames, deNames.map((c) => num(result.de[c], () => `prompt ${p} de[${c}]`)),
+      ]);
+
+      // Column arrays for effects, patches, de_prime and sources.
+      const eff: DuckDBValue[][] = Array.from({ length: 2 + EFFECT_FIELDS.length }, () => []);
+      const pat: DuckDBValue[][] = Array.from({ length: 6 + EFFECT_FIELDS.length }, () => []);
+      const dp: DuckDBValue[][] = [[], [], [], [], []];
+      const src = new Map<string, [number, number]>();
+      const pushEffects = (cols: DuckDBValue[][], start: number, e: Effects, where: () => string) => {
+        for (let j = 0; j < EFFECT_FIELDS.length; j++) cols[start + j].push(num(e[EFFECT_FIELDS[j]], () => `${where()} ${EFFECT_FIELDS[j]}`));
+      };
+      const pushDePrime = (k: string, patch: number | null, de: Record<string, number>) => {
+        for (const c in de) {
+          dp[0].push(p); dp[1].push(k); dp[2].push(patch); dp[3].push(c);
+          dp[4].push(num(de[c], () => `prompt ${p} ablation ${k} de_prime[${c}]`));
+        }
+      };
+      for (const [k, a] of Object.entries(result.ablations) as [string, AblationResult][]) {
+        eff[0].push(p); eff[1].push(k);
+        pushEffects(eff, 2, a, () => `prompt ${p} ablation ${k}`);
+        pushDePrime(k, null, a.de_prime);
+        a.patches.forEach((pe: PatchEffects, j: number) => {
+          const where = () => `prompt ${p} ablation ${k} patch ${j}`;
+          check(pe.source === null || Number.isInteger(pe.source), () => `${where()}: source must be a prompt index or null`);
+          pat[0].push(p); pat[1].push(k); pat[2].push(j); pat[3].push(pe.source);
+          pat[4].push(num(pe.sigma_prime, () => `${where()} sigma_prime`)); pat[5].push(num(pe.pi_hat_prime, () => `${where()} pi_hat_prime`));
+          pushEffects(pat, 6, pe, where);
+          pushDePrime(k, j, pe.de_prime);
+          if (pe.source !== null) src.set(`${j}:${pe.source}`, [j, pe.source]);
+        });
+      }
+      await appendColumns(this.con, 'effects', [INTEGER, VARCHAR, ...EFFECT_FIELDS.map(() => DOUBLE)], eff);
+      await appendColumns(this.con, 'patches', [INTEGER, VARCHAR, INTEGER, INTEGER, DOUBLE, DOUBLE, ...EFFECT_FIELDS.map(() => DOUBLE)], pat);
+      await appendColumns(this.con, 'de_prime', [INTEGER, VARCHAR, INTEGER, VARCHAR, DOUBLE], dp);
+      const s = [...src.values()].sort((x, y) => x[0] - y[0] || x[1] - y[1]);
+      await appendColumns(this.con, 'sources', [INTEGER, INTEGER, INTEGER], [s.map(() => p), s.map((x) => x[0]), s.map((x) => x[1])]);
+      await this.con.run('INSERT INTO done (prompt_idx, kept) VALUES ($1, true)', [p]);
+    });
+  }
+
+  /** Record a prompt the filter rejected, so that a resumed run skips it too. */
+  async writeDropped(d: DroppedPrompt): Promise<void> {
+    await this.transaction(`dropped prompt ${d.index}`, async () => {
+      await this.assertNotDone(d.index);
+      check(typeof d.reason === 'string' && d.reason !== '', `dropped prompt ${d.index}: give a reason`);
+      await this.con.run(
+        `INSERT INTO prompts VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, false, $10)`,
+        [d.index, d.dataset_id ?? null, d.text ?? null, d.ids ? listValue(d.ids) : null, d.answer ?? null, d.token ?? null,
+          d.token_text ?? null, d.sigma ?? null, d.pi_hat ?? null, d.reason],
+        [INTEGER, VARCHAR, VARCHAR, LIST(INTEGER), VARCHAR, INTEGER, VARCHAR, DOUBLE, DOUBLE, VARCHAR],
+      );
+      await this.con.run('INSERT INTO done (prompt_idx, kept) VALUES ($1, false)', [d.index]);
+    });
+  }
+
+  /** The filtered-out prompts, by index. */
+  async readDropped(): Promise<DroppedPrompt[]> {
+    return this.serial(async () => {
+      const r = await this.con.runAndReadAll(
+        `SELECT p.* FROM prompts p JOIN done USING (prompt_idx) WHERE NOT p.kept ORDER BY prompt_idx`);
+      return r.getRowObjectsJS().map((o) => ({
+        index: Number(o.prompt_idx), reason: String(o.drop_reason), dataset_id: o.dataset_id as string | null,
+        text: o.text as string | null, ids: o.ids === null ? null : (o.ids as number[]), answer: o.answer as string | null,
+        token: o.token as number | null, token_text: o.token_text as string | null, sigma: o.sigma as number | null,
+        pi_hat: o.pi_hat as number | null,
+      }));
+    });
+  }
+
+  /** The extra per-prompt fields (dataset id, answer, token text) of the kept prompts, by index. */
+  async readPromptExtras(): Promise<Map<number, PromptExtra>> {
+    return this.serial(async () => {
+      const r = await this.con.runAndReadAll(
+        `SELECT prompt_idx, dataset_id, answer, token_text FROM prompts JOIN done USING (prompt_idx) WHERE prompts.kept ORDER BY prompt_idx`);
+      return new Map(r.getRowsJS().map((row) => [Number(row[0]), {
+        dataset_id: row[1] as string | null, answer: row[2] as string | null, token_text: row[3] as string | null,
+      }]));
+    });
+  }
+
+  /** Every kept, complete prompt as a PromptResult, ordered by prompt index. */
+  async readResults(opts: ReadOptions = {}): Promise<PromptResult[]> {
+    const withPatches = opts.patches ?? true;
+    return this.serial(async () => {
+      const con = this.con;
+      const byIdx = new Map<number, PromptResult>();
+      const kept = '(SELECT prompt_idx FROM done WHERE kept)';
+      const prompts = await con.runAndReadAll(
+        `SELECT prompt_idx, text, ids, token, sigma, pi_hat FROM prompts WHERE kept AND prompt_idx IN ${kept} ORDER BY prompt_idx`);
+      for (const [idx, text, ids, token, sigma, pi_hat] of prompts.getRowsJS()) {
+        const r: PromptResult = { index: Number(idx), ids: (ids as number[]) ?? [], token: token as number, sigma: sigma as number, pi_hat: pi_hat as number, de: {}, ablations: {} };
+        if (text !== null) r.text = text as string;
+        byIdx.set(r.index, r);
+      }
+      await this.scan(`SELECT prompt_idx, component, de FROM clean_de WHERE prompt_idx IN ${kept} ORDER BY prompt_idx, rowid`, (row) => {
+        byIdx.get(row[0] as number)!.de[row[1] as string] = row[2] as number;
+      });
+      const effectsOf = (row: unknown[], start: number): Effects => {
+        const e = { de_prime: {} } as Effects;
+        for (let j = 0; j < EFFECT_FIELDS.length; j++) e[EFFECT_FIELDS[j]] = row[start + j] as number;
+        return e;
+      };
+      await this.scan(`SELECT prompt_idx, component, ${EFFECT_FIELDS.join(', ')} FROM effects WHERE prompt_idx IN ${kept} ORDER BY prompt_idx, rowid`, (row) => {
+        const e = effectsOf(row, 2);
+        byIdx.get(row[0] as number)!.ablations[row[1] as string] = { ...e, patches: [] };
+      });
+      if (withPatches) {
+        await this.scan(
+          `SELECT prompt_idx, component, patch_idx, source, sigma_prime, pi_hat_prime, ${EFFECT_FIELDS.join(', ')} FROM patches
+           WHERE prompt_idx IN ${kept} ORDER BY prompt_idx, rowid`, (row) => {
+            const a = byIdx.get(row[0] as number)!.ablations[row[1] as string];
+            const e = effectsOf(row, 6);
+            a.patches[row[2] as number] = { ...e, source: row[3] as number | null, sigma_prime: row[4] as number, pi_hat_prime: row[5] as number };
+          });
+      }
+      await this.scan(
+        `SELECT prompt_idx, ablated, patch_idx, component, value FROM de_prime
+         WHERE prompt_idx IN ${kept}${withPatches ? '' : ' AND patch_idx IS NULL'} ORDER BY prompt_idx, rowid`, (row) => {
+          const a = byIdx.get(row[0] as number)!.ablations[row[1] as string];
+          const target = row[2] === null ? a : a.patches[row[2] as number];
+          target.de_prime[row[3] as string] = row[4] as number;
+        });
+      return [...byIdx.values()];
+    });
+  }
+
+  /** Streams a query chunk by chunk, so a full sweep's millions of rows are never all in JS at once. */
+  private async scan(sql: string, onRow: (row: unknown[]) => void): Promise<void> {
+    const result = await this.con.stream(sql);
+    for (;;) {
+      const chunk = await result.fetchChunk();
+      if (!chunk || chunk.rowCount === 0) break;
+      const cols = Array.from({ length: chunk.columnCount }, (_, i) => chunk.getColumnVector(i));
+      const row: unknown[] = new Array(cols.length);
+      for (let r = 0; r < chunk.rowCount; r++) {
+        for (let c = 0; c < cols.length; c++) row[c] = cols[c].getItem(r);
+        onRow(row);
+      }
+    }
+  }
+
+  /** Fold the write-ahead log into the file and release it. Safe to call twice. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    await this.queue;
+    this.closed = true;
+    try {
+      if (!this.readOnly) await this.con.run('CHECKPOINT');
+    } finally {
+      this.con.closeSync();
+      this.instance.closeSync();
+      openPaths.delete(path.resolve(this.file));
+    }
+  }
+
+  /** Run a read query on the store (for reports and tests); rows as plain JS values. */
+  async query(sql: string): Promise<Record<string, unknown>[]> {
+    return this.serial(async () => (await this.con.runAndReadAll(sql)).getRowObjectsJS());
+  }
+}
+
+/**
+ * Join shard stores into `out` (created, or an existing store of the same run). All inputs must
+ * share the config except `shard` and `limit`; a prompt present in several must be identical in
+ * all. The merged store's shard is NULL.
+ */
+export async function mergeStores(inputs: string[], out: string): Promise<void> {
+  check(inputs.length > 0, 'nothing to merge; give at least one shard database');
+  const outAbs = path.resolve(out);
+  for (const f of inputs) {
+    check(fs.existsSync(f), `shard database ${f} not found; check the path`);
+    check(path.resolve(f) !== outAbs, `${out} is both an input and the output; write the merge to a new file`);
+  }
+  // Read every config first, so that a mismatch is reported before anything is written.
+  const configs: RunConfig[] = [];
+  for (const f of inputs) {
+    const s = await ResultsStore.openReadOnly(f);
+    configs.push(s.config);
+    await s.close();
+  }
+  for (let i = 1; i < inputs.length; i++) {
+    const d = configDiff(configs[0], configs[i], ['shard']);
+    if (d) {
+      throw new HydraError(`${inputs[0]} and ${inputs[i]} differ in ${d[0]} (${String(d[1])} vs ${String(d[2])}); only shards of the same run can be merged`);
+    }
+  }
+  const store = await ResultsStore.open(out, { ...configs[0], shard: null });
+  // Internals: the merge runs SQL on the store's own connection.
+  const con = (store as unknown as { con: DuckDBConnection }).con;
+  try {
+    for (const f of inputs) {
+      await con.run(`ATTACH ${sqlString(path.resolve(f))} AS shard_src (READ_ONLY)`);
+      try {
+        await con.run(`CREATE OR REPLACE TEMP TABLE merge_overlap AS
+          SELECT prompt_idx FROM shard_src.done INTERSECT SELECT prompt_idx FROM main.done`);
+        for (const t of PROMPT_TABLES) {
+          if (t === 'done') continue;
+          const diff = await con.runAndReadAll(`SELECT count(*) FROM (
+            (SELECT * FROM shard_src.${t} WHERE prompt_idx IN (SELECT prompt_idx FROM merge_overlap)
+             EXCEPT ALL SELECT * FROM main.${t} WHERE prompt_idx IN (SELECT prompt_idx FROM merge_overlap))
+            UNION ALL
+            (SELECT * FROM main.${t} WHERE prompt_idx IN (SELECT prompt_idx FROM merge_overlap)
+             EXCEPT ALL SELECT * FROM shard_src.${t} WHERE prompt_idx IN (SELECT prompt_idx FROM merge_overlap)))`);
+          const n = Number(diff.getRowsJS()[0][0]);
+          if (n > 0) {
+            const which = await con.runAndReadAll(`SELECT min(prompt_idx) FROM merge_overlap`);
+            throw new HydraError(`${f} and the shards merged before it both hold prompts (e.g. ${String(which.getRowsJS()[0][0])}) with different ${t} rows; they are not shards of one run, merge them separately`);
+          }
+        }
+        await con.run('BEGIN TRANSACTION');
+        try {
+          await con.run(`CREATE OR REPLACE TEMP TABLE merge_new AS
+            SELECT prompt_idx FROM shard_src.done WHERE prompt_idx NOT IN (SELECT prompt_idx FROM main.done)`);
+          for (const t of PROMPT_TABLES) {
+            await con.run(`INSERT INTO main.${t} BY NAME SELECT * FROM shard_src.${t}
+              WHERE prompt_idx IN (SELECT prompt_idx FROM merge_new) ORDER BY rowid`);
+          }
+          await con.run('COMMIT');
+        } catch (e) {
+          await con.run('ROLLBACK').catch(() => undefined);
+          throw e;
+        }
+      } finally {
+        await con.run('DETACH shard_src');
+      }
+    }
+  } catch (e) {
+    await store.close();
+    if (e instanceof HydraError) throw e;
+    throw new HydraError(`merging into ${out} failed (${errText(e)}); the shards are untouched, remove ${out} and retry`);
+  }
+  await store.close();
+}
+
+/** Write one <table>.parquet per table of the store into outDir; returns the files written. */
+export async function exportParquet(db: string, outDir: string): Promise<string[]> {
+  const store = await ResultsStore.openReadOnly(db);
+  try {
+    try {
+      fs.mkdirSync(outDir, { recursive: true });
+    } catch (e) {
+      throw new HydraError(`cannot create ${outDir} (${(e as NodeJS.ErrnoException).code ?? errText(e)}); choose a writable folder`);
+    }
+    const con = (store as unknown as { con: DuckDBConnection }).con;
+    const files: string[] = [];
+    for (const t of ['run_config', ...PROMPT_TABLES]) {
+      const file = path.join(outDir, `${t}.parquet`);
+      const order = t === 'run_config' ? '' : ' ORDER BY prompt_idx, rowid';
+      try {
+        await con.run(`COPY (SELECT * FROM ${t}${order}) TO ${sqlString(path.resolve(file))} (FORMAT parquet)`);
+      } catch (e) {
+        throw new HydraError(`cannot write ${file} (${errText(e)}); check that ${outDir} is writable`);
+      }
+      files.push(file);
+    }
+    return files;
+  } finally {
+    await store.close();
+  }
+}

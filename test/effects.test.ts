@@ -1,0 +1,99 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { analyze } from '../src/causal/analysis.js';
+import type { AblationKind, Effects, PromptResult } from '../src/causal/types.js';
+import { HookedModel } from '../src/models/model.js';
+import { FIXTURE_MODELS, fixtureModelDir, hydraName, loadGolden } from './helpers.js';
+
+const TOL = 1e-4;
+const FIELDS: [keyof Effects, string][] = [
+  ['te', 'TE'],
+  ['ce', 'CE'],
+  ['ce_attn', 'CE_attn'],
+  ['ce_mlp', 'CE_mlp'],
+  ['ne', 'NE'],
+  ['ie', 'IE'],
+  ['dde_self', 'dDE_self'],
+];
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+function compare(label: string, got: any, want: any, names: string[]): void {
+  for (const [f, g] of FIELDS) assert.ok(Math.abs(got[f] - want[g]) < TOL, `${label} ${f}: ${got[f]} vs ${want[g]}`);
+  names.forEach((n, i) => {
+    const c = hydraName(n);
+    assert.ok(Math.abs(got.de_prime[c] - want.DE_prime[i]) < TOL, `${label} DE'(${c}): ${got.de_prime[c]} vs ${want.DE_prime[i]}`);
+  });
+  // Closure: TE = ΔDE(k) + CE + NE.
+  assert.ok(Math.abs(got.te - (got.dde_self + got.ce + got.ne)) < TOL, `${label} closure`);
+}
+
+export async function goldenRun(name: string, kind: AblationKind, path: 'fast' | 'naive'): Promise<PromptResult[]> {
+  const golden = loadGolden(name);
+  const model = await HookedModel.load(fixtureModelDir(name), { threads: 1 });
+  return analyze(model, golden.prompts.map((p: { ids: number[] }) => p.ids), {
+    kind,
+    targets: golden.targets.map(hydraName),
+    sources: kind === 'resample' ? golden.resample_sources : undefined,
+    heads: true,
+    path,
+    batchPrompts: 3,
+    batchRows: 50,
+  });
+}
+
+for (const name of FIXTURE_MODELS) {
+  for (const path of ['fast', 'naive'] as const) {
+    test(`effects match golden (${path} path): ${name}`, async () => {
+      const golden = loadGolden(name);
+      for (const kind of ['zero', 'mean', 'resample'] as const) {
+        const results = await goldenRun(name, kind, path);
+        results.forEach((r, n) => {
+          const gp = golden.prompts[n];
+          assert.equal(r.token, gp.clean.clean_token);
+          for (const [g, v] of Object.entries(gp.clean.DE as Record<string, number>)) assert.ok(Math.abs(r.de[hydraName(g)] - v) < TOL, `DE ${g}`);
+          for (const t of golden.targets as string[]) {
+            const want = gp.ablations[kind][t];
+            const got = r.ablations[hydraName(t)];
+            compare(`${name} ${kind} p${n} ${t} mean`, got, want.mean, golden.component_names);
+            assert.equal(got.patches.length, want.patches.length);
+            got.patches.forEach((p, s) => {
+              compare(`${name} ${kind} p${n} ${t} patch ${s}`, p, want.patches[s], golden.component_names);
+              assert.equal(p.source, want.patches[s].source);
+              assert.ok(Math.abs(p.sigma_prime - want.patches[s].sigma_prime) < TOL);
+              assert.ok(Math.abs(p.pi_hat_prime - want.patches[s].pi_hat_i_prime) < TOL);
+            });
+          }
+        });
+      }
+    });
+  }
+}
+
+// The fast path agrees with the naive full recompute for every patch kind, including
+// noise and custom patches that the golden files do not cover, and for embed and bias targets.
+for (const name of FIXTURE_MODELS) {
+  test(`fast path equals naive path for every patch kind: ${name}`, async () => {
+    const golden = loadGolden(name);
+    const model = await HookedModel.load(fixtureModelDir(name), { threads: 1 });
+    const ids: number[][] = golden.prompts.slice(0, 5).map((p: { ids: number[] }) => p.ids);
+    const targets = ['embed', 'attn.0', 'mlp.0', `attn.${model.spec.nLayers - 1}`, 'head.1.0', 'attn_bias.1', 'mlp.1'];
+    const custom = Object.fromEntries(targets.map((t, i) => [t, Float32Array.from({ length: model.spec.dModel }, (_, j) => Math.sin(i + j) * 0.5)]));
+    for (const kind of ['zero', 'mean', 'resample', 'noise', 'custom'] as const) {
+      const opts = { kind, targets, samples: 2, seed: 7, heads: true, custom };
+      const fast = await analyze(model, ids, { ...opts, path: 'fast' });
+      const naive = await analyze(model, ids, { ...opts, path: 'naive' });
+      fast.forEach((r, n) => {
+        for (const t of targets) {
+          const f = r.ablations[t];
+          const g = naive[n].ablations[t];
+          f.patches.forEach((p, s) => {
+            assert.equal(p.source, g.patches[s].source);
+            for (const [k] of FIELDS) assert.ok(Math.abs((p[k] as number) - (g.patches[s][k] as number)) < TOL, `${name} ${kind} ${t} ${k}: ${p[k]} vs ${g.patches[s][k]}`);
+            for (const c of Object.keys(g.patches[s].de_prime)) assert.ok(Math.abs(p.de_prime[c] - g.patches[s].de_prime[c]) < TOL, `${name} ${kind} ${t} DE'(${c})`);
+            assert.ok(Math.abs(p.te - (p.dde_self + p.ce + p.ne)) < TOL, 'closure');
+          });
+        }
+      });
+    }
+  });
+}
