@@ -78,7 +78,7 @@ for (const model of ['stories260k', 'tiny-gpt2']) {
     const stats = datasetStatistics(prompts, { indices: g.bootstrap_indices });
     const out = tmpDir('hydra-report-');
     const index = await writeReport(out, {
-      model, dataset: g.prompt_set?.name ?? 'golden', config: { kind: 'resample', patches: 3 }, prompts, stats,
+      model, dataset: g.prompt_set?.kind ?? 'golden', config: { kind: 'resample', patches: 3 }, prompts, stats,
       tokenTexts: prompts.map((p) => `#${p.token}`),
     });
     assert.equal(index, path.join(out, 'index.html'));
@@ -157,6 +157,7 @@ test('rendering works headless and draws text with the bundled font', async () =
   checkSvg(svg, 'profile');
   assert.match(svg, /font-family="DejaVu Sans"/);
   assert.match(svg, /MLP layer 1/);
+  assert.throws(() => checkSvg('<svg xmlns="http://www.w3.org/2000/svg"><g></svg>', 'bad'));
   const png = svgToPng(svg, 1);
   const big = svgToPng(svg, 2);
   const a = checkPng(png, 'png@1x'), b = checkPng(big, 'png@2x');

@@ -13,7 +13,7 @@ import { packageVersion } from './util.js';
 type Registrar = (program: Command) => void;
 const SUBCOMMANDS: Array<[name: string, load: () => Promise<object>]> = [
   ['forward', () => import('./forward.js')],
-  // ['effects', () => import('./effects.js')],
+  ['effects', () => import('./effects.js')],
   // ['sweep', () => import('./sweep.js')],
   // ['report', () => import('./report.js')],
   // ['profile', () => import('./profile.js')],

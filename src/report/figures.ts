@@ -90,7 +90,8 @@ export function componentLabel(name: string): string {
 
 const layerAxis = (n: number) => ({
   field: 'layer', type: 'quantitative', title: 'layer',
-  scale: { domain: [0, Math.max(n - 1, 1)], nice: false, zero: false },
+  // a little room either side so end points and the ablated-layer rule stay clear of the frame
+  scale: { domain: [-0.25, Math.max(n - 1, 1) + 0.25], nice: false, zero: false },
   axis: { tickMinStep: 1, format: 'd' },
 });
 
@@ -210,7 +211,7 @@ function nudge(layer: number, second: boolean): number {
   return layer + (second ? 0.08 : -0.08);
 }
 
-const nudgedLayerAxis = (n: number) => ({ ...layerAxis(n), field: 'x', scale: { domain: [-0.2, Math.max(n - 1, 1) + 0.2], nice: false, zero: false } });
+const nudgedLayerAxis = (n: number) => ({ ...layerAxis(n), field: 'x' });
 
 /** Figure 2 data: per prompt and layer-level component, DE(k) and −TE_k. */
 export function importanceRows(prompts: PromptResult[]): { prompt: number; layer: number; type: LayerType; de: number; neg_te: number }[] {
@@ -297,7 +298,7 @@ export function importanceScatter(prompts: PromptResult[]): Record<string, unkno
         encoding: {
           x: { field: 'de', type: 'quantitative', title: 'DE: direct effect (logit units)' },
           y: { field: 'neg_te', type: 'quantitative', title: '−TE: drop in logit when ablated' },
-          color: { field: 'layer', type: 'quantitative', title: 'layer', scale: { scheme: 'viridis', domain: [0, Math.max(L - 1, 1)] } },
+          color: { field: 'layer', type: 'quantitative', title: 'layer', scale: { scheme: 'viridis', domain: [0, Math.max(L - 1, 1)] }, legend: { format: 'd', tickMinStep: 1 } },
           shape: { field: 'type', type: 'nominal', title: 'ablated', scale: { domain: ['Attention', 'MLP'], range: ['circle', 'triangle-up'] } },
           tooltip: [{ field: 'prompt' }, { field: 'layer' }, { field: 'type' }, { field: 'de', format: '.4f' }, { field: 'neg_te', format: '.4f' }],
         },
@@ -396,7 +397,7 @@ function compensationScatter(rows: ReturnType<typeof compensationRows>, type: La
         encoding: {
           x: { field: 'removed', type: 'quantitative', title: 'removed direct effect, −ΔDE(k)' },
           y: { field: 'ce', type: 'quantitative', title: 'compensatory effect CE' },
-          color: { field: 'layer', type: 'quantitative', title: 'layer', scale: { scheme: 'viridis', domain: [0, Math.max(L - 1, 1)] } },
+          color: { field: 'layer', type: 'quantitative', title: 'layer', scale: { scheme: 'viridis', domain: [0, Math.max(L - 1, 1)] }, legend: { format: 'd', tickMinStep: 1 } },
           tooltip: [{ field: 'prompt' }, { field: 'component' }, { field: 'removed', format: '.4f' }, { field: 'ce', format: '.4f' }],
         },
       },
