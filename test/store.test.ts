@@ -8,6 +8,7 @@ import { ResultsStore, mergeStores, exportParquet, type RunConfig } from '../src
 import { HydraError } from '../src/io/errors.js';
 import type { PromptResult } from '../src/causal/types.js';
 import { tmpDir } from './helpers.js';
+import { createProgress, formatDuration } from '../src/cli/progress.js';
 
 /**
  * A deterministic synthetic PromptResult with full-precision doubles. Self-contained (no outside
@@ -151,8 +152,10 @@ test('unusable paths are HydraErrors', async () => {
   const dir = tmpDir();
   const aFile = path.join(dir, 'plain.txt');
   fs.writeFileSync(aFile, 'not a database, just some text that is long enough to look like a header...'.repeat(100));
-  await rejectsWith(ResultsStore.open(path.join(aFile, 'sub', 'results.duckdb'), config), /cannot create the folder for .*plain\.txt.*; choose a writable --out/);
+  await rejectsWith(ResultsStore.open(path.join(aFile, 'sub', 'results.duckdb'), config), /cannot create the folder .*plain\.txt\/sub \(ENOTDIR\); choose a writable --out/);
   await rejectsWith(ResultsStore.open(dir, config), /is a directory; give a file path/);
+  // Node's own recursive mkdir never returns here.
+  await rejectsWith(ResultsStore.open('/proc/hydra/results.duckdb', config), /cannot create the folder \/proc\/hydra \(ENOENT\); choose a writable --out/);
   await rejectsWith(ResultsStore.open(aFile, config), /plain\.txt is not a hydra results database|cannot open results database .*plain\.txt/);
   await rejectsWith(ResultsStore.openReadOnly(path.join(dir, 'missing.duckdb')), /missing\.duckdb not found/);
   // A DuckDB file that is not a results store.
@@ -240,7 +243,7 @@ test('parquet export: one file per table, row counts match', async () => {
 });
 
 /**
- * Runs a child that writes synth prompts 0..29 and prints each index once written. `killAt`:
+ * Runs a child that writes synth prompts 0..7 and prints each index once written. `killAt`:
  * null = the parent SIGKILLs it after 3 prompts; otherwise the child SIGKILLs itself while writing
  * prompt 3, just before ('before') or just after issuing ('after') the SQL statement starting
  * with `sql`: a kill inside the transaction, or one racing its commit.
@@ -252,7 +255,7 @@ async function runAndKill(file: string, killAt: { sql: string; when: 'before' | 
     const synth = ${synth.toString()};
     const killAt = ${JSON.stringify(killAt)};
     // Made up front, so that the time between two prompts is spent inside writePrompt.
-    const rs = Array.from({ length: 30 }, (_, i) => synth(i, 12, 15, 2, true));
+    const rs = Array.from({ length: 8 }, (_, i) => synth(i, 12, 15, 2, true));
     const st = await ResultsStore.open(${JSON.stringify(file)}, ${JSON.stringify(config)});
     let current = -1;
     const con = st.con, run = con.run.bind(con);
@@ -264,7 +267,6 @@ async function runAndKill(file: string, killAt: { sql: string; when: 'before' | 
       return p;
     };
     for (const r of rs) { current = r.index; await st.writePrompt(r); process.stdout.write(r.index + '\\n'); }
-    await new Promise(() => setInterval(() => {}, 1000));
   `;
   const proc = spawn(process.execPath, ['--input-type=module', '-e', child], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
@@ -305,3 +307,30 @@ for (const killAt of [null, { sql: 'INSERT INTO done', when: 'before' }, { sql: 
     await st.close();
   });
 }
+
+// The sweep's progress lines (src/cli/progress.ts), when stderr is not a terminal.
+test('progress: plain lines at most every interval, and a final one', () => {
+  const lines: string[] = [];
+  const stream = { isTTY: false, write: (s: string) => (lines.push(s), true) } as unknown as NodeJS.WritableStream;
+  let t = 1000;
+  const p = createProgress(1209, 'sweep', { stream, now: () => t, intervalMs: 5000 });
+  for (let i = 0; i < 120; i++) { t += 25; p.tick(); }
+  assert.deepEqual(lines, []);
+  t += 2000;
+  p.tick(0, 'kept 100');
+  assert.deepEqual(lines, ['sweep: 120/1209 prompts (9.9%), 24.0 prompts/s, ETA 45s; kept 100\n']);
+  t += 1000;
+  p.tick(2);
+  assert.equal(lines.length, 1);
+  p.stop();
+  p.stop();
+  assert.deepEqual(lines.slice(1), ['sweep: 122/1209 prompts (10.1%), 20.3 prompts/s, done in 6s; kept 100\n']);
+  // A resumed run counts only its own prompts in the rate.
+  const more: string[] = [];
+  const q = createProgress(10, 'demo', { stream: { isTTY: false, write: (s: string) => (more.push(s), true) } as unknown as NodeJS.WritableStream, now: () => t, start: 8, unit: 'items' });
+  t += 4000;
+  q.tick(2);
+  q.stop();
+  assert.deepEqual(more, ['demo: 10/10 items (100.0%), 0.50 items/s, done in 4s\n']);
+  assert.deepEqual([formatDuration(31.4), formatDuration(312), formatDuration(7384), formatDuration(NaN)], ['31s', '5m12s', '2h03m', '?']);
+});

@@ -26,17 +26,24 @@ export interface AblationOptions {
   path?: 'fast' | 'naive';
   /** Also report DE' with the ablated run's own scale σ' (labelled de_prime_own_scale). */
   ownScale?: boolean;
-  /** Prompts per clean batch. */
+  /**
+   * Prompts per batch (default DEFAULT_BATCH_PROMPTS). Batches are fixed runs of prompt indices
+   * [0, B), [B, 2B), ...: float sums depend on batch shapes, so fixed batches make every number
+   * independent of which prompts were skipped.
+   */
   batchPrompts?: number;
   /** Ablated runs per engine batch. */
   batchRows?: number;
-  /** Prompt indices to leave out (already done in a resumed sweep). */
+  /** Prompt indices not wanted (done in a resumed sweep); a batch holding any wanted prompt still runs whole. */
   skip?: Set<number>;
   /** Called as each prompt finishes, in order. */
   onPrompt?: (r: PromptResult) => void | Promise<void>;
+  /** Called after each batch with its wanted prompts' results. */
+  onBatch?: (rs: PromptResult[]) => void | Promise<void>;
 }
 
 export const DEFAULT_SAMPLES = 15;
+export const DEFAULT_BATCH_PROMPTS = 8;
 
 /** The default targets: every attention and MLP layer, and with heads every head. */
 export function defaultTargets(model: HookedModel, heads: boolean): string[] {
@@ -59,14 +66,16 @@ export async function analyze(model: HookedModel, prompts: number[][], opts: Abl
   const S = opts.kind === 'resample' || opts.kind === 'noise' ? (opts.sources?.[0]?.length ?? opts.samples ?? DEFAULT_SAMPLES) : 1;
   const seed = opts.seed ?? 0;
   const sources = opts.kind === 'resample' ? resampleSources(prompts.length, S, seed, opts.sources) : null;
-  const bank = await patchBank(model, prompts, targets, opts, withHeads);
+  const wanted = [...prompts.keys()].filter((n) => !opts.skip?.has(n));
+  const needed = sources ? new Set(wanted.flatMap((n) => sources[n])) : undefined;
+  const bank = await patchBank(model, prompts, targets, opts, withHeads, needed);
   const readout = new Readout(model);
-  const batchPrompts = opts.batchPrompts ?? 8;
+  const batchPrompts = opts.batchPrompts ?? DEFAULT_BATCH_PROMPTS;
   const results: PromptResult[] = [];
-  const todo = [...prompts.keys()].filter((n) => !opts.skip?.has(n));
 
-  for (let c0 = 0; c0 < todo.length; c0 += batchPrompts) {
-    const chunk = todo.slice(c0, c0 + batchPrompts);
+  for (let c0 = 0; c0 < prompts.length; c0 += batchPrompts) {
+    const chunk = [...prompts.keys()].slice(c0, c0 + batchPrompts);
+    if (chunk.every((n) => opts.skip?.has(n))) continue;
     const ids = chunk.map((n) => prompts[n]);
     const clean = await model.forward(ids, { heads: withHeads });
     const ctxs = clean.prompts.map((a) => cleanContext(a, readout.vector(a.token), centredLogit(a.logits, a.token)));
@@ -94,16 +103,20 @@ export async function analyze(model: HookedModel, prompts: number[][], opts: Abl
       });
     }
 
+    const batch: PromptResult[] = [];
     for (let p = 0; p < chunk.length; p++) {
+      if (opts.skip?.has(chunk[p])) continue;
       const ctx = ctxs[p];
       const result: PromptResult = { index: chunk[p], ids: ids[p], token: ctx.acts.token, sigma: ctx.acts.sigma, pi_hat: ctx.piHat, de: ctx.de, ablations: {} };
       targets.forEach((t, ti) => {
         const at = (p * targets.length + ti) * S;
         result.ablations[t.name] = averagePatches(effects.slice(at, at + S));
       });
-      results.push(result);
+      batch.push(result);
       await opts.onPrompt?.(result);
     }
+    results.push(...batch);
+    await opts.onBatch?.(batch);
   }
   return results;
 }
@@ -132,11 +145,18 @@ export function resampleSources(n: number, S: number, seed: number, given?: numb
 }
 
 /**
- * Patches that do not depend on the ablated prompt: for resample every prompt's clean
- * output of each target at its final position; for mean their average; for custom the
- * given vectors.
+ * Patches that do not depend on the ablated prompt: for resample the clean output of each
+ * target at the final position of every `needed` prompt (a sparse array by prompt index); for
+ * mean their average over all; for custom the given vectors.
  */
-async function patchBank(model: HookedModel, prompts: number[][], targets: Component[], opts: AblationOptions, withHeads: boolean): Promise<Map<string, Float32Array[]> | null> {
+async function patchBank(
+  model: HookedModel,
+  prompts: number[][],
+  targets: Component[],
+  opts: AblationOptions,
+  withHeads: boolean,
+  needed?: Set<number>,
+): Promise<Map<string, Float32Array[]> | null> {
   const d = model.spec.dModel;
   if (opts.kind === 'noise') return null;
   if (opts.kind === 'zero') return new Map(targets.map((t) => [t.name, [new Float32Array(d)]]));
@@ -152,11 +172,16 @@ async function patchBank(model: HookedModel, prompts: number[][], targets: Compo
   }
   const set = opts.kind === 'mean' ? (opts.meanPrompts ?? prompts) : prompts;
   if (set.length === 0) throw new HydraError('mean ablation needs at least one prompt to average over');
-  const outputs = new Map<string, Float32Array[]>(targets.map((t) => [t.name, []]));
-  const batch = opts.batchPrompts ?? 8;
+  const outputs = new Map<string, Float32Array[]>(targets.map((t) => [t.name, new Array<Float32Array>(set.length)]));
+  // Fixed batches, as in analyze, so that a patch never depends on which prompts were needed.
+  const batch = opts.batchPrompts ?? DEFAULT_BATCH_PROMPTS;
   for (let i = 0; i < set.length; i += batch) {
-    const res = await model.forward(set.slice(i, i + batch), { heads: withHeads });
-    for (const a of res.prompts) for (const t of targets) outputs.get(t.name)!.push(a.components.get(t.name)!);
+    const idx = [...set.keys()].slice(i, i + batch);
+    if (opts.kind === 'resample' && needed && !idx.some((n) => needed.has(n))) continue;
+    const res = await model.forward(idx.map((n) => set[n]), { heads: withHeads });
+    res.prompts.forEach((a, b) => {
+      for (const t of targets) outputs.get(t.name)![idx[b]] = a.components.get(t.name)!;
+    });
   }
   if (opts.kind === 'resample') return outputs;
   if (opts.kind !== 'mean') throw new HydraError(`unknown ablation kind '${opts.kind}'; use zero, mean, noise, resample or custom`);

@@ -37,8 +37,24 @@ export async function runFastPath(model: HookedModel, ctxs: CleanContext[], cach
   const { spec } = model;
   const { dModel: d, nLayers: L, nHeads: H, dHead: dh } = spec;
   const states = rows.map((r) => initialState(model, ctxs[r.prompt], r));
-  const B = cache.lengths.length;
   const T = cache.T;
+  const r2 = spec.rope?.dim ?? 0;
+
+  // Rows grouped by prompt (the attention step shares a prompt's cached keys/values
+  // across its rows), each group ordered by the block its recomputation starts at, so
+  // that the rows active at any step are a prefix of every group.
+  const byPrompt = new Map<number, number[]>();
+  rows.forEach((r, s) => {
+    const list = byPrompt.get(r.prompt);
+    if (list) list.push(s);
+    else byPrompt.set(r.prompt, [s]);
+  });
+  const groups = [...byPrompt.entries()]
+    .sort((a, b) => a[0] - b[0])
+    .map(([prompt, list]) => ({ prompt, rows: list.sort((a, b) => states[a].start - states[b].start || a - b), active: 0 }));
+  const advance = (step: number) => {
+    for (const g of groups) while (g.active < g.rows.length && states[g.rows[g.active]].start <= step) g.active++;
+  };
 
   // Per prompt: mask over [past (padded to T) | new key], and rotary tables at position t.
   const maskOf = cache.lengths.map((len) => {
@@ -49,36 +65,56 @@ export async function runFastPath(model: HookedModel, ctxs: CleanContext[], cach
   });
   const rope = spec.rope ? ropeTables(spec.rope, cache.lengths.map((len) => len - 1)) : null;
 
-  const runAttention = async (l: number, active: number[]) => {
-    const R = active.length;
-    const x = new Float32Array(R * d);
-    const rowIdx = new BigInt64Array(R);
-    const mask = new Float32Array(R * (T + 1));
-    const r2 = spec.rope?.dim ?? 0;
-    const cos = new Float32Array(R * r2);
-    const sin = new Float32Array(R * r2);
-    active.forEach((s, i) => {
-      const p = rows[s].prompt;
-      x.set(states[s].resid, i * d);
-      rowIdx[i] = BigInt(p);
-      mask.set(maskOf[p], i * (T + 1));
+  /** The active rows of each group, padded to the largest group: x [P, n, d]. */
+  const runAttention = async (l: number) => {
+    const live = groups.filter((g) => g.active > 0);
+    const P = live.length;
+    const n = Math.max(...live.map((g) => g.active));
+    const x = new Float32Array(P * n * d);
+    const prompt = new BigInt64Array(P);
+    const mask = new Float32Array(P * (T + 1));
+    const cos = new Float32Array(P * r2);
+    const sin = new Float32Array(P * r2);
+    live.forEach((g, i) => {
+      for (let j = 0; j < g.active; j++) x.set(states[g.rows[j]].resid, (i * n + j) * d);
+      prompt[i] = BigInt(g.prompt);
+      mask.set(maskOf[g.prompt], i * (T + 1));
       if (rope) {
-        cos.set(rope.cos.subarray(p * r2, (p + 1) * r2), i * r2);
-        sin.set(rope.sin.subarray(p * r2, (p + 1) * r2), i * r2);
+        cos.set(rope.cos.subarray(g.prompt * r2, (g.prompt + 1) * r2), i * r2);
+        sin.set(rope.sin.subarray(g.prompt * r2, (g.prompt + 1) * r2), i * r2);
       }
     });
     const feeds = {
-      x: f32(x, [R, 1, d]),
+      x: f32(x, [P, n, d]),
       pastK: cache.k[l],
       pastV: cache.v[l],
-      row: i64(rowIdx, [R]),
-      mask: f32(mask, [R, 1, 1, 1, T + 1]),
-      ...(rope ? { cos: f32(cos, [R, 1, r2]), sin: f32(sin, [R, 1, r2]) } : {}),
+      prompt: i64(prompt, [P]),
+      mask: f32(mask, [P, 1, 1, T + 1]),
+      ...(rope ? { cos: f32(cos, [P, 1, 1, 1, r2]), sin: f32(sin, [P, 1, 1, 1, r2]) } : {}),
     };
     const res = await (await model.attentionStep(l)).run(feeds);
-    return { out: res.out.data as Float32Array, z: res.z.data as Float32Array };
+    const out = res.out.data as Float32Array;
+    const z = res.z.data as Float32Array;
+    // Row s of the output is at (group i, j) = i·n + j.
+    const at: [number, number][] = [];
+    live.forEach((g, i) => {
+      for (let j = 0; j < g.active; j++) at.push([g.rows[j], i * n + j]);
+    });
+    return { out, z, at };
   };
 
+  /** The active rows, concatenated: x [N, d]. */
+  const gatherActive = () => {
+    const at: [number, number][] = [];
+    for (const g of groups) for (let j = 0; j < g.active; j++) at.push([g.rows[j], at.length]);
+    const x = new Float32Array(at.length * d);
+    for (const [s, i] of at) x.set(states[s].resid, i * d);
+    return { x, at };
+  };
+
+  const attnNames = [...Array(L).keys()].map((l) => `attn.${l}`);
+  const mlpNames = [...Array(L).keys()].map((l) => `mlp.${l}`);
+  const headNames = [...Array(L).keys()].map((l) => [...Array(H).keys()].map((h) => `head.${l}.${h}`));
   const record = (s: number, name: string, out: Float32Array, i: number) => {
     const c = ctxs[rows[s].prompt];
     states[s].dePrime[name] = dot(out, c.q, i * d) / c.acts.sigma;
@@ -89,45 +125,47 @@ export async function runFastPath(model: HookedModel, ctxs: CleanContext[], cach
     if (!headReadout) return;
     const p = rows[s].prompt;
     const u = headReadout[l][p];
-    for (let h = 0; h < H; h++) states[s].dePrime[`head.${l}.${h}`] = dot(z, u.subarray(h * dh, (h + 1) * dh), i * H * dh + h * dh) / ctxs[p].acts.sigma;
+    const sigma = ctxs[p].acts.sigma;
+    const names = headNames[l];
+    for (let h = 0; h < H; h++) states[s].dePrime[names[h]] = dot(z, u.subarray(h * dh, (h + 1) * dh), i * H * dh + h * dh) / sigma;
   };
-
-  const activeAt = (step: number) => states.flatMap((st, s) => (st.start <= step ? [s] : []));
-  const addRows = (active: number[], out: Float32Array) => active.forEach((s, i) => addAt(states[s].resid, out, i * d));
+  const addRows = (at: [number, number][], out: Float32Array) => {
+    for (const [s, i] of at) addAt(states[s].resid, out, i * d);
+  };
 
   for (let l = 0; l < L; l++) {
     if (spec.parallel) {
-      const active = activeAt(l);
-      if (active.length === 0) continue;
-      const x = gatherResid(states, active, d);
-      const a = await runAttention(l, active);
-      const m = await model.runMlp(l, x, active.length);
-      active.forEach((s, i) => {
-        record(s, `attn.${l}`, a.out, i);
+      advance(l);
+      if (!groups.some((g) => g.active > 0)) continue;
+      const { x, at: mAt } = gatherActive();
+      const a = await runAttention(l);
+      const m = await model.runMlp(l, x, mAt.length);
+      for (const [s, i] of a.at) {
+        record(s, attnNames[l], a.out, i);
         recordHeads(s, l, a.z, i);
-        record(s, `mlp.${l}`, m, i);
-      });
-      addRows(active, a.out);
-      addRows(active, m);
-    } else {
-      const attnRows = activeAt(2 * l);
-      if (attnRows.length > 0) {
-        const a = await runAttention(l, attnRows);
-        attnRows.forEach((s, i) => {
-          record(s, `attn.${l}`, a.out, i);
-          recordHeads(s, l, a.z, i);
-        });
-        addRows(attnRows, a.out);
       }
-      const mlpRows = activeAt(2 * l + 1);
-      if (mlpRows.length > 0) {
-        const m = await model.runMlp(l, gatherResid(states, mlpRows, d), mlpRows.length);
-        mlpRows.forEach((s, i) => record(s, `mlp.${l}`, m, i));
-        addRows(mlpRows, m);
+      for (const [s, i] of mAt) record(s, mlpNames[l], m, i);
+      addRows(a.at, a.out);
+      addRows(mAt, m);
+    } else {
+      advance(2 * l);
+      if (groups.some((g) => g.active > 0)) {
+        const a = await runAttention(l);
+        for (const [s, i] of a.at) {
+          record(s, attnNames[l], a.out, i);
+          recordHeads(s, l, a.z, i);
+        }
+        addRows(a.at, a.out);
+      }
+      advance(2 * l + 1);
+      if (groups.some((g) => g.active > 0)) {
+        const { x, at } = gatherActive();
+        const m = await model.runMlp(l, x, at.length);
+        for (const [s, i] of at) record(s, mlpNames[l], m, i);
+        addRows(at, m);
       }
     }
   }
-  void B;
   return states.map((st) => ({ z: st.resid, dePrime: st.dePrime }));
 }
 
@@ -182,12 +220,6 @@ function headReadouts(model: HookedModel, ctxs: CleanContext[]): Float64Array[][
       return u;
     });
   });
-}
-
-function gatherResid(states: RowState[], active: number[], d: number): Float32Array {
-  const x = new Float32Array(active.length * d);
-  active.forEach((s, i) => x.set(states[s].resid, i * d));
-  return x;
 }
 
 function addAt(dst: Float32Array, src: Float32Array, offset: number): void {

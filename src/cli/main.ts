@@ -14,12 +14,11 @@ type Registrar = (program: Command) => void;
 const SUBCOMMANDS: Array<[name: string, load: () => Promise<object>]> = [
   ['forward', () => import('./forward.js')],
   ['effects', () => import('./effects.js')],
-  // ['sweep', () => import('./sweep.js')],
-  // ['report', () => import('./report.js')],
-  // ['profile', () => import('./profile.js')],
-  // ['demo', () => import('./demo.js')],
-  // ['merge', () => import('./merge.js')],
-  // ['export', () => import('./export.js')],
+  ['sweep', () => import('./sweep.js')],
+  ['report', () => import('./report.js')],
+  // profile: registered by report.ts
+  ['demo', () => import('./demo.js')],
+  // merge, export: registered by sweep.ts
   // ['serve', () => import('./serve.js')],
 ];
 

@@ -108,45 +108,104 @@ export function attentionGraph(spec: ArchSpec, lw: LayerWeights, l: number): Uin
 /**
  * Attention block for one new position per row, attending to a cached prefix: the
  * fast path of an intervention at the last position.
- * Inputs: x [R, 1, d]; pastK, pastV [P, KV, 1, Tp, dh] (clean caches of P prompts,
- * padded to Tp); row [R] (int64: which prompt each row continues); mask [R, 1, 1, 1, Tp+1];
- * cos, sin [R, 1, rope.dim] for rotary models. Outputs: out [R, 1, d], z [R, 1, H*dh].
+ *
+ * Rows are grouped by prompt: every row of a group continues the same prompt, so the
+ * group shares that prompt's clean keys/values (read once per group, never copied per
+ * row) and its new position t (one rotary angle, one mask). Scores against the cached
+ * prefix are one batched GEMM per (group, kv head): [G·n, dh] x [dh, Tp]; the row's own
+ * new key/value enter as an extra score column and an extra weighted value.
+ *
+ * Inputs: x [P, n, d] (n rows per group, padded rows are ignored by the caller);
+ * pastK, pastV [B, KV, 1, Tp, dh] (clean caches of the B prompts of the batch, padded to
+ * Tp); prompt [P] (int64: the batch prompt of each group); mask [P, 1, 1, Tp+1] (additive:
+ * valid past keys of the prompt, then the new key); cos, sin [P, 1, 1, 1, rope.dim] for
+ * rotary models. Outputs: out [P·n, d], z [P·n, H·dh].
  */
 export function attentionStepGraph(spec: ArchSpec, lw: LayerWeights, l: number): Uint8Array {
+  const { dModel: d, nHeads: H, nKvHeads: KV, dHead: dh } = spec;
+  const G = H / KV;
   const g = new GraphBuilder(`attn_step${l}`);
-  const x = g.input('x', ['R', 1, spec.dModel]);
-  const pastK = g.input('pastK', ['P', spec.nKvHeads, 1, 'Tp', spec.dHead]);
-  const pastV = g.input('pastV', ['P', spec.nKvHeads, 1, 'Tp', spec.dHead]);
-  const row = g.input('row', ['R'], 'int64');
-  const mask = g.input('mask', ['R', 1, 1, 1, 'Tq']);
-  const cos = spec.rope ? g.input('cos', ['R', 1, spec.rope.dim]) : null;
-  const sin = spec.rope ? g.input('sin', ['R', 1, spec.rope.dim]) : null;
-  // cos/sin [R, 1, r] must broadcast against [R, KV, G, 1, r].
-  const c5 = cos ? g.op('Unsqueeze', [cos, g.ints([1, 2])]) : null;
-  const s5 = sin ? g.op('Unsqueeze', [sin, g.ints([1, 2])]) : null;
-  const { q, k, v } = qkv(g, x, spec, lw, l, c5, s5);
-  const kAll = g.op('Concat', [g.op('Gather', [pastK, row], { axis: 0 }), k], { axis: 3 });
-  const vAll = g.op('Concat', [g.op('Gather', [pastV, row], { axis: 0 }), v], { axis: 3 });
-  const z = attend(g, q, kAll, vAll, mask, spec);
-  g.output(outProj(g, z, spec, lw, l), 'out', ['R', 1, spec.dModel]);
-  g.output(z, 'z', ['R', 1, spec.nHeads * spec.dHead]);
+  const x = g.input('x', ['P', 'n', d]);
+  const pastK = g.input('pastK', ['B', KV, 1, 'Tp', dh]);
+  const pastV = g.input('pastV', ['B', KV, 1, 'Tp', dh]);
+  const prompt = g.input('prompt', ['P'], 'int64');
+  const mask = g.input('mask', ['P', 1, 1, 'Tq']);
+  const cos = spec.rope ? g.input('cos', ['P', 1, 1, 1, spec.rope.dim]) : null;
+  const sin = spec.rope ? g.input('sin', ['P', 1, 1, 1, spec.rope.dim]) : null;
+
+  // q, k and v as one GEMM on the rows as a matrix [P·n, d]: W = [W_q | W_k | W_v].
+  const h = norm(g, g.reshape(x, [-1, d]), lw.ln1, spec, `l${l}.ln1`);
+  const wide = (H + 2 * KV) * dh;
+  const wQkv = new Float32Array(d * wide);
+  for (let r = 0; r < d; r++) {
+    wQkv.set(lw.wq.subarray(r * H * dh, (r + 1) * H * dh), r * wide);
+    wQkv.set(lw.wk.subarray(r * KV * dh, (r + 1) * KV * dh), r * wide + H * dh);
+    wQkv.set(lw.wv.subarray(r * KV * dh, (r + 1) * KV * dh), r * wide + (H + KV) * dh);
+  }
+  let bQkv: string | null = null;
+  if (lw.bq || lw.bk || lw.bv) {
+    const b = new Float32Array(wide);
+    if (lw.bq) b.set(lw.bq, 0);
+    if (lw.bk) b.set(lw.bk, H * dh);
+    if (lw.bv) b.set(lw.bv, (H + KV) * dh);
+    bQkv = g.weight(`l${l}.bqkv`, b, [wide]);
+  }
+  const qkvRows = g.matmul(h, g.weight(`l${l}.wqkv`, wQkv, [d, wide]), bQkv);
+  const [qf, kf, vf] = g.opN('Split', [qkvRows, g.ints([H * dh, KV * dh, KV * dh])], 3, { axis: 1 });
+  // [P·n, KV·G·dh] -> [P, n, KV, G, dh] -> [P, KV, G, n, dh]; keys/values [P, KV, 1, n, dh].
+  const pn = g.slice(g.op('Shape', [x]), 0, 2, 0);
+  const to5 = (v: string, G_: number) => g.op('Transpose', [g.op('Reshape', [v, g.op('Concat', [pn, g.ints([KV, G_, dh])], { axis: 0 })])], { perm: [0, 2, 3, 1, 4] });
+  let q = to5(qf, G);
+  let k = to5(kf, 1);
+  const v = to5(vf, 1);
+  if (spec.rope && cos && sin) {
+    q = rotary(g, q, cos, sin, spec.rope.dim, dh);
+    k = rotary(g, k, cos, sin, spec.rope.dim, dh);
+  }
+  const scale = g.scalar(1 / Math.sqrt(dh));
+  // The groups' caches, as [P, KV, Tp, dh] (a per-prompt gather, not per row).
+  const kvShape = g.ints([0, KV, -1, dh]);
+  const pk = g.op('Reshape', [g.op('Gather', [pastK, prompt], { axis: 0 }), kvShape]);
+  const pv = g.op('Reshape', [g.op('Gather', [pastV, prompt], { axis: 0 }), kvShape]);
+  // Scores against the prefix: [P, KV, G·n, dh] x [P, KV, dh, Tp].
+  const qFlat = g.op('Reshape', [q, g.ints([0, KV, -1, dh])]);
+  const sPast = g.op('MatMul', [qFlat, g.op('Transpose', [pk], { perm: [0, 1, 3, 2] })]);
+  // Score of each row against its own new key: [P, KV, G, n, 1] -> [P, KV, G·n, 1].
+  const sSelf = g.op('Reshape', [g.op('ReduceSum', [g.op('Mul', [q, k]), g.ints([-1])], { keepdims: 1 }), g.ints([0, KV, -1, 1])]);
+  const scores = g.op('Mul', [g.op('Concat', [sPast, sSelf], { axis: -1 }), scale]);
+  const probs = g.op('Softmax', [g.op('Add', [scores, mask])], { axis: -1 });
+  const pPast = g.slice(probs, 0, -1, -1); // [P, KV, G·n, Tp]
+  const pSelf = g.op('Reshape', [g.slice(probs, -1, 2 ** 31 - 1, -1), g.ints([0, KV, G, -1, 1])]); // [P, KV, G, n, 1]
+  const zPast = g.op('Reshape', [g.op('MatMul', [pPast, pv]), g.ints([0, KV, G, -1, dh])]);
+  const z5 = g.op('Add', [zPast, g.op('Mul', [pSelf, v])]); // [P, KV, G, n, dh]
+  const z = g.reshape(g.op('Transpose', [z5], { perm: [0, 3, 1, 2, 4] }), [-1, H * dh]);
+  g.output(outProj(g, z, spec, lw, l), 'out', ['R', d]);
+  g.output(z, 'z', ['R', H * dh]);
   return g.toBytes();
 }
 
-/** MLP block: x [N, d] (any leading shape) to its output m_l. */
+/**
+ * MLP block: x [N, d] (any leading shape) to its output m_l.
+ * GELU is one fused operator (ONNX Gelu, opset 20) where the graph can use opset 20
+ * (LayerNorm models; RMSNorm's ReduceMean takes its axes as an attribute only up to
+ * opset 17): the decomposed tanh formula costs eight passes over the [N, dMlp]
+ * activations, which on the fast path's large row batches is a third of the block.
+ */
 export function mlpGraph(spec: ArchSpec, lw: LayerWeights, l: number): Uint8Array {
   const g = new GraphBuilder(`mlp${l}`);
   const { dModel: d, dMlp: f } = spec;
+  const fused = spec.norm === 'layernorm' && (spec.act === 'gelu' || spec.act === 'gelu_tanh');
+  const act = (v: string) => (fused ? g.op('Gelu', [v], spec.act === 'gelu_tanh' ? { approximate: 'tanh' } : {}) : activation(g, v, spec.act));
   const x = g.input('x', ['N', d]);
   const h = norm(g, x, lw.ln2, spec, `l${l}.ln2`);
   const up = g.matmul(h, g.weight(`l${l}.wUp`, lw.wUp, [d, f]), lw.bUp ? g.weight(`l${l}.bUp`, lw.bUp, [f]) : null);
   // Gated: act(x W_gate) ⊙ (x W_up); otherwise act(x W_up).
   const a = spec.gated
-    ? g.op('Mul', [activation(g, g.matmul(h, g.weight(`l${l}.wGate`, lw.wGate!, [d, f]), lw.bGate ? g.weight(`l${l}.bGate`, lw.bGate, [f]) : null), spec.act), up])
-    : activation(g, up, spec.act);
+    ? g.op('Mul', [act(g.matmul(h, g.weight(`l${l}.wGate`, lw.wGate!, [d, f]), lw.bGate ? g.weight(`l${l}.bGate`, lw.bGate, [f]) : null)), up])
+    : act(up);
   const out = g.matmul(a, g.weight(`l${l}.wDown`, lw.wDown, [f, d]), lw.bDown ? g.weight(`l${l}.bDown`, lw.bDown, [d]) : null);
   g.output(out, 'out', ['N', d]);
-  return g.toBytes();
+  return g.toBytes(fused ? 20 : 17);
 }
 
 /** Final norm and unembedding: z [N, d] to logits [N, V]. */

@@ -28,19 +28,20 @@
  *   sources     the resample choices: prompt_idx INTEGER, patch_idx INTEGER, source INTEGER.
  *   done        prompt_idx INTEGER PRIMARY KEY, kept BOOLEAN, written_at TIMESTAMPTZ.
  *
- * Each prompt (all its rows in every table, and its `done` row) is written in one transaction,
- * so after a crash a prompt is either complete and in `done`, or absent everywhere. Rows of a
+ * Each prompt (all its rows in every table, and its `done` row) is written in one transaction (a
+ * sweep writes each batch of prompts in one), so after a crash a prompt is either complete and in
+ * `done`, or absent everywhere. Rows of a
  * prompt keep their write order (rowid), which readResults uses for key order.
  */
 import fs from 'node:fs';
 import path from 'node:path';
 import {
   DuckDBInstance, DuckDBConnection, DuckDBDataChunk, DuckDBType, DuckDBValue,
-  INTEGER, DOUBLE, VARCHAR, BOOLEAN, LIST, listValue,
+  INTEGER, DOUBLE, VARCHAR, LIST, listValue,
 } from '@duckdb/node-api';
 import type { AblationKind, AblationResult, Effects, PatchEffects, PromptResult } from '../causal/types.js';
 import { HydraError, check } from '../io/errors.js';
-import { packageRoot } from '../io/paths.js';
+import { makeDir, packageRoot } from '../io/paths.js';
 
 export const SCHEMA_VERSION = 1;
 
@@ -148,11 +149,11 @@ function configDiff(stored: RunConfig, wanted: RunConfig, ignore: string[] = [])
 }
 
 /** DuckDB's open errors, as one line saying what to do. */
-function openError(file: string, e: unknown): HydraError {
+function openError(file: string, e: unknown, readOnly = false): HydraError {
   const m = errText(e);
   if (/lock/i.test(m)) {
     const pid = /PID (\d+)/.exec(m)?.[1];
-    return new HydraError(`${file} is in use by another process${pid ? ` (pid ${pid})` : ''}; wait for it to finish or use another --out`);
+    return new HydraError(`${file} is in use by another process${pid ? ` (pid ${pid})` : ''}; wait for it to finish${readOnly ? '' : ' or use another --out'}`);
   }
   if (/not a valid DuckDB database|Serialization Error|Catalog Error/i.test(m)) {
     return new HydraError(`${file} is not a hydra results database (${m}); use another --out`);
@@ -174,7 +175,7 @@ async function openInstance(file: string, readOnly: boolean): Promise<{ instance
     return { instance, con };
   } catch (e) {
     instance?.closeSync();
-    throw openError(file, e);
+    throw openError(file, e, readOnly);
   }
 }
 
@@ -235,11 +236,7 @@ export class ResultsStore {
    */
   static async open(file: string, config: RunConfig): Promise<ResultsStore> {
     const abs = path.resolve(file);
-    try {
-      fs.mkdirSync(path.dirname(abs), { recursive: true });
-    } catch (e) {
-      throw new HydraError(`cannot create the folder for ${file} (${(e as NodeJS.ErrnoException).code ?? errText(e)}); choose a writable --out`);
-    }
+    makeDir(path.dirname(abs), 'choose a writable --out');
     const stat = fs.statSync(abs, { throwIfNoEntry: false });
     check(!stat?.isDirectory(), `${file} is a directory; give a file path such as ${path.join(file, 'results.duckdb')}`);
     try {
@@ -290,7 +287,7 @@ export class ResultsStore {
       con.closeSync();
       instance.closeSync();
       openPaths.delete(path.resolve(file));
-      throw e instanceof HydraError ? e : openError(file, e);
+      throw e instanceof HydraError ? e : openError(file, e, true);
     }
   }
 
@@ -333,58 +330,69 @@ export class ResultsStore {
   }
 
   async writePrompt(result: PromptResult, extra: PromptExtra = {}): Promise<void> {
-    const p = result.index;
-    await this.transaction(`prompt ${p}`, async () => {
-      await this.assertNotDone(p);
-      check(Array.isArray(result.ids) && result.ids.every(Number.isInteger), `prompt ${p}: ids must be a list of integer token ids`);
-      await this.con.run(
-        `INSERT INTO prompts VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, true, NULL)`,
-        [p, extra.dataset_id ?? null, result.text ?? null, listValue(result.ids), extra.answer ?? null,
-          num(result.token, () => `prompt ${p} token`), extra.token_text ?? null,
-          num(result.sigma, () => `prompt ${p} sigma`), num(result.pi_hat, () => `prompt ${p} pi_hat`)],
-        [INTEGER, VARCHAR, VARCHAR, LIST(INTEGER), VARCHAR, INTEGER, VARCHAR, DOUBLE, DOUBLE],
-      );
+    await this.writePrompts([{ result, extra }]);
+  }
 
-      const deNames = Object.keys(result.de);
-      await appendColumns(this.con, 'clean_de', [INTEGER, VARCHAR, DOUBLE], [
-        deNames.map(() => p), deNames, deNames.map((c) => num(result.de[c], () => `prompt ${p} de[${c}]`)),
-      ]);
-
-      // Column arrays for effects, patches, de_prime and sources.
-      const eff: DuckDBValue[][] = Array.from({ length: 2 + EFFECT_FIELDS.length }, () => []);
-      const pat: DuckDBValue[][] = Array.from({ length: 6 + EFFECT_FIELDS.length }, () => []);
-      const dp: DuckDBValue[][] = [[], [], [], [], []];
-      const src = new Map<string, [number, number]>();
-      const pushEffects = (cols: DuckDBValue[][], start: number, e: Effects, where: () => string) => {
-        for (let j = 0; j < EFFECT_FIELDS.length; j++) cols[start + j].push(num(e[EFFECT_FIELDS[j]], () => `${where()} ${EFFECT_FIELDS[j]}`));
-      };
-      const pushDePrime = (k: string, patch: number | null, de: Record<string, number>) => {
-        for (const c in de) {
-          dp[0].push(p); dp[1].push(k); dp[2].push(patch); dp[3].push(c);
-          dp[4].push(num(de[c], () => `prompt ${p} ablation ${k} de_prime[${c}]`));
-        }
-      };
-      for (const [k, a] of Object.entries(result.ablations) as [string, AblationResult][]) {
-        eff[0].push(p); eff[1].push(k);
-        pushEffects(eff, 2, a, () => `prompt ${p} ablation ${k}`);
-        pushDePrime(k, null, a.de_prime);
-        a.patches.forEach((pe: PatchEffects, j: number) => {
-          const where = () => `prompt ${p} ablation ${k} patch ${j}`;
-          check(pe.source === null || Number.isInteger(pe.source), () => `${where()}: source must be a prompt index or null`);
-          pat[0].push(p); pat[1].push(k); pat[2].push(j); pat[3].push(pe.source);
-          pat[4].push(num(pe.sigma_prime, () => `${where()} sigma_prime`)); pat[5].push(num(pe.pi_hat_prime, () => `${where()} pi_hat_prime`));
-          pushEffects(pat, 6, pe, where);
-          pushDePrime(k, j, pe.de_prime);
-          if (pe.source !== null) src.set(`${j}:${pe.source}`, [j, pe.source]);
-        });
-      }
-      await appendColumns(this.con, 'effects', [INTEGER, VARCHAR, ...EFFECT_FIELDS.map(() => DOUBLE)], eff);
-      await appendColumns(this.con, 'patches', [INTEGER, VARCHAR, INTEGER, INTEGER, DOUBLE, DOUBLE, ...EFFECT_FIELDS.map(() => DOUBLE)], pat);
-      await appendColumns(this.con, 'de_prime', [INTEGER, VARCHAR, INTEGER, VARCHAR, DOUBLE], dp);
-      const s = [...src.values()].sort((x, y) => x[0] - y[0] || x[1] - y[1]);
-      await appendColumns(this.con, 'sources', [INTEGER, INTEGER, INTEGER], [s.map(() => p), s.map((x) => x[0]), s.map((x) => x[1])]);
-      await this.con.run('INSERT INTO done (prompt_idx, kept) VALUES ($1, true)', [p]);
+  /** Several prompts in one transaction (a sweep's batch): all of them land, or none. */
+  async writePrompts(list: { result: PromptResult; extra?: PromptExtra }[]): Promise<void> {
+    if (list.length === 0) return;
+    const what = list.length === 1 ? `prompt ${list[0].result.index}` : `prompts ${list.map((x) => x.result.index).join(', ')}`;
+    await this.transaction(what, async () => {
+      for (const { result, extra } of list) await this.insertPrompt(result, extra ?? {});
     });
+  }
+
+  private async insertPrompt(result: PromptResult, extra: PromptExtra): Promise<void> {
+    const p = result.index;
+    await this.assertNotDone(p);
+    check(Array.isArray(result.ids) && result.ids.every(Number.isInteger), `prompt ${p}: ids must be a list of integer token ids`);
+    await this.con.run(
+      `INSERT INTO prompts VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, true, NULL)`,
+      [p, extra.dataset_id ?? null, result.text ?? null, listValue(result.ids), extra.answer ?? null,
+        num(result.token, () => `prompt ${p} token`), extra.token_text ?? null,
+        num(result.sigma, () => `prompt ${p} sigma`), num(result.pi_hat, () => `prompt ${p} pi_hat`)],
+      [INTEGER, VARCHAR, VARCHAR, LIST(INTEGER), VARCHAR, INTEGER, VARCHAR, DOUBLE, DOUBLE],
+    );
+
+    const deNames = Object.keys(result.de);
+    await appendColumns(this.con, 'clean_de', [INTEGER, VARCHAR, DOUBLE], [
+      deNames.map(() => p), deNames, deNames.map((c) => num(result.de[c], () => `prompt ${p} de[${c}]`)),
+    ]);
+
+    // Column arrays for effects, patches, de_prime and sources.
+    const eff: DuckDBValue[][] = Array.from({ length: 2 + EFFECT_FIELDS.length }, () => []);
+    const pat: DuckDBValue[][] = Array.from({ length: 6 + EFFECT_FIELDS.length }, () => []);
+    const dp: DuckDBValue[][] = [[], [], [], [], []];
+    const src = new Map<string, [number, number]>();
+    const pushEffects = (cols: DuckDBValue[][], start: number, e: Effects, where: () => string) => {
+      for (let j = 0; j < EFFECT_FIELDS.length; j++) cols[start + j].push(num(e[EFFECT_FIELDS[j]], () => `${where()} ${EFFECT_FIELDS[j]}`));
+    };
+    const pushDePrime = (k: string, patch: number | null, de: Record<string, number>) => {
+      for (const c in de) {
+        dp[0].push(p); dp[1].push(k); dp[2].push(patch); dp[3].push(c);
+        dp[4].push(num(de[c], () => `prompt ${p} ablation ${k} de_prime[${c}]`));
+      }
+    };
+    for (const [k, a] of Object.entries(result.ablations) as [string, AblationResult][]) {
+      eff[0].push(p); eff[1].push(k);
+      pushEffects(eff, 2, a, () => `prompt ${p} ablation ${k}`);
+      pushDePrime(k, null, a.de_prime);
+      a.patches.forEach((pe: PatchEffects, j: number) => {
+        const where = () => `prompt ${p} ablation ${k} patch ${j}`;
+        check(pe.source === null || Number.isInteger(pe.source), () => `${where()}: source must be a prompt index or null`);
+        pat[0].push(p); pat[1].push(k); pat[2].push(j); pat[3].push(pe.source);
+        pat[4].push(num(pe.sigma_prime, () => `${where()} sigma_prime`)); pat[5].push(num(pe.pi_hat_prime, () => `${where()} pi_hat_prime`));
+        pushEffects(pat, 6, pe, where);
+        pushDePrime(k, j, pe.de_prime);
+        if (pe.source !== null) src.set(`${j}:${pe.source}`, [j, pe.source]);
+      });
+    }
+    await appendColumns(this.con, 'effects', [INTEGER, VARCHAR, ...EFFECT_FIELDS.map(() => DOUBLE)], eff);
+    await appendColumns(this.con, 'patches', [INTEGER, VARCHAR, INTEGER, INTEGER, DOUBLE, DOUBLE, ...EFFECT_FIELDS.map(() => DOUBLE)], pat);
+    await appendColumns(this.con, 'de_prime', [INTEGER, VARCHAR, INTEGER, VARCHAR, DOUBLE], dp);
+    const s = [...src.values()].sort((x, y) => x[0] - y[0] || x[1] - y[1]);
+    await appendColumns(this.con, 'sources', [INTEGER, INTEGER, INTEGER], [s.map(() => p), s.map((x) => x[0]), s.map((x) => x[1])]);
+    await this.con.run('INSERT INTO done (prompt_idx, kept) VALUES ($1, true)', [p]);
   }
 
   /** Record a prompt the filter rejected, so that a resumed run skips it too. */
@@ -585,11 +593,7 @@ export async function mergeStores(inputs: string[], out: string): Promise<void> 
 export async function exportParquet(db: string, outDir: string): Promise<string[]> {
   const store = await ResultsStore.openReadOnly(db);
   try {
-    try {
-      fs.mkdirSync(outDir, { recursive: true });
-    } catch (e) {
-      throw new HydraError(`cannot create ${outDir} (${(e as NodeJS.ErrnoException).code ?? errText(e)}); choose a writable folder`);
-    }
+    makeDir(outDir);
     const con = (store as unknown as { con: DuckDBConnection }).con;
     const files: string[] = [];
     for (const t of ['run_config', ...PROMPT_TABLES]) {

@@ -3,6 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { downloadFileToCacheDir, modelInfo, HubApiError } from '@huggingface/hub';
 import { HydraError } from './errors.js';
+import { makeDir } from './paths.js';
 
 export interface ResolveOptions {
   /** Default: $HYDRA_CACHE, $HF_HUB_CACHE, $HF_HOME/hub, or ~/.cache/huggingface/hub (HF cache layout). */
@@ -181,7 +182,7 @@ export async function resolveModel(spec: string, opts: ResolveOptions = {}): Pro
   const folder = repoFolder(cacheDir, repo);
   if (revision !== commit) {
     const refPath = path.join(folder, 'refs', revision);
-    fs.mkdirSync(path.dirname(refPath), { recursive: true });
+    makeDir(path.dirname(refPath), 'check the cache folder (--cache-dir or HF_HOME) is writable');
     fs.writeFileSync(refPath, commit);
   }
 

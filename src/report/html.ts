@@ -9,6 +9,7 @@ import type { TopLevelSpec } from 'vega-lite';
 import type { PromptResult } from '../causal/types.js';
 import { statsToCsv, type ComponentStats, type Interval } from '../experiments/stats.js';
 import { HydraError } from '../io/errors.js';
+import { makeDir } from '../io/paths.js';
 import { compensationFigure, compensationSplitFigure, componentLabel, importanceFigure, parseComponent, profileFigure } from './figures.js';
 import { writeFigure } from './render.js';
 
@@ -130,7 +131,7 @@ export async function writeReport(outDir: string, input: ReportInput): Promise<s
   if (prompts.length === 0) throw new HydraError('no prompts to report on; check the prompt filter');
   const kind = input.kind ?? (typeof input.config?.kind === 'string' ? (input.config.kind as string) : 'resample');
   const figDir = path.join(outDir, 'figures');
-  fs.mkdirSync(figDir, { recursive: true });
+  makeDir(figDir, 'choose a writable --out');
 
   const figures: FigureEntry[] = [];
   const add = async (id: string, title: string, spec: TopLevelSpec, explanation: string) => {

@@ -8,7 +8,7 @@ import path from 'node:path';
 import * as vega from 'vega';
 import { compile, type TopLevelSpec } from 'vega-lite';
 import { Resvg } from '@resvg/resvg-js';
-import { assetsDir } from '../io/paths.js';
+import { assetsDir, makeDir } from '../io/paths.js';
 import { HydraError } from '../io/errors.js';
 
 export const FONT_FAMILY = 'DejaVu Sans';
@@ -131,7 +131,7 @@ export function svgToPng(svg: string, scale = 2): Buffer {
 /** Render `spec` to `<outDir>/<basename>.svg` and `.png`; returns both paths. */
 export async function writeFigure(spec: TopLevelSpec, outDir: string, basename: string): Promise<{ svg: string; png: string }> {
   const svgText = await renderSvg(spec);
-  fs.mkdirSync(outDir, { recursive: true });
+  makeDir(outDir, 'choose a writable --out');
   const svg = path.join(outDir, `${basename}.svg`);
   const png = path.join(outDir, `${basename}.png`);
   fs.writeFileSync(svg, svgText);

@@ -1,0 +1,289 @@
+/**
+ * `npm run bench [-- --json] [-- --shape gpt2-small|llama-1b] [-- --prompts N]`
+ *
+ * Times the resample-ablation sweep (S = 15, every attention and MLP layer, through
+ * `analyze(...)` with path 'fast', the code `hydra sweep` runs) on a seeded random
+ * model of a real shape, against the machine's own float32 GEMM peak measured in the
+ * same run with the same thread setting. With --json the last stdout line is one JSON
+ * object: peak_gflops, sweep_gflops, utilization, fast_runs_per_s, naive_runs_per_s,
+ * speedup, projected_full_sweep_s, rss_mb.
+ *
+ * Other options: --threads N (intra-op threads per session; default all cores),
+ * --batch-prompts N, --batch-rows N (analyze's batching), --naive-prompts N,
+ * --profile (time spent per kind of session call).
+ */
+import fs from 'node:fs';
+import { analyze, defaultTargets } from '../src/causal/analysis.js';
+import { GraphBuilder } from '../src/engine/onnx.js';
+import { createSession, f32, ort } from '../src/engine/runtime.js';
+import type { ArchSpec } from '../src/engine/spec.js';
+import { parseComponent } from '../src/models/components.js';
+import { HookedModel } from '../src/models/model.js';
+import { gpt2TokenizerDir, known1000Path } from '../src/io/paths.js';
+import { loadTokenizer } from '../src/io/tokenizer.js';
+import { ensureBenchModel, SHAPES, type BenchShape } from './model.js';
+
+/** Prompts in the full known_1000 sweep (the kept set of the paper's setup). */
+const FULL_SWEEP_PROMPTS = 1209;
+const SAMPLES = 15;
+
+interface Args {
+  json: boolean;
+  shape: BenchShape;
+  prompts: number;
+  naivePrompts: number;
+  threads?: number;
+  batchPrompts?: number;
+  batchRows?: number;
+  profile: boolean;
+  arena: boolean;
+}
+
+function parseArgs(argv: string[]): Args {
+  const args: Args = { json: false, shape: 'gpt2-small', prompts: -1, naivePrompts: 4, profile: false, arena: false };
+  const int = (flag: string, v: string | undefined) => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < 1) throw new Error(`${flag} needs a positive integer, got ${v}`);
+    return n;
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === '--json') args.json = true;
+    else if (a === '--profile') args.profile = true;
+    else if (a === '--arena') args.arena = true;
+    else if (a === '--shape') {
+      const s = argv[++i] as BenchShape;
+      if (!SHAPES.includes(s)) throw new Error(`--shape must be one of ${SHAPES.join(', ')}, got ${s}`);
+      args.shape = s;
+    } else if (a === '--prompts') args.prompts = int(a, argv[++i]);
+    else if (a === '--naive-prompts') args.naivePrompts = int(a, argv[++i]);
+    else if (a === '--threads') args.threads = int(a, argv[++i]);
+    else if (a === '--batch-prompts') args.batchPrompts = int(a, argv[++i]);
+    else if (a === '--batch-rows') args.batchRows = int(a, argv[++i]);
+    else throw new Error(`unknown option ${a}`);
+  }
+  if (args.prompts < 0) args.prompts = args.shape === 'llama-1b' ? 16 : 64;
+  if (args.prompts < SAMPLES + 1) throw new Error(`--prompts must be at least ${SAMPLES + 1} (resample with S=${SAMPLES})`);
+  if (args.naivePrompts < 3) throw new Error('--naive-prompts must be at least 3');
+  return args;
+}
+
+const log = (msg: string) => process.stderr.write(msg + '\n');
+const now = () => performance.now() / 1000;
+
+/**
+ * Peak float32 MatMul throughput of onnxruntime on this machine, with the given thread
+ * setting: one session per shape doing x[M,K]·W[K,N] with W baked in (as the model's
+ * weights are); the best of a few shapes, each timed for at least `minS` seconds.
+ */
+async function peakGflops(threads: number | undefined, d: number, dMlp: number, minS = 0.6): Promise<{ best: number; table: [string, number][] }> {
+  const shapes: [number, number, number][] = [
+    [2048, d, dMlp],
+    [2048, dMlp, d],
+    [1024, 1024, 1024],
+    [2048, 2048, 2048],
+  ];
+  const table: [string, number][] = [];
+  for (const [M, K, N] of shapes) {
+    const g = new GraphBuilder('gemm');
+    const x = g.input('x', [M, K]);
+    const w = g.weight('w', Float32Array.from({ length: K * N }, (_, i) => Math.sin(i) * 0.02), [K, N]);
+    g.output(g.op('MatMul', [x, w]), 'y', [M, N]);
+    const s = await createSession(g.toBytes(), { threads });
+    const feeds = { x: f32(Float32Array.from({ length: M * K }, (_, i) => Math.cos(i)), [M, K]) };
+    for (let i = 0; i < 2; i++) await s.run(feeds);
+    let n = 0;
+    const t0 = now();
+    while (now() - t0 < minS || n < 3) {
+      await s.run(feeds);
+      n++;
+    }
+    const gf = (2 * M * K * N * n) / (now() - t0) / 1e9;
+    table.push([`[${M},${K}]x[${K},${N}]`, gf]);
+    await s.release();
+  }
+  return { best: Math.max(...table.map((r) => r[1])), table };
+}
+
+/** Matrix FLOPs of one attention block at one position attending to `keys` positions. */
+function attnFlops(spec: ArchSpec, keys: number): number {
+  const { dModel: d, nHeads: H, nKvHeads: KV, dHead: dh } = spec;
+  return 2 * d * (H * dh + 2 * KV * dh) + 2 * (H * dh) * d + 2 * 2 * H * dh * keys;
+}
+
+/** Matrix FLOPs of one MLP block at one position (3 matrices if gated). */
+function mlpFlops(spec: ArchSpec): number {
+  return 2 * (spec.gated ? 3 : 2) * spec.dModel * spec.dMlp;
+}
+
+/**
+ * The useful FLOPs of one prompt's sweep, counted analytically (not measured).
+ *
+ * Per ablation run (one row = one target × one patch), the fast path's necessary matrix
+ * work is, for each block causally downstream of the ablated component, at the last
+ * position t only (T = prompt length, so t attends to T keys):
+ *   attention: 2·d·(H·dh + 2·KV·dh) for q, k, v + 2·(H·dh)·d for the output projection
+ *              + 2·2·H·dh·T for the scores and the weighted values;
+ *   MLP:       2·2·d·dMlp (2·3·d·dMlp if gated).
+ * Sequential blocks: ablating attn.l recomputes mlp.l and every later layer; ablating
+ * mlp.l recomputes every later layer. Parallel blocks: both start at layer l+1.
+ * Nothing else is counted for a row (its π̂' and DE' are dot products with q, O(d)).
+ *
+ * Plus one clean run of the prompt: every block at every position (T positions,
+ * attention over the causal prefix: 2·2·H·dh·(1+...+T)) and the unembedding 2·d·V at
+ * the last position. (analyze also runs a clean forward to collect resample patches;
+ * that duplicate is overhead, not useful work, and is not counted.)
+ */
+function promptFlops(spec: ArchSpec, T: number, targets: string[], samples: number): { ablation: number; clean: number } {
+  const L = spec.nLayers;
+  const attn = attnFlops(spec, T);
+  const mlp = mlpFlops(spec);
+  let ablation = 0;
+  for (const name of targets) {
+    const t = parseComponent(name, spec);
+    let blocks = 0;
+    if (t.kind === 'embed') blocks = L * (attn + mlp);
+    else if (spec.parallel) blocks = (L - 1 - t.layer) * (attn + mlp);
+    else if (t.kind === 'mlp') blocks = (L - 1 - t.layer) * (attn + mlp);
+    else blocks = mlp + (L - 1 - t.layer) * (attn + mlp);
+    ablation += samples * blocks;
+  }
+  const { dModel: d, nHeads: H, dHead: dh, vocab: V } = spec;
+  const cleanPerLayer = T * (attnFlops(spec, 0) + mlp) + 2 * 2 * H * dh * ((T * (T + 1)) / 2);
+  const clean = L * cleanPerLayer + 2 * d * V;
+  return { ablation, clean };
+}
+
+/** With --profile: wall time of session.run calls by kind of session. */
+function installProfiler(): Map<string, { n: number; s: number }> {
+  const stats = new Map<string, { n: number; s: number }>();
+  const proto = (ort.InferenceSession as unknown as { prototype: unknown }).prototype as { run: (...a: unknown[]) => Promise<unknown> };
+  const orig = proto.run;
+  proto.run = async function (this: ort.InferenceSession, ...a: unknown[]) {
+    const names = this.inputNames;
+    const kind = names.includes('prompt') || names.includes('row') ? 'attention step' : names.includes('mask') ? 'attention (clean)' : names.includes('ids') ? 'embed' : names.includes('z') ? 'unembed' : this.outputNames.includes('out') ? 'mlp' : 'other';
+    const t0 = now();
+    try {
+      return await orig.apply(this, a);
+    } finally {
+      const e = stats.get(kind) ?? { n: 0, s: 0 };
+      e.n++;
+      e.s += now() - t0;
+      stats.set(kind, e);
+    }
+  };
+  return stats;
+}
+
+async function main(): Promise<void> {
+  const args = parseArgs(process.argv.slice(2));
+  const tStart = now();
+  const dir = ensureBenchModel(args.shape, log);
+  const tGen = now() - tStart;
+
+  const tok = await loadTokenizer(gpt2TokenizerDir);
+  const data = JSON.parse(fs.readFileSync(known1000Path, 'utf8')) as { prompt: string }[];
+  const t0 = now();
+  const model = await HookedModel.load(dir, { threads: args.threads, arena: args.arena, offline: true });
+  const tLoad = now() - t0;
+  const spec = model.spec;
+  const prompts = data.slice(0, args.prompts).map((r) => tok.encode(r.prompt).map((t) => t % spec.vocab));
+  const avgLen = prompts.reduce((s, p) => s + p.length, 0) / prompts.length;
+  log(`model ${args.shape}: ${spec.nLayers} layers, width ${spec.dModel}, ${spec.nHeads} heads (${spec.nKvHeads} kv), vocab ${spec.vocab}; loaded in ${tLoad.toFixed(1)} s`);
+  log(`${prompts.length} prompts, ${avgLen.toFixed(2)} tokens on average; threads per session: ${args.threads ?? 'all cores'}`);
+
+  log('measuring peak float32 GEMM ...');
+  const peak = await peakGflops(args.threads, spec.dModel, spec.dMlp);
+  for (const [s, gf] of peak.table) log(`  ${s.padEnd(24)} ${gf.toFixed(1)} GFLOP/s`);
+
+  const targets = defaultTargets(model, false);
+  const batch = { batchPrompts: args.batchPrompts, batchRows: args.batchRows };
+  // Warm-up: builds the step sessions (ablating attn.0 runs every later block).
+  log('warm-up ...');
+  await analyze(model, prompts.slice(0, SAMPLES + 1), { kind: 'resample', samples: SAMPLES, targets: ['attn.0'], path: 'fast', ...batch });
+
+  const profile = args.profile ? installProfiler() : null;
+  log(`fast path: ${prompts.length} prompts × ${targets.length} targets × ${SAMPLES} patches ...`);
+  let done = 0;
+  const tf = now();
+  await analyze(model, prompts, {
+    kind: 'resample',
+    samples: SAMPLES,
+    targets,
+    path: 'fast',
+    ...batch,
+    onPrompt: () => {
+      done++;
+      if (!args.json && done % 16 === 0) log(`  ${done}/${prompts.length} prompts, ${(now() - tf).toFixed(1)} s`);
+    },
+  });
+  const fastS = now() - tf;
+  const fastRuns = prompts.length * targets.length * SAMPLES;
+  const profFast = profile ? new Map(profile) : null;
+  profile?.clear();
+
+  const naiveIds = prompts.slice(0, args.naivePrompts);
+  const naiveS = 2;
+  log(`naive path: ${naiveIds.length} prompts × ${targets.length} targets × ${naiveS} patches ...`);
+  const tn = now();
+  await analyze(model, naiveIds, { kind: 'resample', samples: naiveS, targets, path: 'naive', ...batch });
+  const naiveTime = now() - tn;
+  const naiveRuns = naiveIds.length * targets.length * naiveS;
+
+  let flops = 0;
+  let cleanFlops = 0;
+  for (const p of prompts) {
+    const f = promptFlops(spec, p.length, targets, SAMPLES);
+    flops += f.ablation + f.clean;
+    cleanFlops += f.clean;
+  }
+  const sweepGflops = flops / fastS / 1e9;
+  const fastRate = fastRuns / fastS;
+  const naiveRate = naiveRuns / naiveTime;
+  const result = {
+    peak_gflops: round(peak.best, 1),
+    sweep_gflops: round(sweepGflops, 1),
+    utilization: round(sweepGflops / peak.best, 3),
+    fast_runs_per_s: round(fastRate, 1),
+    naive_runs_per_s: round(naiveRate, 2),
+    speedup: round(fastRate / naiveRate, 1),
+    projected_full_sweep_s: round((FULL_SWEEP_PROMPTS * fastS) / prompts.length, 1),
+    rss_mb: round(process.resourceUsage().maxRSS / 1024, 0),
+  };
+
+  const rows: [string, string][] = [
+    ['shape', `${args.shape} (${spec.nLayers}×${spec.dModel}, vocab ${spec.vocab})`],
+    ['model generation (first use)', `${tGen.toFixed(1)} s`],
+    ['model load', `${tLoad.toFixed(1)} s`],
+    ['prompts / avg tokens', `${prompts.length} / ${avgLen.toFixed(2)}`],
+    ['peak GEMM', `${result.peak_gflops} GFLOP/s`],
+    ['fast sweep', `${fastRuns} runs in ${fastS.toFixed(2)} s (${((fastS / prompts.length) * 1000).toFixed(0)} ms/prompt)`],
+    ['useful work', `${(flops / 1e9).toFixed(1)} GFLOP (clean runs ${(cleanFlops / 1e9).toFixed(1)})`],
+    ['sweep throughput', `${result.sweep_gflops} GFLOP/s`],
+    ['utilization', `${result.utilization}`],
+    ['fast runs/s', `${result.fast_runs_per_s}`],
+    ['naive runs/s', `${result.naive_runs_per_s} (${naiveRuns} runs in ${naiveTime.toFixed(2)} s)`],
+    ['speedup fast/naive', `${result.speedup}×`],
+    [`projected sweep (${FULL_SWEEP_PROMPTS} prompts)`, `${result.projected_full_sweep_s} s`],
+    ['peak RSS', `${result.rss_mb} MB`],
+  ];
+  const w = Math.max(...rows.map((r) => r[0].length));
+  for (const [k, v] of rows) console.log(`${k.padEnd(w)}  ${v}`);
+  if (profFast) {
+    console.log('\nsession calls during the fast sweep:');
+    for (const [k, v] of [...profFast].sort((a, b) => b[1].s - a[1].s)) console.log(`  ${k.padEnd(20)} ${String(v.n).padStart(6)} calls  ${v.s.toFixed(2).padStart(8)} s  (${((100 * v.s) / fastS).toFixed(1)}%)`);
+    const inRuntime = [...profFast.values()].reduce((s, v) => s + v.s, 0);
+    console.log(`  ${'outside sessions'.padEnd(20)} ${''.padStart(6)}        ${(fastS - inRuntime).toFixed(2).padStart(8)} s  (${((100 * (fastS - inRuntime)) / fastS).toFixed(1)}%)`);
+  }
+  if (args.json) console.log(JSON.stringify(result));
+}
+
+function round(x: number, digits: number): number {
+  const k = 10 ** digits;
+  return Math.round(x * k) / k;
+}
+
+main().catch((e) => {
+  process.stderr.write(`bench: ${(e as Error).stack ?? e}\n`);
+  process.exit(1);
+});

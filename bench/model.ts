@@ -1,0 +1,178 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { writeSafetensors } from '../src/io/safetensors.js';
+import { packageRoot } from '../src/io/paths.js';
+
+/**
+ * Seeded random models of real shapes for the benchmark, written once as Hugging Face
+ * model directories (config.json + model.safetensors) under `.cache/bench/<shape>/`
+ * and reused afterwards. The weights are random (normal, std 0.02; norm gains
+ * 1 + small noise), so the numbers measure speed only; the architecture and the
+ * cost of every operator are those of the real model.
+ */
+
+export type BenchShape = 'gpt2-small' | 'llama-1b';
+export const SHAPES: BenchShape[] = ['gpt2-small', 'llama-1b'];
+
+interface ShapeDef {
+  config: Record<string, unknown>;
+  /** Storage dtype: bf16 halves the disk of the 1B model (the loader converts to f32). */
+  dtype: 'F32' | 'BF16';
+  tensors: () => [string, number[], Init][];
+}
+
+type Init = { kind: 'normal'; std: number } | { kind: 'gain' } | { kind: 'bias' };
+
+const STD = 0.02;
+const normal: Init = { kind: 'normal', std: STD };
+const gain: Init = { kind: 'gain' };
+const bias: Init = { kind: 'bias' };
+
+const DEFS: Record<BenchShape, ShapeDef> = {
+  'gpt2-small': {
+    dtype: 'F32',
+    config: {
+      model_type: 'gpt2',
+      architectures: ['GPT2LMHeadModel'],
+      n_embd: 768,
+      n_head: 12,
+      n_layer: 12,
+      n_positions: 1024,
+      n_ctx: 1024,
+      vocab_size: 50257,
+      layer_norm_epsilon: 1e-5,
+      activation_function: 'gelu_new',
+      tie_word_embeddings: true,
+    },
+    tensors: () => {
+      const d = 768;
+      const f = 4 * d;
+      const out: [string, number[], Init][] = [
+        ['wte.weight', [50257, d], normal],
+        ['wpe.weight', [1024, d], { kind: 'normal', std: 0.01 }],
+      ];
+      for (let l = 0; l < 12; l++) {
+        const h = `h.${l}`;
+        out.push(
+          [`${h}.ln_1.weight`, [d], gain],
+          [`${h}.ln_1.bias`, [d], bias],
+          [`${h}.attn.c_attn.weight`, [d, 3 * d], normal],
+          [`${h}.attn.c_attn.bias`, [3 * d], bias],
+          [`${h}.attn.c_proj.weight`, [d, d], normal],
+          [`${h}.attn.c_proj.bias`, [d], bias],
+          [`${h}.ln_2.weight`, [d], gain],
+          [`${h}.ln_2.bias`, [d], bias],
+          [`${h}.mlp.c_fc.weight`, [d, f], normal],
+          [`${h}.mlp.c_fc.bias`, [f], bias],
+          [`${h}.mlp.c_proj.weight`, [f, d], normal],
+          [`${h}.mlp.c_proj.bias`, [d], bias],
+        );
+      }
+      out.push(['ln_f.weight', [d], gain], ['ln_f.bias', [d], bias]);
+      return out;
+    },
+  },
+  'llama-1b': {
+    dtype: 'BF16',
+    config: {
+      model_type: 'llama',
+      architectures: ['LlamaForCausalLM'],
+      hidden_size: 2048,
+      num_hidden_layers: 16,
+      num_attention_heads: 32,
+      num_key_value_heads: 8,
+      intermediate_size: 8192,
+      vocab_size: 32000,
+      max_position_embeddings: 2048,
+      rms_norm_eps: 1e-5,
+      rope_theta: 10000,
+      hidden_act: 'silu',
+      tie_word_embeddings: true,
+    },
+    tensors: () => {
+      const d = 2048;
+      const f = 8192;
+      const kv = 8 * 64;
+      const out: [string, number[], Init][] = [['model.embed_tokens.weight', [32000, d], normal]];
+      for (let l = 0; l < 16; l++) {
+        const p = `model.layers.${l}`;
+        out.push(
+          [`${p}.input_layernorm.weight`, [d], gain],
+          [`${p}.self_attn.q_proj.weight`, [d, d], normal],
+          [`${p}.self_attn.k_proj.weight`, [kv, d], normal],
+          [`${p}.self_attn.v_proj.weight`, [kv, d], normal],
+          [`${p}.self_attn.o_proj.weight`, [d, d], normal],
+          [`${p}.post_attention_layernorm.weight`, [d], gain],
+          [`${p}.mlp.gate_proj.weight`, [f, d], normal],
+          [`${p}.mlp.up_proj.weight`, [f, d], normal],
+          [`${p}.mlp.down_proj.weight`, [d, f], normal],
+        );
+      }
+      out.push(['model.norm.weight', [d], gain]);
+      return out;
+    },
+  },
+};
+
+/** xorshift128+-style generator on 32-bit halves (fast, seeded); uniform in (0, 1]. */
+function uniform(seed: number): () => number {
+  let a = seed >>> 0 || 1;
+  let b = (seed * 2654435761) >>> 0 || 2;
+  let c = 0x9e3779b9;
+  let d = 0x7f4a7c15;
+  return () => {
+    const t = a ^ (a << 11);
+    a = b;
+    b = c;
+    c = d;
+    d = (d ^ (d >>> 19) ^ (t ^ (t >>> 8))) >>> 0;
+    return (d + 1) / 4294967297;
+  };
+}
+
+function hash(s: string, seed: number): number {
+  let h = 2166136261 ^ seed;
+  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 16777619);
+  return h >>> 0;
+}
+
+/** Fill with normal(0, std) draws (Box–Muller, two per pair of uniforms). */
+function fillNormal(out: Float32Array, std: number, rand: () => number, mean = 0): void {
+  for (let i = 0; i < out.length; i += 2) {
+    const r = std * Math.sqrt(-2 * Math.log(rand()));
+    const th = 2 * Math.PI * rand();
+    out[i] = mean + r * Math.cos(th);
+    if (i + 1 < out.length) out[i + 1] = mean + r * Math.sin(th);
+  }
+}
+
+export function benchModelDir(shape: BenchShape): string {
+  return path.join(packageRoot, '.cache', 'bench', shape);
+}
+
+/** The benchmark model's directory, generated (seeded, deterministic) on first use. */
+export function ensureBenchModel(shape: BenchShape, log: (msg: string) => void = () => {}, seed = 1234): string {
+  const dir = benchModelDir(shape);
+  const done = path.join(dir, '.complete');
+  if (fs.existsSync(done)) return dir;
+  const def = DEFS[shape];
+  const t0 = performance.now();
+  log(`generating the ${shape} benchmark model (seeded random weights) in ${dir} ...`);
+  fs.mkdirSync(dir, { recursive: true });
+  const tensors: Record<string, { shape: number[]; data: Float32Array }> = {};
+  let n = 0;
+  for (const [name, dims, init] of def.tensors()) {
+    const data = new Float32Array(dims.reduce((a, x) => a * x, 1));
+    const rand = uniform(hash(name, seed));
+    if (init.kind === 'normal') fillNormal(data, init.std, rand);
+    else if (init.kind === 'gain') fillNormal(data, 0.02, rand, 1);
+    else fillNormal(data, 0.01, rand);
+    tensors[name] = { shape: dims, data };
+    n += data.length;
+  }
+  writeSafetensors(path.join(dir, 'model.safetensors'), tensors, def.dtype);
+  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(def.config, null, 2));
+  fs.writeFileSync(done, JSON.stringify({ seed, params: n, dtype: def.dtype }));
+  log(`  ${(n / 1e6).toFixed(1)}M parameters written (${def.dtype}) in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+  return dir;
+}

@@ -1,0 +1,39 @@
+import path from 'node:path';
+import { Command } from 'commander';
+import { reportFromDatabase } from '../experiments/report.js';
+import { runSweep } from '../experiments/sweep.js';
+import { defaultModelDir, storiesRecallPath } from '../io/paths.js';
+import { createProgress } from './progress.js';
+import { loadModelFromOptions, positiveInt } from './util.js';
+
+/** `hydra demo`: the whole Hydra analysis on the bundled model and prompt set, ending in a report. */
+export function registerDemo(program: Command): void {
+  program
+    .command('demo')
+    .description('run the Hydra analysis on the bundled stories260k model and story prompts, and write the report')
+    .option('--out <dir>', 'output folder', 'hydra-demo')
+    .option('--samples <S>', 'resample patches per prompt', positiveInt('--samples'), 15)
+    .option('--threads <n>', 'CPU threads per operator', positiveInt('--threads'))
+    .action(async (opts: { out: string; samples: number; threads?: number }) => {
+      const model = await loadModelFromOptions({ model: defaultModelDir, threads: opts.threads });
+      const db = path.join(opts.out, 'results.duckdb');
+      let bar: ReturnType<typeof createProgress> | null = null;
+      await runSweep({
+        model,
+        modelName: 'stories260k (bundled)',
+        dataset: storiesRecallPath,
+        ablation: 'resample',
+        samples: opts.samples,
+        seed: 0,
+        out: db,
+        log: (line) => process.stderr.write(`hydra: ${line}\n`),
+        progress: (done, total) => {
+          if (!bar) bar = createProgress(total, 'demo sweep');
+          else bar.tick(1);
+          if (done === total) bar.stop();
+        },
+      });
+      const index = await reportFromDatabase(db, path.join(opts.out, 'report'));
+      process.stdout.write(`results: ${db}\nreport:  ${index}\n`);
+    });
+}

@@ -1,0 +1,83 @@
+import { Command, Option } from 'commander';
+import { DEFAULT_SAMPLES } from '../causal/analysis.js';
+import type { AblationKind, PromptResult } from '../causal/types.js';
+import { profilePrompt, sourcePool } from '../experiments/profile.js';
+import { reportFromDatabase } from '../experiments/report.js';
+import { HydraError } from '../io/errors.js';
+import { makeDir } from '../io/paths.js';
+import { parseComponent } from '../models/components.js';
+import { profileFigure } from '../report/figures.js';
+import { writeFigure } from '../report/render.js';
+import { addModelOptions, fmt, loadModelFromOptions, nonNegativeInt, positiveInt, type ModelOptions } from './util.js';
+
+/** `hydra report` (dataset figures and HTML from a sweep) and `hydra profile` (Figure 1 for one prompt). */
+export function registerReport(program: Command): void {
+  program
+    .command('report')
+    .description('statistics, the paper\'s Figures 1, 2, 3, 7 and 8, and an HTML report from a sweep database')
+    .requiredOption('--db <file>', 'results database written by hydra sweep')
+    .option('--out <dir>', 'report folder', 'hydra-report')
+    .option('--bootstrap <B>', 'bootstrap resamples for the 95% intervals', positiveInt('--bootstrap'), 1000)
+    .action(async (opts: { db: string; out: string; bootstrap: number }) => {
+      const index = await reportFromDatabase(opts.db, opts.out, { bootstrap: opts.bootstrap });
+      process.stdout.write(`report: ${index}\n`);
+    });
+
+  addModelOptions(
+    program
+      .command('profile')
+      .description('Figure 1 for one prompt: clean DE per layer, and DE\' per patch and averaged after ablating one component')
+      .requiredOption('--text <text>', 'the prompt')
+      .requiredOption('--ablate <component>', 'component to ablate, e.g. attn.3, mlp.2, head.1.0')
+      .addOption(new Option('--ablation <kind>', 'patch kind').choices(['zero', 'mean', 'noise', 'resample']).default('resample'))
+      .option('--samples <S>', 'patches for resample and noise', positiveInt('--samples'), DEFAULT_SAMPLES)
+      .option('--seed <N>', 'seed', nonNegativeInt('--seed'), 0)
+      .option('--sources <dataset>', 'prompts that resample and mean patches come from (default: the bundled story prompts for the bundled model, else known_1000)')
+      .option('--out <dir>', 'folder for profile.svg and profile.png', 'hydra-profile'),
+  ).action(async (opts: ProfileOptions) => runProfile(opts));
+}
+
+interface ProfileOptions extends ModelOptions {
+  text: string;
+  ablate: string;
+  ablation: AblationKind;
+  samples: number;
+  seed: number;
+  sources?: string;
+  out: string;
+}
+
+async function runProfile(opts: ProfileOptions): Promise<void> {
+  const model = await loadModelFromOptions(opts);
+  const target = parseComponent(opts.ablate, model.spec).name;
+  const ids = model.encode(opts.text);
+  if (ids.length === 0) throw new HydraError('--text gives no tokens; the prompt is empty');
+  model.checkPrompt(ids, '--text prompt');
+  const pool = opts.ablation === 'resample' || opts.ablation === 'mean' ? await sourcePool(model, opts.sources) : [];
+  const result = await profilePrompt(model, ids, {
+    kind: opts.ablation,
+    samples: opts.samples,
+    seed: opts.seed,
+    targets: [target],
+    heads: target.startsWith('head.') || target.startsWith('attn_bias.'),
+    pool,
+  });
+  process.stdout.write(profileTable(model.tokenizer?.tokenText(result.token) ?? String(result.token), result, target, model.spec.nLayers));
+  makeDir(opts.out, 'choose a writable --out');
+  const spec = profileFigure({ ...result, text: opts.text }, target, { promptText: opts.text, tokenText: model.tokenizer?.tokenText(result.token), kind: opts.ablation });
+  const f = await writeFigure(spec, opts.out, 'profile');
+  process.stdout.write(`figure: ${f.svg}\n        ${f.png}\n`);
+}
+
+function profileTable(tokenText: string, r: PromptResult, target: string, L: number): string {
+  const a = r.ablations[target];
+  const lines = [
+    `clean token ${JSON.stringify(tokenText)}; ablating ${target} (${a.patches.length} patch${a.patches.length > 1 ? 'es' : ''}): TE ${fmt(a.te)}, ΔDE self ${fmt(a.dde_self)}, CE ${fmt(a.ce)} (attn ${fmt(a.ce_attn)}, mlp ${fmt(a.ce_mlp)}), NE ${fmt(a.ne)}`,
+    `${'layer'.padEnd(6)}${['DE attn', "DE' attn", 'DE mlp', "DE' mlp"].map((h) => h.padStart(10)).join('')}`,
+  ];
+  for (let l = 0; l < L; l++) {
+    const vals = [r.de[`attn.${l}`], a.de_prime[`attn.${l}`], r.de[`mlp.${l}`], a.de_prime[`mlp.${l}`]];
+    lines.push(`${String(l).padEnd(6)}${vals.map((v) => fmt(v, 4, 10)).join('')}`);
+  }
+  return lines.join('\n') + '\n';
+}
