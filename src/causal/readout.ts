@@ -60,3 +60,19 @@ export function centredLogit(logits: ArrayLike<number>, i: number): number {
   for (let j = 0; j < logits.length; j++) m += logits[j];
   return logits[i] - m / logits.length;
 }
+
+/** Softmax probabilities in float64. */
+export function softmax(logits: ArrayLike<number>): Float64Array {
+  let max = -Infinity;
+  for (let i = 0; i < logits.length; i++) max = Math.max(max, logits[i]);
+  const p = new Float64Array(logits.length);
+  let sum = 0;
+  for (let i = 0; i < logits.length; i++) sum += p[i] = Math.exp(logits[i] - max);
+  for (let i = 0; i < p.length; i++) p[i] /= sum;
+  return p;
+}
+
+/** The k most probable token ids, most probable first (ties: lower id first). */
+export function topTokens(p: ArrayLike<number>, k: number): number[] {
+  return [...Array(p.length).keys()].sort((a, b) => p[b] - p[a] || a - b).slice(0, k);
+}

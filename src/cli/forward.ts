@@ -1,5 +1,5 @@
 import { Command } from 'commander';
-import { centredLogit, directEffect, Readout } from '../causal/readout.js';
+import { centredLogit, directEffect, Readout, softmax, topTokens } from '../causal/readout.js';
 import { HydraError } from '../io/errors.js';
 import type { HookedModel, PromptActivations } from '../models/model.js';
 import { addModelOptions, fmt, loadModelFromOptions, parseIds, printJson, rows, type ModelOptions } from './util.js';
@@ -77,17 +77,6 @@ export function forwardJson(model: HookedModel, clean: PromptActivations, de: Re
   return out;
 }
 
-/** Softmax probabilities in float64. */
-function softmax(logits: ArrayLike<number>): Float64Array {
-  let max = -Infinity;
-  for (let i = 0; i < logits.length; i++) max = Math.max(max, logits[i]);
-  const p = new Float64Array(logits.length);
-  let sum = 0;
-  for (let i = 0; i < logits.length; i++) sum += p[i] = Math.exp(logits[i] - max);
-  for (let i = 0; i < p.length; i++) p[i] /= sum;
-  return p;
-}
-
 /** The human-readable summary: prompt, top-5 next tokens, and each layer's direct effect on the top token. */
 export function forwardSummary(model: HookedModel, clean: PromptActivations, de: Record<string, number>, piHat: number): string {
   const tok = model.tokenizer;
@@ -99,7 +88,7 @@ export function forwardSummary(model: HookedModel, clean: PromptActivations, de:
   if (tok) lines.push(`ids: ${clean.ids.join(',')}`);
 
   const p = softmax(clean.logits);
-  const top = [...p.keys()].sort((a, b) => p[b] - p[a] || a - b).slice(0, 5);
+  const top = topTokens(p, 5);
   lines.push('', 'top next tokens:');
   const texts = top.map(show);
   const w = Math.max(...texts.map((t) => t.length));

@@ -19,7 +19,7 @@ const SUBCOMMANDS: Array<[name: string, load: () => Promise<object>]> = [
   // profile: registered by report.ts
   ['demo', () => import('./demo.js')],
   // merge, export: registered by sweep.ts
-  // ['serve', () => import('./serve.js')],
+  ['serve', () => import('./serve.js')],
 ];
 
 const debug = () => /^(1|true|yes|on)$/i.test(process.env.HYDRA_DEBUG ?? '');

@@ -2,6 +2,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import { HydraError } from '../io/errors.js';
+import { toJson } from '../io/json.js';
+
+export { toJson };
 import { defaultModelDir, packageRoot } from '../io/paths.js';
 import { HookedModel } from '../models/model.js';
 
@@ -88,14 +91,6 @@ export function parseIds(text: string, flag = '--ids'): number[] {
 /** Print one JSON value on one line of stdout. Typed arrays become plain arrays; NaN/Infinity become null. */
 export function printJson(value: unknown): void {
   process.stdout.write(toJson(value) + '\n');
-}
-
-export function toJson(value: unknown): string {
-  return JSON.stringify(value, (_key, v: unknown) => {
-    if (ArrayBuffer.isView(v) && !(v instanceof DataView)) return Array.from(v as unknown as ArrayLike<number>);
-    if (v instanceof Map) return Object.fromEntries(v);
-    return v;
-  });
 }
 
 /** Split a row-major [rows, cols] array into rows of plain numbers. */

@@ -550,3 +550,33 @@ export function compensationSplitFigure(
     ],
   });
 }
+
+// ---------------------------------------------------------------- heads
+
+/**
+ * DE per head for one prompt (left) and, given an ablation k, ΔDE = DE'_k − DE per head (right):
+ * where the "replacement" heads show up. Each panel has its own diverging scale centred at 0.
+ */
+export function headsFigure(prompt: PromptResult, k?: string, opts: { tokenText?: string } = {}): TopLevelSpec {
+  const heads = Object.keys(prompt.de).map((n) => ({ n, c: parseComponent(n) })).filter((x) => x.c.kind === 'head');
+  if (heads.length === 0) throw new HydraError(`prompt ${prompt.index} has no per-head direct effects; run it with heads`);
+  const ab = k ? prompt.ablations[k] : undefined;
+  if (k && !ab) throw new HydraError(`prompt ${prompt.index} has no ablation of ${k}`);
+  const panel = (title: string, value: (n: string) => number) => ({
+    title,
+    width: 26 * (Math.max(...heads.map((x) => x.c.head!)) + 1),
+    height: 22 * nLayers(heads.map((x) => x.n)),
+    data: { values: heads.map(({ n, c }) => ({ component: n, layer: c.layer, head: c.head, value: value(n) })) },
+    mark: { type: 'rect', stroke: 'white', strokeWidth: 1 },
+    encoding: {
+      x: { field: 'head', type: 'ordinal', title: 'head', axis: { labelAngle: 0 } },
+      y: { field: 'layer', type: 'ordinal', title: 'layer' },
+      color: { field: 'value', type: 'quantitative', title: null, scale: { scheme: 'redblue', reverse: true, domainMid: 0 } },
+      tooltip: [{ field: 'component' }, { field: 'value', format: '.4f' }],
+    },
+  });
+  const token = opts.tokenText === undefined ? '' : ` on ${JSON.stringify(opts.tokenText)}`;
+  const panels = [panel(`clean DE per head${token}`, (n) => prompt.de[n])];
+  if (ab && k) panels.push(panel(`ΔDE per head after ablating ${componentLabel(k)}`, (n) => ab.de_prime[n] - prompt.de[n]));
+  return top({ hconcat: panels, resolve: { scale: { color: 'independent' } } });
+}
