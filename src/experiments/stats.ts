@@ -8,6 +8,7 @@
  */
 import type { PromptResult } from '../causal/types.js';
 import { HydraError } from '../io/errors.js';
+import { mulberry32 } from '../causal/random.js';
 
 export interface Ols {
   slope: number | null;
@@ -85,20 +86,8 @@ export interface StatsOptions {
 export const DEFAULT_BOOTSTRAP = 1000;
 export const DEFAULT_SEED = 0;
 
-/**
- * mulberry32: a tiny 32-bit-state PRNG (Tommy Ettinger's public-domain generator). Returns
- * floats in [0, 1) with 32 random bits; deterministic for a given seed on every platform.
- */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** The bootstrap's generator: the same seeded mulberry32 as the resample sources. */
+export { mulberry32 };
 
 /** B resamples of n prompt positions with replacement, from mulberry32(seed). */
 export function bootstrapIndices(n: number, B: number, seed: number): number[][] {
