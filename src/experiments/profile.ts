@@ -29,36 +29,25 @@ export interface ProfileOptions {
   heads?: boolean;
   /** Source prompts for resample and mean (see sourcePool). */
   pool?: number[][];
-  /** Called after each target, for progress; throw from it to stop. */
-  onTarget?: (done: number, total: number) => void;
 }
 
 /**
  * One prompt's ablations (Figure 1): the prompt is index 0 of [prompt, ...pool], so resample
  * sources are pool prompts drawn by analyze's seeded generator (the same as `hydra effects` on
- * that list) and the mean patch averages the pool. Targets run one at a time so that a caller
- * can report progress and stop between them.
+ * that list) and the mean patch averages the pool; only the pool prompts used are run.
  */
 export async function profilePrompt(model: HookedModel, ids: number[], opts: ProfileOptions): Promise<PromptResult> {
   const pool = opts.kind === 'resample' || opts.kind === 'mean' ? (opts.pool ?? []) : [];
   const prompts = [ids, ...pool];
-  const run = (targets: string[]) =>
-    analyze(model, prompts, {
-      kind: opts.kind,
-      samples: opts.samples,
-      seed: opts.seed,
-      targets,
-      heads: opts.heads,
-      skip: new Set([...prompts.keys()].filter((i) => i > 0)),
-      meanPrompts: pool.length ? pool : undefined,
-      batchPrompts: 1,
-    }).then((r) => r[0]);
-  let result: PromptResult | undefined;
-  for (const [i, t] of opts.targets.entries()) {
-    const r = await run([t]);
-    result = result ? { ...result, ablations: { ...result.ablations, ...r.ablations } } : r;
-    opts.onTarget?.(i + 1, opts.targets.length);
-  }
-  if (!result) throw new Error('profilePrompt: no targets');
+  const [result] = await analyze(model, prompts, {
+    kind: opts.kind,
+    samples: opts.samples,
+    seed: opts.seed,
+    targets: opts.targets,
+    heads: opts.heads,
+    skip: new Set([...prompts.keys()].filter((i) => i > 0)),
+    meanPrompts: pool.length ? pool : undefined,
+    batchPrompts: 1,
+  });
   return result;
 }
