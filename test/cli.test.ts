@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import path from 'node:path';
 import { packageRoot } from '../src/io/paths.js';
-import { fixtureModelDir, loadGolden, maxAbsDiff } from './helpers.js';
+import { fixtureModelDir, hydraName, loadGolden, maxAbsDiff } from './helpers.js';
 
 export const CLI = path.join(packageRoot, 'dist', 'src', 'cli', 'main.js');
 
@@ -40,19 +40,6 @@ export function assertOneLineError(r: CliResult, ...mustContain: (string | RegEx
   return lines[0];
 }
 
-/** Golden component names (e, attnL, mlpL, headL.H, bOL) in Hydra's naming. */
-function hydraName(golden: string): string {
-  if (golden === 'e') return 'embed';
-  let m = /^attn(\d+)$/.exec(golden);
-  if (m) return `attn.${m[1]}`;
-  m = /^mlp(\d+)$/.exec(golden);
-  if (m) return `mlp.${m[1]}`;
-  m = /^head(\d+)\.(\d+)$/.exec(golden);
-  if (m) return `head.${m[1]}.${m[2]}`;
-  m = /^bO(\d+)$/.exec(golden);
-  if (m) return `attn_bias.${m[1]}`;
-  throw new Error(`unknown golden component ${golden}`);
-}
 
 const TOL = 1e-4;
 

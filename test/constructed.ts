@@ -130,10 +130,7 @@ export function writeLlama(m: LlamaModel, dir = tmpDir('hydra-constructed-')): s
     tie_word_embeddings: !m.lmHead,
     torch_dtype: 'float32',
   };
-  fs.mkdirSync(dir, { recursive: true });
-  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(config, null, 2));
-  writeSafetensors(path.join(dir, 'model.safetensors'), t);
-  return dir;
+  return writeModelDir(dir, config, t);
 }
 
 /** One GPT-2 block; matrices in Conv1D layout [in][out]; omitted matrices and biases are zero, norm gains ones. */
@@ -219,10 +216,7 @@ export function writeGpt2(m: Gpt2Model, dir = tmpDir('hydra-constructed-')): str
     tie_word_embeddings: !m.lmHead,
     torch_dtype: 'float32',
   };
-  fs.mkdirSync(dir, { recursive: true });
-  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(config, null, 2));
-  writeSafetensors(path.join(dir, 'model.safetensors'), t);
-  return dir;
+  return writeModelDir(dir, config, t);
 }
 
 /* Small float64 vector helpers for working the answers out by hand. */
@@ -242,3 +236,11 @@ export const centre = (x: Vector): Vector => {
 export const lnScale = (x: Vector, eps: number): number => rms(centre(x), eps);
 export const silu = (x: number): number => x / (1 + Math.exp(-x));
 export const relu = (x: number): number => Math.max(0, x);
+
+/** A model folder as Hugging Face lays it out: config.json and model.safetensors. */
+function writeModelDir(dir: string, config: object, tensors: Parameters<typeof writeSafetensors>[1]): string {
+  fs.mkdirSync(dir, { recursive: true });
+  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(config, null, 2));
+  writeSafetensors(path.join(dir, 'model.safetensors'), tensors);
+  return dir;
+}

@@ -3,21 +3,11 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import fs from 'node:fs';
 import { loadDataset, summarizeFilter, filterRecords } from '../src/io/datasets.js';
-import { HydraError } from '../src/io/errors.js';
 import { known1000Path } from '../src/io/paths.js';
-import { fixturesDir, tmpDir } from './helpers.js';
+import { fixturesDir, rejectsWith, tmpDir } from './helpers.js';
 
 const fx = (name: string) => path.join(fixturesDir, 'datasets', name);
 
-/** Rejects with a HydraError whose one-line message matches `re`. */
-async function rejectsWith(p: Promise<unknown>, re: RegExp) {
-  await assert.rejects(p, (e: unknown) => {
-    assert.ok(e instanceof HydraError, `expected HydraError, got ${String(e)}`);
-    assert.match(e.message, re);
-    assert.ok(!e.message.includes('\n'), 'message must be one line');
-    return true;
-  });
-}
 
 test('known_1000: 1209 records, first and last as in the ROME file', async () => {
   const ds = await loadDataset('known_1000');

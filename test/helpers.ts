@@ -1,5 +1,7 @@
 import path from 'node:path';
 import fs from 'node:fs';
+import assert from 'node:assert/strict';
+import { HydraError } from '../src/io/errors.js';
 import { packageRoot } from '../src/io/paths.js';
 
 export const fixturesDir = path.join(packageRoot, 'test', 'fixtures');
@@ -43,3 +45,13 @@ export function hydraName(golden: string): string {
   throw new Error(`unknown golden component ${golden}`);
 }
 
+
+/** Rejects with a HydraError whose one-line message matches `re`. */
+export async function rejectsWith(p: Promise<unknown>, re: RegExp): Promise<void> {
+  await assert.rejects(p, (e: unknown) => {
+    assert.ok(e instanceof HydraError, `expected HydraError, got ${String(e)}`);
+    assert.match(e.message, re);
+    assert.ok(!e.message.includes('\n'), 'message must be one line');
+    return true;
+  });
+}

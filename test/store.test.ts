@@ -5,9 +5,8 @@ import fs from 'node:fs';
 import { spawn } from 'node:child_process';
 import { DuckDBInstance } from '@duckdb/node-api';
 import { ResultsStore, mergeStores, exportParquet, type RunConfig } from '../src/experiments/store.js';
-import { HydraError } from '../src/io/errors.js';
 import type { PromptResult } from '../src/causal/types.js';
-import { tmpDir } from './helpers.js';
+import { rejectsWith, tmpDir } from './helpers.js';
 import { createProgress, formatDuration } from '../src/cli/progress.js';
 
 /**
@@ -46,14 +45,6 @@ function synth(idx: number, layers: number, samples: number, heads: number, resa
 
 const config: RunConfig = { model: 'tiny-gpt2', model_revision: 'abc123', model_hash: 'sha256:00ff', dataset: 'known_1000', ablation: 'resample', samples: 3, seed: 7, heads: true };
 
-async function rejectsWith(p: Promise<unknown>, re: RegExp) {
-  await assert.rejects(p, (e: unknown) => {
-    assert.ok(e instanceof HydraError, `expected HydraError, got ${String(e)}`);
-    assert.match(e.message, re);
-    assert.ok(!e.message.includes('\n'), 'message must be one line');
-    return true;
-  });
-}
 
 test('round trip: PromptResults read back exactly, ordered by index', async () => {
   const file = path.join(tmpDir(), 'nested', 'results.duckdb');
