@@ -1,18 +1,21 @@
 /**
  * `npm run bench [-- --json] [-- --shape gpt2-small|llama-1b] [-- --prompts N]`
  *
- * Times the resample-ablation sweep (S = 15, every attention and MLP layer, through
- * `analyze(...)` with path 'fast', the code `hydra sweep` runs) on a seeded random
- * model of a real shape, against the machine's own float32 GEMM peak measured in the
- * same run with the same thread setting. With --json the last stdout line is one JSON
+ * Times the resample-ablation sweep (S = 15, every attention and MLP layer) on a seeded
+ * random model of a real shape by running `runSweep`, the code behind `hydra sweep`,
+ * results written to a DuckDB file in a temporary folder included, against the
+ * machine's own float32 GEMM peak measured in the same run with the same thread setting. With --json the last stdout line is one JSON
  * object: peak_gflops, sweep_gflops, utilization, fast_runs_per_s, naive_runs_per_s,
  * speedup, projected_full_sweep_s, rss_mb.
  *
  * Other options: --threads N (intra-op threads per session; default all cores),
- * --batch-prompts N, --batch-rows N (analyze's batching), --naive-prompts N,
+ * --batch-prompts N, --batch-rows N (the sweep's batching), --naive-prompts N,
+ * --spin (let idle onnxruntime threads spin, the runtime's default), --arena,
  * --profile (time spent per kind of session call).
  */
 import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { analyze, defaultTargets } from '../src/causal/analysis.js';
 import { GraphBuilder } from '../src/engine/onnx.js';
 import { createSession, f32, ort } from '../src/engine/runtime.js';
@@ -21,6 +24,7 @@ import { parseComponent } from '../src/models/components.js';
 import { HookedModel } from '../src/models/model.js';
 import { gpt2TokenizerDir, known1000Path } from '../src/io/paths.js';
 import { loadTokenizer } from '../src/io/tokenizer.js';
+import { runSweep } from '../src/experiments/sweep.js';
 import { ensureBenchModel, SHAPES, type BenchShape } from './model.js';
 
 /** Prompts in the full known_1000 sweep (the kept set of the paper's setup). */
@@ -37,10 +41,11 @@ interface Args {
   batchRows?: number;
   profile: boolean;
   arena: boolean;
+  spin: boolean;
 }
 
 function parseArgs(argv: string[]): Args {
-  const args: Args = { json: false, shape: 'gpt2-small', prompts: -1, naivePrompts: 4, profile: false, arena: false };
+  const args: Args = { json: false, shape: 'gpt2-small', prompts: -1, naivePrompts: 4, profile: false, arena: false, spin: false };
   const int = (flag: string, v: string | undefined) => {
     const n = Number(v);
     if (!Number.isInteger(n) || n < 1) throw new Error(`${flag} needs a positive integer, got ${v}`);
@@ -51,6 +56,7 @@ function parseArgs(argv: string[]): Args {
     if (a === '--json') args.json = true;
     else if (a === '--profile') args.profile = true;
     else if (a === '--arena') args.arena = true;
+    else if (a === '--spin') args.spin = true;
     else if (a === '--shape') {
       const s = argv[++i] as BenchShape;
       if (!SHAPES.includes(s)) throw new Error(`--shape must be one of ${SHAPES.join(', ')}, got ${s}`);
@@ -76,7 +82,7 @@ const now = () => performance.now() / 1000;
  * setting: one session per shape doing x[M,K]·W[K,N] with W baked in (as the model's
  * weights are); the best of a few shapes, each timed for at least `minS` seconds.
  */
-async function peakGflops(threads: number | undefined, d: number, dMlp: number, minS = 0.6): Promise<{ best: number; table: [string, number][] }> {
+async function peakGflops(threads: number | undefined, spin: boolean, d: number, dMlp: number, minS = 0.6): Promise<{ best: number; table: [string, number][] }> {
   const shapes: [number, number, number][] = [
     [2048, d, dMlp],
     [2048, dMlp, d],
@@ -89,7 +95,7 @@ async function peakGflops(threads: number | undefined, d: number, dMlp: number, 
     const x = g.input('x', [M, K]);
     const w = g.weight('w', Float32Array.from({ length: K * N }, (_, i) => Math.sin(i) * 0.02), [K, N]);
     g.output(g.op('MatMul', [x, w]), 'y', [M, N]);
-    const s = await createSession(g.toBytes(), { threads });
+    const s = await createSession(g.toBytes(), { threads, spin });
     const feeds = { x: f32(Float32Array.from({ length: M * K }, (_, i) => Math.cos(i)), [M, K]) };
     for (let i = 0; i < 2; i++) await s.run(feeds);
     let n = 0;
@@ -184,7 +190,7 @@ async function main(): Promise<void> {
   const tok = await loadTokenizer(gpt2TokenizerDir);
   const data = JSON.parse(fs.readFileSync(known1000Path, 'utf8')) as { prompt: string }[];
   const t0 = now();
-  const model = await HookedModel.load(dir, { threads: args.threads, arena: args.arena, offline: true });
+  const model = await HookedModel.load(dir, { threads: args.threads, arena: args.arena, spin: args.spin, offline: true });
   const tLoad = now() - t0;
   const spec = model.spec;
   const prompts = data.slice(0, args.prompts).map((r) => tok.encode(r.prompt).map((t) => t % spec.vocab));
@@ -193,7 +199,7 @@ async function main(): Promise<void> {
   log(`${prompts.length} prompts, ${avgLen.toFixed(2)} tokens on average; threads per session: ${args.threads ?? 'all cores'}`);
 
   log('measuring peak float32 GEMM ...');
-  const peak = await peakGflops(args.threads, spec.dModel, spec.dMlp);
+  const peak = await peakGflops(args.threads, args.spin, spec.dModel, spec.dMlp);
   for (const [s, gf] of peak.table) log(`  ${s.padEnd(24)} ${gf.toFixed(1)} GFLOP/s`);
 
   const targets = defaultTargets(model, false);
@@ -203,20 +209,29 @@ async function main(): Promise<void> {
   await analyze(model, prompts.slice(0, SAMPLES + 1), { kind: 'resample', samples: SAMPLES, targets: ['attn.0'], path: 'fast', ...batch });
 
   const profile = args.profile ? installProfiler() : null;
-  log(`fast path: ${prompts.length} prompts × ${targets.length} targets × ${SAMPLES} patches ...`);
-  let done = 0;
+  log(`fast path (hydra sweep): ${prompts.length} prompts × ${targets.length} targets × ${SAMPLES} patches ...`);
+  // The prompts as a dataset of token ids, swept into a fresh DuckDB file.
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'hydra-bench-'));
+  const dataset = path.join(tmp, 'prompts.json');
+  fs.writeFileSync(dataset, JSON.stringify(prompts.map((ids, i) => ({ ids, text: data[i].prompt }))));
   const tf = now();
-  await analyze(model, prompts, {
-    kind: 'resample',
-    samples: SAMPLES,
-    targets,
-    path: 'fast',
-    ...batch,
-    onPrompt: () => {
-      done++;
-      if (!args.json && done % 16 === 0) log(`  ${done}/${prompts.length} prompts, ${(now() - tf).toFixed(1)} s`);
-    },
-  });
+  try {
+    await runSweep({
+      model,
+      modelName: dir,
+      dataset,
+      ablation: 'resample',
+      samples: SAMPLES,
+      filter: false,
+      out: path.join(tmp, 'bench.duckdb'),
+      ...batch,
+      progress: (done, total) => {
+        if (!args.json && done > 0 && done % 16 === 0) log(`  ${done}/${total} prompts, ${(now() - tf).toFixed(1)} s`);
+      },
+    });
+  } finally {
+    fs.rmSync(tmp, { recursive: true, force: true });
+  }
   const fastS = now() - tf;
   const fastRuns = prompts.length * targets.length * SAMPLES;
   const profFast = profile ? new Map(profile) : null;

@@ -67,17 +67,24 @@ export function patchEffects(
 ): PatchEffects {
   const { acts, q, de } = ctx;
   const sigma = acts.sigma;
-  const sigmaPrime = normScale(run.z);
-  const piHatPrime = run.piHatPrime ?? dot(run.z, q) / sigmaPrime + ctx.constant;
-  const down = downstream(spec, target);
-  const sumDelta = (names: string[]) => names.reduce((s, c) => s + (run.dePrime[c] - de[c]), 0);
+  const z = run.z;
+  const sigmaPrime = normScale(z);
+  const piHatPrime = run.piHatPrime ?? dot(z, q) / sigmaPrime + ctx.constant;
+  const { down, layers } = namesFor(spec, target);
+  const sumDelta = (names: string[]) => {
+    let s = 0;
+    for (const c of names) s += run.dePrime[c] - de[c];
+    return s;
+  };
   const ceAttn = sumDelta(down.attn);
   const ceMlp = sumDelta(down.mlp);
-  const layerSum = layerComponents(spec).reduce((s, c) => s + run.dePrime[c], 0);
+  let layerSum = 0;
+  for (const c of layers) layerSum += run.dePrime[c];
   const ddeSelf = dot(patch, q) / sigma - de[target.name];
   // IE: the target back at its clean value, everything downstream held at its ablated value.
   const clean = acts.components.get(target.name)!;
-  const zIe = Float64Array.from(run.z as ArrayLike<number>, (v, j) => v - patch[j] + clean[j]);
+  const zIe = new Float64Array(z.length);
+  for (let j = 0; j < zIe.length; j++) zIe[j] = z[j] - patch[j] + clean[j];
   const ie = dot(zIe, q) / normScale(zIe) + ctx.constant - ctx.piHat;
   return {
     source,
@@ -92,6 +99,16 @@ export function patchEffects(
     dde_self: ddeSelf,
     de_prime: run.dePrime,
   };
+}
+
+/** downstream() and layerComponents() per spec and target, built once: patchEffects runs per patch. */
+const namesCache = new WeakMap<ArchSpec, Map<string, { down: { attn: string[]; mlp: string[] }; layers: string[] }>>();
+function namesFor(spec: ArchSpec, target: Component) {
+  let bySpec = namesCache.get(spec);
+  if (!bySpec) namesCache.set(spec, (bySpec = new Map()));
+  let e = bySpec.get(target.name);
+  if (!e) bySpec.set(target.name, (e = { down: downstream(spec, target), layers: layerComponents(spec) }));
+  return e;
 }
 
 const FIELDS = ['te', 'ce', 'ce_attn', 'ce_mlp', 'ne', 'ie', 'dde_self'] as const;

@@ -19,6 +19,8 @@ export class GraphBuilder {
   private readonly inputs: onnxProto.onnx.IValueInfoProto[] = [];
   private readonly outputs: onnxProto.onnx.IValueInfoProto[] = [];
   private counter = 0;
+  /** Values renamed to graph outputs; later nodes that name the old value read the output. */
+  private readonly renamed = new Map<string, string>();
 
   constructor(readonly name: string) {}
 
@@ -32,7 +34,16 @@ export class GraphBuilder {
   }
 
   output(value: string, name: string, dims: Dim[]): void {
-    this.nodes.push({ opType: 'Identity', input: [value], output: [name], name: this.fresh('out') });
+    // Rename the producing node's output rather than add an Identity node: an Identity is
+    // a full copy of the tensor on every run.
+    const producer = this.nodes.find((n) => n.output?.includes(value));
+    if (producer && !this.outputs.some((o) => o.name === value)) {
+      for (const n of this.nodes) {
+        n.output = n.output!.map((v) => (v === value ? name : v));
+        n.input = n.input!.map((v) => (v === value ? name : v));
+      }
+      this.renamed.set(value, name);
+    } else this.nodes.push({ opType: 'Identity', input: [value], output: [name], name: this.fresh('out') });
     this.outputs.push(valueInfo(name, dims, FLOAT));
   }
 
@@ -65,7 +76,7 @@ export class GraphBuilder {
 
   opN(type: string, inputs: string[], nOut: number, attrs: Record<string, Attr> = {}): string[] {
     const out = Array.from({ length: nOut }, () => this.fresh(type.toLowerCase()));
-    this.nodes.push({ opType: type, input: inputs, output: out, name: this.fresh(`n_${type}`), attribute: Object.entries(attrs).map(([k, v]) => attribute(k, v)) });
+    this.nodes.push({ opType: type, input: inputs.map((v) => this.renamed.get(v) ?? v), output: out, name: this.fresh(`n_${type}`), attribute: Object.entries(attrs).map(([k, v]) => attribute(k, v)) });
     return out;
   }
 

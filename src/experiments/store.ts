@@ -37,7 +37,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import {
   DuckDBInstance, DuckDBConnection, DuckDBDataChunk, DuckDBType, DuckDBValue,
-  INTEGER, DOUBLE, VARCHAR, LIST, listValue,
+  BOOLEAN, INTEGER, DOUBLE, VARCHAR, LIST, listValue,
 } from '@duckdb/node-api';
 import type { AblationKind, AblationResult, Effects, PatchEffects, PromptResult } from '../causal/types.js';
 import { HydraError, check } from '../io/errors.js';
@@ -218,6 +218,72 @@ function num(v: unknown, what: () => string): number {
   return v;
 }
 
+/** The rows of a batch of prompts, as columns of every prompt table (checked as they are added). */
+class PromptRows {
+  private readonly prompts: DuckDBValue[][] = Array.from({ length: 11 }, () => []);
+  private readonly cleanDe: DuckDBValue[][] = [[], [], []];
+  private readonly effects: DuckDBValue[][] = Array.from({ length: 2 + EFFECT_FIELDS.length }, () => []);
+  private readonly patches: DuckDBValue[][] = Array.from({ length: 6 + EFFECT_FIELDS.length }, () => []);
+  private readonly dePrime: DuckDBValue[][] = [[], [], [], [], []];
+  private readonly sources: DuckDBValue[][] = [[], [], []];
+
+  add(result: PromptResult, extra: PromptExtra): void {
+    const p = result.index;
+    check(Array.isArray(result.ids) && result.ids.every(Number.isInteger), `prompt ${p}: ids must be a list of integer token ids`);
+    const row: DuckDBValue[] = [p, extra.dataset_id ?? null, result.text ?? null, listValue(result.ids), extra.answer ?? null,
+      num(result.token, () => `prompt ${p} token`), extra.token_text ?? null,
+      num(result.sigma, () => `prompt ${p} sigma`), num(result.pi_hat, () => `prompt ${p} pi_hat`), true, null];
+    row.forEach((v, j) => this.prompts[j].push(v));
+    for (const c in result.de) push(this.cleanDe, p, c, num(result.de[c], () => `prompt ${p} de[${c}]`));
+
+    const pushEffects = (cols: DuckDBValue[][], start: number, e: Effects, where: () => string) => {
+      for (let j = 0; j < EFFECT_FIELDS.length; j++) cols[start + j].push(num(e[EFFECT_FIELDS[j]], () => `${where()} ${EFFECT_FIELDS[j]}`));
+    };
+    const [dpPrompt, dpAblated, dpPatch, dpComponent, dpValue] = this.dePrime;
+    // The bulk of a sweep's rows (every component per patch): plain pushes, no row arrays.
+    const pushDePrime = (k: string, patch: number | null, de: Record<string, number>) => {
+      for (const c of Object.keys(de)) {
+        const v = de[c];
+        if (typeof v !== 'number') num(v, () => `prompt ${p} ablation ${k} de_prime[${c}]`);
+        dpPrompt.push(p);
+        dpAblated.push(k);
+        dpPatch.push(patch);
+        dpComponent.push(c);
+        dpValue.push(v);
+      }
+    };
+    const src = new Map<string, [number, number]>();
+    for (const [k, a] of Object.entries(result.ablations) as [string, AblationResult][]) {
+      push(this.effects, p, k);
+      pushEffects(this.effects, 2, a, () => `prompt ${p} ablation ${k}`);
+      pushDePrime(k, null, a.de_prime);
+      a.patches.forEach((pe: PatchEffects, j: number) => {
+        const where = () => `prompt ${p} ablation ${k} patch ${j}`;
+        check(pe.source === null || Number.isInteger(pe.source), () => `${where()}: source must be a prompt index or null`);
+        push(this.patches, p, k, j, pe.source, num(pe.sigma_prime, () => `${where()} sigma_prime`), num(pe.pi_hat_prime, () => `${where()} pi_hat_prime`));
+        pushEffects(this.patches, 6, pe, where);
+        pushDePrime(k, j, pe.de_prime);
+        if (pe.source !== null) src.set(`${j}:${pe.source}`, [j, pe.source]);
+      });
+    }
+    for (const [j, source] of [...src.values()].sort((x, y) => x[0] - y[0] || x[1] - y[1])) push(this.sources, p, j, source);
+  }
+
+  async append(con: DuckDBConnection): Promise<void> {
+    await appendColumns(con, 'prompts', [INTEGER, VARCHAR, VARCHAR, LIST(INTEGER), VARCHAR, INTEGER, VARCHAR, DOUBLE, DOUBLE, BOOLEAN, VARCHAR], this.prompts);
+    await appendColumns(con, 'clean_de', [INTEGER, VARCHAR, DOUBLE], this.cleanDe);
+    await appendColumns(con, 'effects', [INTEGER, VARCHAR, ...EFFECT_FIELDS.map(() => DOUBLE)], this.effects);
+    await appendColumns(con, 'patches', [INTEGER, VARCHAR, INTEGER, INTEGER, DOUBLE, DOUBLE, ...EFFECT_FIELDS.map(() => DOUBLE)], this.patches);
+    await appendColumns(con, 'de_prime', [INTEGER, VARCHAR, INTEGER, VARCHAR, DOUBLE], this.dePrime);
+    await appendColumns(con, 'sources', [INTEGER, INTEGER, INTEGER], this.sources);
+  }
+}
+
+/** Push one row's values onto the leading columns. */
+function push(cols: DuckDBValue[][], ...values: DuckDBValue[]): void {
+  values.forEach((v, j) => cols[j].push(v));
+}
+
 export class ResultsStore {
   private queue: Promise<unknown> = Promise.resolve();
   private closed = false;
@@ -315,10 +381,11 @@ export class ResultsStore {
     });
   }
 
-  private async assertNotDone(index: number): Promise<void> {
-    check(Number.isInteger(index) && index >= 0, `prompt index ${index} is not a non-negative integer`);
-    const r = await this.con.runAndReadAll('SELECT count(*) FROM done WHERE prompt_idx = $1', [index]);
-    check(Number(r.getRowsJS()[0][0]) === 0, `prompt ${index} is already stored in ${this.file}; skip the prompts in donePrompts()`);
+  private async assertNotDone(indices: number[]): Promise<void> {
+    for (const p of indices) check(Number.isInteger(p) && p >= 0, `prompt index ${p} is not a non-negative integer`);
+    const r = await this.con.runAndReadAll(`SELECT min(prompt_idx) FROM done WHERE prompt_idx IN (${indices.join(', ')})`);
+    const dup = r.getRowsJS()[0][0];
+    check(dup === null, `prompt ${String(dup)} is already stored in ${this.file}; skip the prompts in donePrompts()`);
   }
 
   /** Prompt indices fully handled: written (kept) or dropped by the filter. */
@@ -333,72 +400,28 @@ export class ResultsStore {
     await this.writePrompts([{ result, extra }]);
   }
 
-  /** Several prompts in one transaction (a sweep's batch): all of them land, or none. */
+  /**
+   * Several prompts in one transaction (a sweep's batch): all of them land, or none. Their
+   * rows go in with one appender per table, in prompt order.
+   */
   async writePrompts(list: { result: PromptResult; extra?: PromptExtra }[]): Promise<void> {
     if (list.length === 0) return;
     const what = list.length === 1 ? `prompt ${list[0].result.index}` : `prompts ${list.map((x) => x.result.index).join(', ')}`;
+    const indices = list.map((x) => x.result.index);
+    indices.forEach((p, i) => check(Number.isInteger(p) && p >= 0 && indices.indexOf(p) === i, `prompt index ${p} is not a non-negative integer given once`));
+    const rows = new PromptRows();
+    for (const { result, extra } of list) rows.add(result, extra ?? {});
     await this.transaction(what, async () => {
-      for (const { result, extra } of list) await this.insertPrompt(result, extra ?? {});
+      await this.assertNotDone(indices);
+      await rows.append(this.con);
+      await this.con.run(`INSERT INTO done (prompt_idx, kept) VALUES ${indices.map((p) => `(${p}, true)`).join(', ')}`);
     });
-  }
-
-  private async insertPrompt(result: PromptResult, extra: PromptExtra): Promise<void> {
-    const p = result.index;
-    await this.assertNotDone(p);
-    check(Array.isArray(result.ids) && result.ids.every(Number.isInteger), `prompt ${p}: ids must be a list of integer token ids`);
-    await this.con.run(
-      `INSERT INTO prompts VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, true, NULL)`,
-      [p, extra.dataset_id ?? null, result.text ?? null, listValue(result.ids), extra.answer ?? null,
-        num(result.token, () => `prompt ${p} token`), extra.token_text ?? null,
-        num(result.sigma, () => `prompt ${p} sigma`), num(result.pi_hat, () => `prompt ${p} pi_hat`)],
-      [INTEGER, VARCHAR, VARCHAR, LIST(INTEGER), VARCHAR, INTEGER, VARCHAR, DOUBLE, DOUBLE],
-    );
-
-    const deNames = Object.keys(result.de);
-    await appendColumns(this.con, 'clean_de', [INTEGER, VARCHAR, DOUBLE], [
-      deNames.map(() => p), deNames, deNames.map((c) => num(result.de[c], () => `prompt ${p} de[${c}]`)),
-    ]);
-
-    // Column arrays for effects, patches, de_prime and sources.
-    const eff: DuckDBValue[][] = Array.from({ length: 2 + EFFECT_FIELDS.length }, () => []);
-    const pat: DuckDBValue[][] = Array.from({ length: 6 + EFFECT_FIELDS.length }, () => []);
-    const dp: DuckDBValue[][] = [[], [], [], [], []];
-    const src = new Map<string, [number, number]>();
-    const pushEffects = (cols: DuckDBValue[][], start: number, e: Effects, where: () => string) => {
-      for (let j = 0; j < EFFECT_FIELDS.length; j++) cols[start + j].push(num(e[EFFECT_FIELDS[j]], () => `${where()} ${EFFECT_FIELDS[j]}`));
-    };
-    const pushDePrime = (k: string, patch: number | null, de: Record<string, number>) => {
-      for (const c in de) {
-        dp[0].push(p); dp[1].push(k); dp[2].push(patch); dp[3].push(c);
-        dp[4].push(num(de[c], () => `prompt ${p} ablation ${k} de_prime[${c}]`));
-      }
-    };
-    for (const [k, a] of Object.entries(result.ablations) as [string, AblationResult][]) {
-      eff[0].push(p); eff[1].push(k);
-      pushEffects(eff, 2, a, () => `prompt ${p} ablation ${k}`);
-      pushDePrime(k, null, a.de_prime);
-      a.patches.forEach((pe: PatchEffects, j: number) => {
-        const where = () => `prompt ${p} ablation ${k} patch ${j}`;
-        check(pe.source === null || Number.isInteger(pe.source), () => `${where()}: source must be a prompt index or null`);
-        pat[0].push(p); pat[1].push(k); pat[2].push(j); pat[3].push(pe.source);
-        pat[4].push(num(pe.sigma_prime, () => `${where()} sigma_prime`)); pat[5].push(num(pe.pi_hat_prime, () => `${where()} pi_hat_prime`));
-        pushEffects(pat, 6, pe, where);
-        pushDePrime(k, j, pe.de_prime);
-        if (pe.source !== null) src.set(`${j}:${pe.source}`, [j, pe.source]);
-      });
-    }
-    await appendColumns(this.con, 'effects', [INTEGER, VARCHAR, ...EFFECT_FIELDS.map(() => DOUBLE)], eff);
-    await appendColumns(this.con, 'patches', [INTEGER, VARCHAR, INTEGER, INTEGER, DOUBLE, DOUBLE, ...EFFECT_FIELDS.map(() => DOUBLE)], pat);
-    await appendColumns(this.con, 'de_prime', [INTEGER, VARCHAR, INTEGER, VARCHAR, DOUBLE], dp);
-    const s = [...src.values()].sort((x, y) => x[0] - y[0] || x[1] - y[1]);
-    await appendColumns(this.con, 'sources', [INTEGER, INTEGER, INTEGER], [s.map(() => p), s.map((x) => x[0]), s.map((x) => x[1])]);
-    await this.con.run('INSERT INTO done (prompt_idx, kept) VALUES ($1, true)', [p]);
   }
 
   /** Record a prompt the filter rejected, so that a resumed run skips it too. */
   async writeDropped(d: DroppedPrompt): Promise<void> {
     await this.transaction(`dropped prompt ${d.index}`, async () => {
-      await this.assertNotDone(d.index);
+      await this.assertNotDone([d.index]);
       check(typeof d.reason === 'string' && d.reason !== '', `dropped prompt ${d.index}: give a reason`);
       await this.con.run(
         `INSERT INTO prompts VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, false, $10)`,

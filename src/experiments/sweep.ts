@@ -32,6 +32,8 @@ export interface SweepOptions {
   /** Keep only prompts the model answers correctly (default true). */
   filter?: boolean;
   batchPrompts?: number;
+  /** Ablated runs per engine batch (analyze's batchRows; does not change any number). */
+  batchRows?: number;
   log?: (line: string) => void;
   /** Log a line as each prompt is stored. */
   verbose?: boolean;
@@ -141,6 +143,7 @@ export async function runSweep(opts: SweepOptions): Promise<SweepSummary> {
       heads: opts.heads,
       skip,
       batchPrompts: B,
+      batchRows: opts.batchRows,
       onBatch: async (rs) => {
         const list = rs.map((r) => {
           const rec = records[kept[r.index]];
