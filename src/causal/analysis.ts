@@ -93,8 +93,8 @@ export async function analyze(model: HookedModel, prompts: number[][], opts: Abl
     );
     const effects: PatchEffects[] = [];
     const batchRows = opts.batchRows ?? 4096;
-    for (let r0 = 0; r0 < rows.length; r0 += batchRows) {
-      const part = rows.slice(r0, r0 + batchRows);
+    for (const [r0, r1] of rowParts(rows, batchRows)) {
+      const part = rows.slice(r0, r1);
       const runs = opts.path === 'naive' ? await runNaivePath(model, ids, ctxs, part, withHeads) : await runFastPath(model, ctxs, clean.cache, part, withHeads);
       part.forEach((row, i) => {
         const e = patchEffects(model.spec, ctxs[row.prompt], row.target, row.patch, runs[i], (z) => model.normScale(z), row.source);
@@ -119,6 +119,25 @@ export async function analyze(model: HookedModel, prompts: number[][], opts: Abl
     await opts.onBatch?.(batch);
   }
   return results;
+}
+
+/**
+ * Consecutive runs of at most `max` rows, cut between prompts where a prompt fits (the fast
+ * path pads every prompt of a run to the same rows per block); a prompt with more rows than
+ * `max` is cut into runs of its own.
+ */
+export function rowParts(rows: { prompt: number }[], max: number): [number, number][] {
+  if (!Number.isInteger(max) || max < 1) throw new HydraError(`batchRows must be a positive integer, got ${max}`);
+  const parts: [number, number][] = [];
+  for (let start = 0; start < rows.length; ) {
+    let end = Math.min(start + max, rows.length);
+    let cut = end;
+    while (end < rows.length && cut > start && rows[cut - 1].prompt === rows[end].prompt) cut--;
+    if (cut > start) end = cut;
+    parts.push([start, end]);
+    start = end;
+  }
+  return parts;
 }
 
 /** DE' with the ablated run's own scale: û_σ'(c') = (σ/σ') DE'(c). */

@@ -1,5 +1,6 @@
 import { ropeTables } from '../engine/rope.js';
-import { f32, i64 } from '../engine/runtime.js';
+import { f32, i64, ort } from '../engine/runtime.js';
+import type { ArchSpec } from '../engine/spec.js';
 import type { Component } from '../models/components.js';
 import type { HookedModel, KVCache } from '../models/model.js';
 import type { AblatedRun, CleanContext } from './effects.js';
@@ -10,6 +11,13 @@ import { dot } from './readout.js';
  * positions, so an ablated run only recomputes position t, from the ablated component
  * onward, attending to the clean keys and values of positions < t. Every ablated run
  * is a row; rows (components × patches × prompts) go through each block together.
+ *
+ * Layout: the rows live in one buffer of slots × groups × d, a group per prompt (the
+ * attention step shares a prompt's cached keys/values across its group). Rows are given
+ * slots in the order their recomputation starts, so the rows a block computes are always
+ * a prefix of the buffer: the rows that start at a block are appended as new slots, and
+ * each block's session writes the residual after it (and the DE' readouts) straight into
+ * the other of two buffers. No row is copied between blocks.
  */
 
 export interface AblationRow {
@@ -22,151 +30,124 @@ export interface AblationRow {
 const MASKED = -1e30;
 
 /**
- * Blocks are numbered in compute order. Sequential: attn.l = 2l, mlp.l = 2l+1.
- * Parallel: both blocks of layer l are step l (they read the same residual).
+ * Steps are blocks in compute order. Sequential: attn.l = 2l, mlp.l = 2l+1. Parallel: both
+ * blocks of layer l are step l (they read the same residual).
  */
-interface RowState {
-  /** Residual entering the first block still to compute. */
-  resid: Float32Array;
-  /** First block (sequential) or layer (parallel) to recompute. */
-  start: number;
-  dePrime: Record<string, number>;
+function stepCount(spec: ArchSpec): number {
+  return spec.parallel ? spec.nLayers : 2 * spec.nLayers;
 }
 
 export async function runFastPath(model: HookedModel, ctxs: CleanContext[], cache: KVCache, rows: AblationRow[], withHeads: boolean): Promise<AblatedRun[]> {
   const { spec } = model;
   const { dModel: d, nLayers: L, nHeads: H, dHead: dh } = spec;
+  const steps = stepCount(spec);
   const states = rows.map((r) => initialState(model, ctxs[r.prompt], r));
+
+  // Groups: the prompts present. Slots: step s owns slots [offset[s], offset[s] + width[s]),
+  // as many as the group with most rows starting at s needs (other groups pad).
+  const groupPrompts = [...new Set(rows.map((r) => r.prompt))].sort((a, b) => a - b);
+  const P = groupPrompts.length;
+  const groupOf = new Map(groupPrompts.map((p, i) => [p, i]));
+  const counts = Array.from({ length: steps }, () => new Array<number>(P).fill(0));
+  const slotInStep = rows.map((r, k) => (states[k].start < steps ? counts[states[k].start][groupOf.get(r.prompt)!]++ : -1));
+  const offset: number[] = [];
+  let slots = 0;
+  for (let s = 0; s < steps; s++) {
+    offset.push(slots);
+    slots += Math.max(0, ...counts[s]);
+  }
+  /** Buffer row (slot · P + group) of each ablation row; -1 if it recomputes nothing. */
+  const at = rows.map((r, k) => (slotInStep[k] < 0 ? -1 : (offset[states[k].start] + slotInStep[k]) * P + groupOf.get(r.prompt)!));
+  const rowAt = new Int32Array(slots * P).fill(-1);
+  at.forEach((b, k) => b >= 0 && (rowAt[b] = k));
+  const startingAt = Array.from({ length: steps }, () => [] as number[]);
+  rows.forEach((_, k) => at[k] >= 0 && startingAt[states[k].start].push(k));
+
+  // Per group: readout vector q/σ, mask over [past (padded to T) | new key], rotary tables at t.
   const T = cache.T;
   const r2 = spec.rope?.dim ?? 0;
-
-  // Rows grouped by prompt (the attention step shares a prompt's cached keys/values
-  // across its rows), each group ordered by the block its recomputation starts at, so
-  // that the rows active at any step are a prefix of every group.
-  const byPrompt = new Map<number, number[]>();
-  rows.forEach((r, s) => {
-    const list = byPrompt.get(r.prompt);
-    if (list) list.push(s);
-    else byPrompt.set(r.prompt, [s]);
+  const qs = new Float32Array(P * d);
+  const mask = new Float32Array(P * (T + 1)).fill(MASKED);
+  const rope = spec.rope ? ropeTables(spec.rope, groupPrompts.map((p) => cache.lengths[p] - 1)) : null;
+  groupPrompts.forEach((p, i) => {
+    const c = ctxs[p];
+    for (let j = 0; j < d; j++) qs[i * d + j] = c.q[j] / c.acts.sigma;
+    mask.fill(0, i * (T + 1), i * (T + 1) + cache.lengths[p] - 1);
+    mask[i * (T + 1) + T] = 0;
   });
-  const groups = [...byPrompt.entries()]
-    .sort((a, b) => a[0] - b[0])
-    .map(([prompt, list]) => ({ prompt, rows: list.sort((a, b) => states[a].start - states[b].start || a - b), active: 0 }));
-  const advance = (step: number) => {
-    for (const g of groups) while (g.active < g.rows.length && states[g.rows[g.active]].start <= step) g.active++;
+  const qsT = f32(qs, [P, d]);
+  const fixed: Record<string, ort.Tensor> = {
+    prompt: i64(BigInt64Array.from(groupPrompts.map(BigInt)), [P]),
+    mask: f32(mask, [P, 1, 1, T + 1]),
+    qs: qsT,
+    ...(rope ? { cos: f32(rope.cos, [P, 1, 1, 1, r2]), sin: f32(rope.sin, [P, 1, 1, 1, r2]) } : {}),
   };
+  const headReadout = withHeads ? headReadouts(model, ctxs, groupPrompts) : null;
+  const noHeads = withHeads ? null : f32(new Float32Array(P * H * dh), [P, H * dh]);
 
-  // Per prompt: mask over [past (padded to T) | new key], and rotary tables at position t.
-  const maskOf = cache.lengths.map((len) => {
-    const m = new Float32Array(T + 1).fill(MASKED);
-    m.fill(0, 0, len - 1);
-    m[T] = 0;
-    return m;
-  });
-  const rope = spec.rope ? ropeTables(spec.rope, cache.lengths.map((len) => len - 1)) : null;
-
-  /** The active rows of each group, padded to the largest group: x [P, n, d]. */
-  const runAttention = async (l: number) => {
-    const live = groups.filter((g) => g.active > 0);
-    const P = live.length;
-    const n = Math.max(...live.map((g) => g.active));
-    const x = new Float32Array(P * n * d);
-    const prompt = new BigInt64Array(P);
-    const mask = new Float32Array(P * (T + 1));
-    const cos = new Float32Array(P * r2);
-    const sin = new Float32Array(P * r2);
-    live.forEach((g, i) => {
-      for (let j = 0; j < g.active; j++) x.set(states[g.rows[j]].resid, (i * n + j) * d);
-      prompt[i] = BigInt(g.prompt);
-      mask.set(maskOf[g.prompt], i * (T + 1));
-      if (rope) {
-        cos.set(rope.cos.subarray(g.prompt * r2, (g.prompt + 1) * r2), i * r2);
-        sin.set(rope.sin.subarray(g.prompt * r2, (g.prompt + 1) * r2), i * r2);
-      }
-    });
-    const feeds = {
-      x: f32(x, [P, n, d]),
-      pastK: cache.k[l],
-      pastV: cache.v[l],
-      prompt: i64(prompt, [P]),
-      mask: f32(mask, [P, 1, 1, T + 1]),
-      ...(rope ? { cos: f32(cos, [P, 1, 1, 1, r2]), sin: f32(sin, [P, 1, 1, 1, r2]) } : {}),
-    };
-    const res = await (await model.attentionStep(l)).run(feeds);
-    const out = res.out.data as Float32Array;
-    const z = res.z.data as Float32Array;
-    // Row s of the output is at (group i, j) = i·n + j.
-    const at: [number, number][] = [];
-    live.forEach((g, i) => {
-      for (let j = 0; j < g.active; j++) at.push([g.rows[j], i * n + j]);
-    });
-    return { out, z, at };
+  // Two buffers the blocks write into in turn (three for parallel blocks: x, x + a, x + a + m).
+  const bufs = Array.from({ length: spec.parallel ? 3 : 2 }, () => new Float32Array(slots * P * d));
+  let cur = 0;
+  let n = 0;
+  const view = (b: number) => f32(bufs[b].subarray(0, n * P * d), [n, P, d]);
+  const activate = (s: number) => {
+    for (const k of startingAt[s]) bufs[cur].set(states[k].resid, at[k] * d);
+    n = offset[s] + Math.max(0, ...counts[s]);
   };
-
-  /** The active rows, concatenated: x [N, d]. */
-  const gatherActive = () => {
-    const at: [number, number][] = [];
-    for (const g of groups) for (let j = 0; j < g.active; j++) at.push([g.rows[j], at.length]);
-    const x = new Float32Array(at.length * d);
-    for (const [s, i] of at) x.set(states[s].resid, i * d);
-    return { x, at };
+  /** DE' of one component (de [n, P]) or of each head of a layer (de [n, P, H]) for every active row. */
+  const record = (names: string[], de: Float32Array) => {
+    const per = names.length;
+    for (let b = 0; b < n * P; b++) {
+      const k = rowAt[b];
+      if (k < 0) continue;
+      for (let h = 0; h < per; h++) states[k].dePrime[names[h]] = de[b * per + h];
+    }
   };
-
-  const attnNames = [...Array(L).keys()].map((l) => `attn.${l}`);
-  const mlpNames = [...Array(L).keys()].map((l) => `mlp.${l}`);
   const headNames = [...Array(L).keys()].map((l) => [...Array(H).keys()].map((h) => `head.${l}.${h}`));
-  const record = (s: number, name: string, out: Float32Array, i: number) => {
-    const c = ctxs[rows[s].prompt];
-    states[s].dePrime[name] = dot(out, c.q, i * d) / c.acts.sigma;
+
+  const attention = async (l: number, from: number, to: number) => {
+    const step = await model.attentionStep(l);
+    const feeds = { ...fixed, x: view(from), pastK: cache.k[l], pastV: cache.v[l], u: headReadout ? headReadout[l] : noHeads! };
+    const res = await step.run(feeds, { resid: view(to), de: null, deHeads: null });
+    record([`attn.${l}`], res.de.data as Float32Array);
+    if (withHeads) record(headNames[l], res.deHeads.data as Float32Array);
   };
-  // DE' of head h = z_h · (W_O[h] q) / σ: the projection onto q is done once per layer and prompt.
-  const headReadout = withHeads ? headReadouts(model, ctxs) : null;
-  const recordHeads = (s: number, l: number, z: Float32Array, i: number) => {
-    if (!headReadout) return;
-    const p = rows[s].prompt;
-    const u = headReadout[l][p];
-    const sigma = ctxs[p].acts.sigma;
-    const names = headNames[l];
-    for (let h = 0; h < H; h++) states[s].dePrime[names[h]] = dot(z, u.subarray(h * dh, (h + 1) * dh), i * H * dh + h * dh) / sigma;
-  };
-  const addRows = (at: [number, number][], out: Float32Array) => {
-    for (const [s, i] of at) addAt(states[s].resid, out, i * d);
+  const mlp = async (l: number, from: number, base: number, to: number) => {
+    const res = await model.mlpBlock(l).run({ x: view(from), base: view(base), qs: qsT }, { resid: view(to), de: null });
+    record([`mlp.${l}`], res.de.data as Float32Array);
   };
 
   for (let l = 0; l < L; l++) {
     if (spec.parallel) {
-      advance(l);
-      if (!groups.some((g) => g.active > 0)) continue;
-      const { x, at: mAt } = gatherActive();
-      const a = await runAttention(l);
-      const m = await model.runMlp(l, x, mAt.length);
-      for (const [s, i] of a.at) {
-        record(s, attnNames[l], a.out, i);
-        recordHeads(s, l, a.z, i);
-      }
-      for (const [s, i] of mAt) record(s, mlpNames[l], m, i);
-      addRows(a.at, a.out);
-      addRows(mAt, m);
+      activate(l);
+      if (n === 0) continue;
+      const [afterAttn, afterMlp] = [(cur + 1) % 3, (cur + 2) % 3];
+      await attention(l, cur, afterAttn);
+      await mlp(l, cur, afterAttn, afterMlp);
+      cur = afterMlp;
     } else {
-      advance(2 * l);
-      if (groups.some((g) => g.active > 0)) {
-        const a = await runAttention(l);
-        for (const [s, i] of a.at) {
-          record(s, attnNames[l], a.out, i);
-          recordHeads(s, l, a.z, i);
-        }
-        addRows(a.at, a.out);
+      activate(2 * l);
+      if (n > 0) {
+        await attention(l, cur, 1 - cur);
+        cur = 1 - cur;
       }
-      advance(2 * l + 1);
-      if (groups.some((g) => g.active > 0)) {
-        const { x, at } = gatherActive();
-        const m = await model.runMlp(l, x, at.length);
-        for (const [s, i] of at) record(s, mlpNames[l], m, i);
-        addRows(at, m);
+      activate(2 * l + 1);
+      if (n > 0) {
+        await mlp(l, cur, cur, 1 - cur);
+        cur = 1 - cur;
       }
     }
   }
-  return states.map((st) => ({ z: st.resid, dePrime: st.dePrime }));
+  const final = bufs[cur];
+  return states.map((st, k) => ({ z: at[k] < 0 ? st.resid : final.subarray(at[k] * d, (at[k] + 1) * d), dePrime: st.dePrime }));
+}
+
+interface RowState {
+  /** Residual entering the first block still to compute. */
+  resid: Float32Array;
+  /** First step to recompute (stepCount(spec) if none). */
+  start: number;
+  dePrime: Record<string, number>;
 }
 
 /** Apply the patch at t and find where recomputation starts. */
@@ -209,19 +190,17 @@ function initialState(model: HookedModel, ctx: CleanContext, row: AblationRow): 
   return { resid, start, dePrime };
 }
 
-/** Per layer and prompt, W_O q: the head readout vectors [H*dh]. */
-function headReadouts(model: HookedModel, ctxs: CleanContext[]): Float64Array[][] {
+/** Per layer, each group's head readout vectors W_O q/σ: a [P, H·dh] tensor. */
+function headReadouts(model: HookedModel, ctxs: CleanContext[], groupPrompts: number[]): ort.Tensor[] {
   const { nLayers: L, nHeads: H, dHead: dh, dModel: d } = model.spec;
+  const P = groupPrompts.length;
   return [...Array(L).keys()].map((l) => {
     const wo = model.weights.layers[l].wo;
-    return ctxs.map((c) => {
-      const u = new Float64Array(H * dh);
-      for (let r = 0; r < H * dh; r++) u[r] = dot(wo, c.q, r * d);
-      return u;
+    const u = new Float32Array(P * H * dh);
+    groupPrompts.forEach((p, i) => {
+      const c = ctxs[p];
+      for (let r = 0; r < H * dh; r++) u[i * H * dh + r] = dot(wo, c.q, r * d) / c.acts.sigma;
     });
+    return f32(u, [P, H * dh]);
   });
-}
-
-function addAt(dst: Float32Array, src: Float32Array, offset: number): void {
-  for (let j = 0; j < dst.length; j++) dst[j] += src[offset + j];
 }

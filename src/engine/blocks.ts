@@ -109,31 +109,37 @@ export function attentionGraph(spec: ArchSpec, lw: LayerWeights, l: number): Uin
  * Attention block for one new position per row, attending to a cached prefix: the
  * fast path of an intervention at the last position.
  *
- * Rows are grouped by prompt: every row of a group continues the same prompt, so the
- * group shares that prompt's clean keys/values (read once per group, never copied per
- * row) and its new position t (one rotary angle, one mask). Scores against the cached
- * prefix are one batched GEMM per (group, kv head): [G·n, dh] x [dh, Tp]; the row's own
- * new key/value enter as an extra score column and an extra weighted value.
+ * Rows come as slots × groups: x [n, P, d] holds n rows for each of P groups, and every
+ * row of group i continues the same prompt, so the group shares that prompt's clean
+ * keys/values (read once per group, never copied per row) and its new position t (one
+ * rotary angle, one mask). Scores against the cached prefix are one batched GEMM per
+ * (group, kv head): [G·n, dh] x [dh, Tp]; the row's own new key/value enter as an extra
+ * score column and an extra weighted value. Slot-major rows let the caller append the
+ * rows that start at a later block as new slots, without moving the others.
  *
- * Inputs: x [P, n, d] (n rows per group, padded rows are ignored by the caller);
- * pastK, pastV [B, KV, 1, Tp, dh] (clean caches of the B prompts of the batch, padded to
- * Tp); prompt [P] (int64: the batch prompt of each group); mask [P, 1, 1, Tp+1] (additive:
- * valid past keys of the prompt, then the new key); cos, sin [P, 1, 1, 1, rope.dim] for
- * rotary models. Outputs: out [P·n, d], z [P·n, H·dh].
+ * Inputs: x [n, P, d]; pastK, pastV [B, KV, 1, Tp, dh] (clean caches of the B prompts of
+ * the batch, padded to Tp); prompt [P] (int64: the batch prompt of each group); mask
+ * [P, 1, 1, Tp+1] (additive: valid past keys of the prompt, then the new key); cos, sin
+ * [P, 1, 1, 1, rope.dim] for rotary models; qs [P, d] (each group's readout vector q/σ);
+ * u [P, H·dh] (W_O q/σ split by head, for per-head readouts; zeros when not wanted).
+ * Outputs: resid [n, P, d] = x + a (the residual after the block), de [n, P] = a·q/σ
+ * (DE' of the block), deHeads [n, P, H] (DE' of each head).
  */
 export function attentionStepGraph(spec: ArchSpec, lw: LayerWeights, l: number): Uint8Array {
   const { dModel: d, nHeads: H, nKvHeads: KV, dHead: dh } = spec;
   const G = H / KV;
   const g = new GraphBuilder(`attn_step${l}`);
-  const x = g.input('x', ['P', 'n', d]);
+  const x = g.input('x', ['n', 'P', d]);
   const pastK = g.input('pastK', ['B', KV, 1, 'Tp', dh]);
   const pastV = g.input('pastV', ['B', KV, 1, 'Tp', dh]);
   const prompt = g.input('prompt', ['P'], 'int64');
   const mask = g.input('mask', ['P', 1, 1, 'Tq']);
   const cos = spec.rope ? g.input('cos', ['P', 1, 1, 1, spec.rope.dim]) : null;
   const sin = spec.rope ? g.input('sin', ['P', 1, 1, 1, spec.rope.dim]) : null;
+  const qs = g.input('qs', ['P', d]);
+  const u = g.input('u', ['P', H * dh]);
 
-  // q, k and v as one GEMM on the rows as a matrix [P·n, d]: W = [W_q | W_k | W_v].
+  // q, k and v as one GEMM on the rows as a matrix [n·P, d]: W = [W_q | W_k | W_v].
   const h = norm(g, g.reshape(x, [-1, d]), lw.ln1, spec, `l${l}.ln1`);
   const wide = (H + 2 * KV) * dh;
   const wQkv = new Float32Array(d * wide);
@@ -152,9 +158,10 @@ export function attentionStepGraph(spec: ArchSpec, lw: LayerWeights, l: number):
   }
   const qkvRows = g.matmul(h, g.weight(`l${l}.wqkv`, wQkv, [d, wide]), bQkv);
   const [qf, kf, vf] = g.opN('Split', [qkvRows, g.ints([H * dh, KV * dh, KV * dh])], 3, { axis: 1 });
-  // [P·n, KV·G·dh] -> [P, n, KV, G, dh] -> [P, KV, G, n, dh]; keys/values [P, KV, 1, n, dh].
-  const pn = g.slice(g.op('Shape', [x]), 0, 2, 0);
-  const to5 = (v: string, G_: number) => g.op('Transpose', [g.op('Reshape', [v, g.op('Concat', [pn, g.ints([KV, G_, dh])], { axis: 0 })])], { perm: [0, 2, 3, 1, 4] });
+  // [n·P, KV·G·dh] -> [n, P, KV, G, dh] -> [P, KV, G, n, dh]; keys/values [P, KV, 1, n, dh].
+  const nP = g.slice(g.op('Shape', [x]), 0, 2, 0);
+  const shaped = (v: string, tail: number[]) => g.op('Reshape', [v, g.op('Concat', [nP, g.ints(tail)], { axis: 0 })]);
+  const to5 = (v: string, G_: number) => g.op('Transpose', [shaped(v, [KV, G_, dh])], { perm: [1, 2, 3, 0, 4] });
   let q = to5(qf, G);
   let k = to5(kf, 1);
   const v = to5(vf, 1);
@@ -178,14 +185,25 @@ export function attentionStepGraph(spec: ArchSpec, lw: LayerWeights, l: number):
   const pSelf = g.op('Reshape', [g.slice(probs, -1, 2 ** 31 - 1, -1), g.ints([0, KV, G, -1, 1])]); // [P, KV, G, n, 1]
   const zPast = g.op('Reshape', [g.op('MatMul', [pPast, pv]), g.ints([0, KV, G, -1, dh])]);
   const z5 = g.op('Add', [zPast, g.op('Mul', [pSelf, v])]); // [P, KV, G, n, dh]
-  const z = g.reshape(g.op('Transpose', [z5], { perm: [0, 3, 1, 2, 4] }), [-1, H * dh]);
-  g.output(outProj(g, z, spec, lw, l), 'out', ['R', d]);
-  g.output(z, 'z', ['R', H * dh]);
+  const z = g.reshape(g.op('Transpose', [z5], { perm: [3, 0, 1, 2, 4] }), [-1, H * dh]); // rows back in [n, P] order
+  const a = shaped(outProj(g, z, spec, lw, l), [d]); // [n, P, d]
+  g.output(g.op('Add', [x, a]), 'resid', ['n', 'P', d]);
+  g.output(readout(g, a, qs), 'de', ['n', 'P']);
+  const perHead = shaped(g.op('Mul', [shaped(z, [H * dh]), u]), [H, dh]); // [n, P, H, dh]
+  g.output(g.op('ReduceSum', [perHead, g.ints([-1])], { keepdims: 0 }), 'deHeads', ['n', 'P', H]);
   return g.toBytes();
 }
 
+/** v [n, P, d] · qs [P, d] over the last axis: [n, P]. */
+function readout(g: GraphBuilder, v: string, qs: string): string {
+  return g.op('ReduceSum', [g.op('Mul', [v, qs]), g.ints([-1])], { keepdims: 0 });
+}
+
 /**
- * MLP block: x [N, d] (any leading shape) to its output m_l.
+ * MLP block on rows x [n, P, d] (the clean forward passes [N, 1, d]).
+ * Outputs: out [n, P, d] (the block's output m_l), resid [n, P, d] = base + m_l (base is x
+ * for sequential blocks, x + a_l for parallel ones), de [n, P] = m_l·q/σ with qs [P, d]
+ * (zeros when not wanted).
  * GELU is one fused operator (ONNX Gelu, opset 20) where the graph can use opset 20
  * (LayerNorm models; RMSNorm's ReduceMean takes its axes as an attribute only up to
  * opset 17): the decomposed tanh formula costs eight passes over the [N, dMlp]
@@ -196,15 +214,21 @@ export function mlpGraph(spec: ArchSpec, lw: LayerWeights, l: number): Uint8Arra
   const { dModel: d, dMlp: f } = spec;
   const fused = spec.norm === 'layernorm' && (spec.act === 'gelu' || spec.act === 'gelu_tanh');
   const act = (v: string) => (fused ? g.op('Gelu', [v], spec.act === 'gelu_tanh' ? { approximate: 'tanh' } : {}) : activation(g, v, spec.act));
-  const x = g.input('x', ['N', d]);
-  const h = norm(g, x, lw.ln2, spec, `l${l}.ln2`);
+  const x = g.input('x', ['n', 'P', d]);
+  const base = g.input('base', ['n', 'P', d]);
+  const qs = g.input('qs', ['P', d]);
+  // Rows as a matrix, so that each projection and its bias are one Gemm.
+  const h = norm(g, g.reshape(x, [-1, d]), lw.ln2, spec, `l${l}.ln2`);
   const up = g.matmul(h, g.weight(`l${l}.wUp`, lw.wUp, [d, f]), lw.bUp ? g.weight(`l${l}.bUp`, lw.bUp, [f]) : null);
   // Gated: act(x W_gate) ⊙ (x W_up); otherwise act(x W_up).
   const a = spec.gated
     ? g.op('Mul', [act(g.matmul(h, g.weight(`l${l}.wGate`, lw.wGate!, [d, f]), lw.bGate ? g.weight(`l${l}.bGate`, lw.bGate, [f]) : null)), up])
     : act(up);
-  const out = g.matmul(a, g.weight(`l${l}.wDown`, lw.wDown, [f, d]), lw.bDown ? g.weight(`l${l}.bDown`, lw.bDown, [d]) : null);
-  g.output(out, 'out', ['N', d]);
+  const rows = g.matmul(a, g.weight(`l${l}.wDown`, lw.wDown, [f, d]), lw.bDown ? g.weight(`l${l}.bDown`, lw.bDown, [d]) : null);
+  const out = g.op('Reshape', [rows, g.op('Shape', [x])]);
+  g.output(out, 'out', ['n', 'P', d]);
+  g.output(g.op('Add', [base, out]), 'resid', ['n', 'P', d]);
+  g.output(readout(g, out, qs), 'de', ['n', 'P']);
   return g.toBytes(fused ? 20 : 17);
 }
 

@@ -186,7 +186,7 @@ export class HookedModel {
       // Parallel blocks: the MLP reads the residual before attention is added.
       if (!this.spec.parallel) addInto(resid, attn);
       recordResid('mlpIn', resid);
-      const mlp = (await this.mlpSessions[l].run({ x: f32(resid, [B * T, d]) })).out.data as Float32Array;
+      const mlp = await this.runMlp(l, resid, B * T);
       intervene(`mlp.${l}`, mlp);
       if (this.spec.parallel) addInto(resid, attn);
       addInto(resid, mlp);
@@ -291,8 +291,17 @@ export class HookedModel {
     return this.attnSessions[l].run(feeds);
   }
 
+  /** The MLP block's output m_l for rows x [n, d]. */
   async runMlp(l: number, x: Float32Array, n: number): Promise<Float32Array> {
-    return (await this.mlpSessions[l].run({ x: f32(x, [n, this.spec.dModel]) })).out.data as Float32Array;
+    const d = this.spec.dModel;
+    const rows = f32(x, [n, 1, d]);
+    const res = await this.mlpSessions[l].run({ x: rows, base: rows, qs: f32(new Float32Array(d), [1, d]) }, { out: null });
+    return res.out.data as Float32Array;
+  }
+
+  /** The MLP block session itself (inputs and outputs in mlpGraph), for the fast path. */
+  mlpBlock(l: number): Session {
+    return this.mlpSessions[l];
   }
 
   /** Additive attention mask [B, 1, 1, T, T]: causal, padded keys masked, sliding window if any. */
