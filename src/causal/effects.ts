@@ -83,7 +83,8 @@ export function patchEffects(
   const ddeSelf = dot(patch, q) / sigma - de[target.name];
   // IE: the target back at its clean value, everything downstream held at its ablated value.
   const clean = acts.components.get(target.name)!;
-  const zIe = new Float64Array(z.length);
+  if (scratch.length !== z.length) scratch = new Float64Array(z.length);
+  const zIe = scratch;
   for (let j = 0; j < zIe.length; j++) zIe[j] = z[j] - patch[j] + clean[j];
   const ie = dot(zIe, q) / normScale(zIe) + ctx.constant - ctx.piHat;
   return {
@@ -100,6 +101,9 @@ export function patchEffects(
     de_prime: run.dePrime,
   };
 }
+
+/** zIe of patchEffects, reused: one vector a patch run adds up to hundreds of MB a sweep. */
+let scratch = new Float64Array(0);
 
 /** downstream() and layerComponents() per spec and target, built once: patchEffects runs per patch. */
 const namesCache = new WeakMap<ArchSpec, Map<string, { down: { attn: string[]; mlp: string[] }; layers: string[] }>>();

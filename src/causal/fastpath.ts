@@ -39,7 +39,7 @@ function stepCount(spec: ArchSpec): number {
 
 export async function runFastPath(model: HookedModel, ctxs: CleanContext[], cache: KVCache, rows: AblationRow[], withHeads: boolean): Promise<AblatedRun[]> {
   const { spec } = model;
-  const { dModel: d, nLayers: L, nHeads: H, dHead: dh } = spec;
+  const { dModel: d, nLayers: L, nHeads: H } = spec;
   const steps = stepCount(spec);
   const states = rows.map((r) => initialState(model, ctxs[r.prompt], r));
 
@@ -83,7 +83,6 @@ export async function runFastPath(model: HookedModel, ctxs: CleanContext[], cach
     ...(rope ? { cos: f32(rope.cos, [P, 1, 1, 1, r2]), sin: f32(rope.sin, [P, 1, 1, 1, r2]) } : {}),
   };
   const headReadout = withHeads ? headReadouts(model, ctxs, groupPrompts) : null;
-  const noHeads = withHeads ? null : f32(new Float32Array(P * H * dh), [P, H * dh]);
 
   // Two buffers the blocks write into in turn (three for parallel blocks: x, x + a, x + a + m).
   const bufs = Array.from({ length: spec.parallel ? 3 : 2 }, () => new Float32Array(slots * P * d));
@@ -106,11 +105,11 @@ export async function runFastPath(model: HookedModel, ctxs: CleanContext[], cach
   const headNames = [...Array(L).keys()].map((l) => [...Array(H).keys()].map((h) => `head.${l}.${h}`));
 
   const attention = async (l: number, from: number, to: number) => {
-    const step = await model.attentionStep(l);
-    const feeds = { ...fixed, x: view(from), pastK: cache.k[l], pastV: cache.v[l], u: headReadout ? headReadout[l] : noHeads! };
-    const res = await step.run(feeds, { resid: view(to), de: null, deHeads: null });
+    const step = await model.attentionStep(l, withHeads);
+    const feeds = { ...fixed, x: view(from), pastK: cache.k[l], pastV: cache.v[l], ...(headReadout ? { u: headReadout[l] } : {}) };
+    const res = await step.run(feeds, { resid: view(to), de: null, ...(headReadout ? { deHeads: null } : {}) });
     record([`attn.${l}`], res.de.data as Float32Array);
-    if (withHeads) record(headNames[l], res.deHeads.data as Float32Array);
+    if (headReadout) record(headNames[l], res.deHeads.data as Float32Array);
   };
   const mlp = async (l: number, from: number, base: number, to: number) => {
     const res = await model.mlpBlock(l).run({ x: view(from), base: view(base), qs: qsT }, { resid: view(to), de: null });

@@ -121,11 +121,12 @@ export function attentionGraph(spec: ArchSpec, lw: LayerWeights, l: number): Uin
  * the batch, padded to Tp); prompt [P] (int64: the batch prompt of each group); mask
  * [P, 1, 1, Tp+1] (additive: valid past keys of the prompt, then the new key); cos, sin
  * [P, 1, 1, 1, rope.dim] for rotary models; qs [P, d] (each group's readout vector q/σ);
- * u [P, H·dh] (W_O q/σ split by head, for per-head readouts; zeros when not wanted).
- * Outputs: resid [n, P, d] = x + a (the residual after the block), de [n, P] = a·q/σ
- * (DE' of the block), deHeads [n, P, H] (DE' of each head).
+ * with `heads`, u [P, H·dh] (W_O q/σ split by head). Outputs: resid [n, P, d] = x + a (the
+ * residual after the block), de [n, P] = a·q/σ (DE' of the block), and with `heads`
+ * deHeads [n, P, H] (DE' of each head). A session computes every output, asked for or not,
+ * hence the two variants.
  */
-export function attentionStepGraph(spec: ArchSpec, lw: LayerWeights, l: number): Uint8Array {
+export function attentionStepGraph(spec: ArchSpec, lw: LayerWeights, l: number, heads: boolean): Uint8Array {
   const { dModel: d, nHeads: H, nKvHeads: KV, dHead: dh } = spec;
   const G = H / KV;
   const g = new GraphBuilder(`attn_step${l}`);
@@ -137,7 +138,7 @@ export function attentionStepGraph(spec: ArchSpec, lw: LayerWeights, l: number):
   const cos = spec.rope ? g.input('cos', ['P', 1, 1, 1, spec.rope.dim]) : null;
   const sin = spec.rope ? g.input('sin', ['P', 1, 1, 1, spec.rope.dim]) : null;
   const qs = g.input('qs', ['P', d]);
-  const u = g.input('u', ['P', H * dh]);
+  const u = heads ? g.input('u', ['P', H * dh]) : null;
 
   // q, k and v as one GEMM on the rows as a matrix [n·P, d]: W = [W_q | W_k | W_v].
   const h = norm(g, g.reshape(x, [-1, d]), lw.ln1, spec, `l${l}.ln1`);
@@ -157,14 +158,15 @@ export function attentionStepGraph(spec: ArchSpec, lw: LayerWeights, l: number):
     bQkv = g.weight(`l${l}.bqkv`, b, [wide]);
   }
   const qkvRows = g.matmul(h, g.weight(`l${l}.wqkv`, wQkv, [d, wide]), bQkv);
-  const [qf, kf, vf] = g.opN('Split', [qkvRows, g.ints([H * dh, KV * dh, KV * dh])], 3, { axis: 1 });
-  // [n·P, KV·G·dh] -> [n, P, KV, G, dh] -> [P, KV, G, n, dh]; keys/values [P, KV, 1, n, dh].
+  // [n·P, (H+2KV)·dh] -> [n, P, H+2KV, dh] -> [P, H+2KV, n, dh] (one transpose for q, k and v),
+  // split into q [P, KV, G, n, dh] and keys/values [P, KV, 1, n, dh] (head h = (h / G, h % G)).
   const nP = g.slice(g.op('Shape', [x]), 0, 2, 0);
   const shaped = (v: string, tail: number[]) => g.op('Reshape', [v, g.op('Concat', [nP, g.ints(tail)], { axis: 0 })]);
-  const to5 = (v: string, G_: number) => g.op('Transpose', [shaped(v, [KV, G_, dh])], { perm: [1, 2, 3, 0, 4] });
-  let q = to5(qf, G);
-  let k = to5(kf, 1);
-  const v = to5(vf, 1);
+  const byHead = g.op('Transpose', [shaped(qkvRows, [H + 2 * KV, dh])], { perm: [1, 2, 0, 3] });
+  const [qh, kh, vh] = g.opN('Split', [byHead, g.ints([H, KV, KV])], 3, { axis: 1 });
+  let q = g.reshape(qh, [0, KV, G, -1, dh]);
+  let k = g.reshape(kh, [0, KV, 1, -1, dh]);
+  const v = g.reshape(vh, [0, KV, 1, -1, dh]);
   if (spec.rope && cos && sin) {
     q = rotary(g, q, cos, sin, spec.rope.dim, dh);
     k = rotary(g, k, cos, sin, spec.rope.dim, dh);
@@ -189,8 +191,10 @@ export function attentionStepGraph(spec: ArchSpec, lw: LayerWeights, l: number):
   const a = shaped(outProj(g, z, spec, lw, l), [d]); // [n, P, d]
   g.output(g.op('Add', [x, a]), 'resid', ['n', 'P', d]);
   g.output(readout(g, a, qs), 'de', ['n', 'P']);
-  const perHead = shaped(g.op('Mul', [shaped(z, [H * dh]), u]), [H, dh]); // [n, P, H, dh]
-  g.output(g.op('ReduceSum', [perHead, g.ints([-1])], { keepdims: 0 }), 'deHeads', ['n', 'P', H]);
+  if (u) {
+    const perHead = shaped(g.op('Mul', [shaped(z, [H * dh]), u]), [H, dh]); // [n, P, H, dh]
+    g.output(g.op('ReduceSum', [perHead, g.ints([-1])], { keepdims: 0 }), 'deHeads', ['n', 'P', H]);
+  }
   return g.toBytes();
 }
 

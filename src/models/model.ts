@@ -66,6 +66,7 @@ const MASKED = -1e30;
  */
 export class HookedModel {
   private stepSessions: Session[] = [];
+  private headStepSessions: Session[] = [];
 
   private constructor(
     readonly source: ResolvedModel,
@@ -281,10 +282,11 @@ export class HookedModel {
     return layerComponents(this.spec);
   }
 
-  /** Session for one attention block run at a single new position per row (built on first use). */
-  async attentionStep(l: number): Promise<Session> {
-    if (!this.stepSessions[l]) this.stepSessions[l] = await createSession(attentionStepGraph(this.spec, this.weights.layers[l], l), this.engine);
-    return this.stepSessions[l];
+  /** Session for one attention block run at a single new position per row, with or without per-head readouts (built on first use). */
+  async attentionStep(l: number, heads: boolean): Promise<Session> {
+    const sessions = heads ? this.headStepSessions : this.stepSessions;
+    if (!sessions[l]) sessions[l] = await createSession(attentionStepGraph(this.spec, this.weights.layers[l], l, heads), this.engine);
+    return sessions[l];
   }
 
   async runAttention(l: number, feeds: Record<string, ort.Tensor>) {
