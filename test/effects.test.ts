@@ -1,6 +1,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { analyze } from '../src/causal/analysis.js';
+import { analyze, rowParts } from '../src/causal/analysis.js';
+import { cleanContext } from '../src/causal/effects.js';
+import { runFastPath, type AblationRow } from '../src/causal/fastpath.js';
+import { runNaivePath } from '../src/causal/naive.js';
+import { centredLogit, Readout } from '../src/causal/readout.js';
+import { parseComponent } from '../src/models/components.js';
 import type { AblationKind, Effects, PromptResult } from '../src/causal/types.js';
 import { HookedModel } from '../src/models/model.js';
 import { FIXTURE_MODELS, fixtureModelDir, hydraName, loadGolden } from './helpers.js';
@@ -95,5 +100,40 @@ for (const name of FIXTURE_MODELS) {
         }
       });
     }
+  });
+}
+
+// Runs are cut between prompts, and a prompt larger than a run gets runs of its own.
+test('rowParts cuts runs of rows between prompts', () => {
+  const rows = [0, 0, 0, 1, 1, 2, 2, 2, 2, 2].map((prompt) => ({ prompt }));
+  assert.deepEqual(rowParts(rows, 4), [[0, 3], [3, 5], [5, 9], [9, 10]]);
+  assert.deepEqual(rowParts(rows, 5), [[0, 5], [5, 10]]);
+  assert.deepEqual(rowParts(rows, 100), [[0, 10]]);
+  assert.throws(() => rowParts(rows, 0), /batchRows must be a positive integer/);
+});
+
+// The fast path pads prompts with fewer rows starting at a block; the padding must not
+// change any row. Prompt 0 and 1 get different targets here, each row checked against
+// the naive full recompute.
+for (const name of ['tiny-gpt2', 'tiny-neox-parallel', 'tiny-llama-gqa']) {
+  test(`fast path with unequal rows per prompt equals naive: ${name}`, async () => {
+    const model = await HookedModel.load(fixtureModelDir(name), { threads: 1 });
+    const ids: number[][] = loadGolden(name).prompts.slice(0, 2).map((p: { ids: number[] }) => p.ids);
+    const clean = await model.forward(ids, { heads: true });
+    const readout = new Readout(model);
+    const ctxs = clean.prompts.map((a) => cleanContext(a, readout.vector(a.token), centredLogit(a.logits, a.token)));
+    const d = model.spec.dModel;
+    const patch = (i: number) => Float32Array.from({ length: d }, (_, j) => Math.cos(i * 7 + j) * 0.3);
+    const spec = model.spec;
+    const rows: AblationRow[] = [
+      [0, 'attn.0'], [0, 'mlp.0'], [0, 'head.1.1'], [0, 'mlp.0'], [1, 'attn.1'], [1, 'embed'], [0, `mlp.${spec.nLayers - 1}`],
+    ].map(([p, t], i) => ({ prompt: p as number, target: parseComponent(t as string, spec), patch: patch(i) }));
+    const fast = await runFastPath(model, ctxs, clean.cache, rows, true);
+    const naive = await runNaivePath(model, ids, ctxs, rows, true);
+    rows.forEach((r, i) => {
+      const label = `${name} row ${i} (${r.target.name})`;
+      for (let j = 0; j < d; j++) assert.ok(Math.abs(fast[i].z[j] - naive[i].z[j]) < TOL, `${label} z[${j}]`);
+      for (const c of Object.keys(naive[i].dePrime)) assert.ok(Math.abs(fast[i].dePrime[c] - naive[i].dePrime[c]) < TOL, `${label} DE'(${c}): ${fast[i].dePrime[c]} vs ${naive[i].dePrime[c]}`);
+    });
   });
 }

@@ -289,10 +289,6 @@ export class HookedModel {
     return sessions[l];
   }
 
-  async runAttention(l: number, feeds: Record<string, ort.Tensor>) {
-    return this.attnSessions[l].run(feeds);
-  }
-
   /** The MLP block's output m_l for rows x [n, d]. */
   async runMlp(l: number, x: Float32Array, n: number): Promise<Float32Array> {
     const d = this.spec.dModel;
