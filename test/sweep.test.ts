@@ -74,7 +74,12 @@ test('shards merged equal one whole run, number for number', async () => {
   const whole = path.join(dir, 'whole.duckdb');
   const merged = path.join(dir, 'merged.duckdb');
   const base = ['sweep', '--dataset', storiesRecallPath, '--limit', '20', '--samples', '4'];
-  assert.equal(hydra([...base, '--out', whole]).code, 0);
+  const first = hydra([...base, '--out', whole]);
+  assert.equal(first.code, 0, first.stderr);
+  // Progress counts prompts (the sweep reports whole batches): its last line is n/n.
+  const computed = Number(/(\d+) prompts computed/.exec(first.stdout)?.[1]);
+  const lines = first.stderr.trim().split('\n').filter((l) => l.startsWith('sweep: '));
+  assert.match(lines.at(-1) ?? '', new RegExp(`^sweep: ${computed}/${computed} prompts \\(100\\.0%\\)`), first.stderr);
   for (const s of ['0/2', '1/2']) {
     const r = hydra([...base, '--shard', s, '--out', path.join(dir, `s${s[0]}.duckdb`)]);
     assert.equal(r.code, 0, r.stderr);

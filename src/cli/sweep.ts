@@ -39,6 +39,7 @@ export function registerSweep(program: Command): void {
     parseShard(opts.shard); // a bad spec fails before the model loads
     const model = await loadModelFromOptions(opts);
     let bar: ReturnType<typeof createProgress> | null = null;
+    let shown = 0;
     const summary = await runSweep({
       model,
       modelName: opts.model!,
@@ -53,9 +54,11 @@ export function registerSweep(program: Command): void {
       filter: opts.filter,
       verbose: opts.verbose,
       log: (line) => process.stderr.write(`hydra: ${line}\n`),
+      // Called with the prompts finished so far, once per batch.
       progress: (done, total) => {
         if (!bar) bar = createProgress(total, 'sweep');
-        else bar.tick(1);
+        bar.tick(done - shown);
+        shown = done;
         if (done === total) bar.stop();
       },
     });
