@@ -4,9 +4,10 @@
  * Times the resample-ablation sweep (S = 15, every attention and MLP layer) on a seeded
  * random model of a real shape by running `runSweep`, the code behind `hydra sweep`,
  * results written to a DuckDB file in a temporary folder included, against the
- * machine's own float32 GEMM peak measured in the same run with the same thread setting. With --json the last stdout line is one JSON
- * object: peak_gflops, sweep_gflops, utilization, fast_runs_per_s, naive_runs_per_s,
- * speedup, projected_full_sweep_s, rss_mb.
+ * machine's own float32 GEMM peak measured in the same run with the same thread
+ * setting. With --json the last stdout line is one JSON object: peak_gflops,
+ * sweep_gflops, utilization, fast_runs_per_s, naive_runs_per_s, speedup,
+ * projected_full_sweep_s, rss_mb.
  *
  * Other options: --threads N (intra-op threads per session; default all cores),
  * --batch-prompts N, --batch-rows N (the sweep's batching), --naive-prompts N,

@@ -104,6 +104,8 @@ test('zero ablation (one patch, no source), dropped prompts, done set, duplicate
   assert.deepEqual(await st.query('SELECT count(*) AS n FROM sources'), [{ n: 0n }]);
   await rejectsWith(st.writePrompt(r), /prompt 4 is already stored in .*z\.duckdb/);
   await rejectsWith(st.writeDropped({ index: 2, reason: 'again' }), /prompt 2 is already stored/);
+  await rejectsWith(st.writePrompts([{ result: synth(6, 3, 1, 0, false) }, { result: synth(6, 3, 1, 0, false) }]), /prompt 6 is given twice in one write/);
+  await rejectsWith(st.writePrompt(synth(-1, 3, 1, 0, false)), /prompt index -1 is not a non-negative integer/);
   // A bad value is refused and nothing of that prompt is written.
   const bad = synth(5, 3, 1, 0, false);
   (bad.ablations['mlp.2'].patches[0] as unknown as Record<string, unknown>).ne = undefined;

@@ -50,11 +50,12 @@ export async function runFastPath(model: HookedModel, ctxs: CleanContext[], cach
   const groupOf = new Map(groupPrompts.map((p, i) => [p, i]));
   const counts = Array.from({ length: steps }, () => new Array<number>(P).fill(0));
   const slotInStep = rows.map((r, k) => (states[k].start < steps ? counts[states[k].start][groupOf.get(r.prompt)!]++ : -1));
+  const width = counts.map((c) => Math.max(0, ...c));
   const offset: number[] = [];
   let slots = 0;
   for (let s = 0; s < steps; s++) {
     offset.push(slots);
-    slots += Math.max(0, ...counts[s]);
+    slots += width[s];
   }
   /** Buffer row (slot · P + group) of each ablation row; -1 if it recomputes nothing. */
   const at = rows.map((r, k) => (slotInStep[k] < 0 ? -1 : (offset[states[k].start] + slotInStep[k]) * P + groupOf.get(r.prompt)!));
@@ -91,7 +92,7 @@ export async function runFastPath(model: HookedModel, ctxs: CleanContext[], cach
   const view = (b: number) => f32(bufs[b].subarray(0, n * P * d), [n, P, d]);
   const activate = (s: number) => {
     for (const k of startingAt[s]) bufs[cur].set(states[k].resid, at[k] * d);
-    n = offset[s] + Math.max(0, ...counts[s]);
+    n = offset[s] + width[s];
   };
   /** DE' of one component (de [n, P]) or of each head of a layer (de [n, P, H]) for every active row. */
   const record = (names: string[], de: Float32Array) => {

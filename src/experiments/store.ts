@@ -408,7 +408,7 @@ export class ResultsStore {
     if (list.length === 0) return;
     const what = list.length === 1 ? `prompt ${list[0].result.index}` : `prompts ${list.map((x) => x.result.index).join(', ')}`;
     const indices = list.map((x) => x.result.index);
-    indices.forEach((p, i) => check(Number.isInteger(p) && p >= 0 && indices.indexOf(p) === i, `prompt index ${p} is not a non-negative integer given once`));
+    indices.forEach((p, i) => check(indices.indexOf(p) === i, `prompt ${p} is given twice in one write; give each prompt once`));
     const rows = new PromptRows();
     for (const { result, extra } of list) rows.add(result, extra ?? {});
     await this.transaction(what, async () => {
