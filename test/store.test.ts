@@ -7,7 +7,7 @@ import { DuckDBInstance } from '@duckdb/node-api';
 import { ResultsStore, mergeStores, exportParquet, type RunConfig } from '../src/experiments/store.js';
 import type { PromptResult } from '../src/causal/types.js';
 import { rejectsWith, tmpDir } from './helpers.js';
-import { createProgress, formatDuration } from '../src/cli/progress.js';
+import { createProgress, formatDuration, sweepProgress } from '../src/cli/progress.js';
 
 /**
  * A deterministic synthetic PromptResult with full-precision doubles. Self-contained (no outside
@@ -326,4 +326,19 @@ test('progress: plain lines at most every interval, and a final one', () => {
   q.stop();
   assert.deepEqual(more, ['demo: 10/10 items (100.0%), 0.50 items/s, done in 4s\n']);
   assert.deepEqual([formatDuration(31.4), formatDuration(312), formatDuration(7384), formatDuration(NaN)], ['31s', '5m12s', '2h03m', '?']);
+});
+
+// runSweep reports the prompts finished so far after each batch; the bar counts prompts.
+test('sweepProgress: a batch of prompts ticks the bar by its size', () => {
+  const lines: string[] = [];
+  const stream = { isTTY: false, write: (s: string) => (lines.push(s), true) } as unknown as NodeJS.WritableStream;
+  let t = 0;
+  const progress = sweepProgress('sweep', { stream, now: () => t, intervalMs: 5000 });
+  progress(0, 20);
+  t += 6000;
+  progress(8, 20);
+  progress(16, 20);
+  t += 2000;
+  progress(20, 20);
+  assert.deepEqual(lines, ['sweep: 8/20 prompts (40.0%), 1.3 prompts/s, ETA 9s\n', 'sweep: 20/20 prompts (100.0%), 2.5 prompts/s, done in 8s\n']);
 });

@@ -3,7 +3,7 @@ import { Command } from 'commander';
 import { reportFromDatabase } from '../experiments/report.js';
 import { runSweep } from '../experiments/sweep.js';
 import { defaultModelDir, storiesRecallPath } from '../io/paths.js';
-import { createProgress } from './progress.js';
+import { sweepProgress } from './progress.js';
 import { loadModelFromOptions, positiveInt } from './util.js';
 
 /** `hydra demo`: the whole Hydra analysis on the bundled model and prompt set, ending in a report. */
@@ -17,7 +17,6 @@ export function registerDemo(program: Command): void {
     .action(async (opts: { out: string; samples: number; threads?: number }) => {
       const model = await loadModelFromOptions({ model: defaultModelDir, threads: opts.threads });
       const db = path.join(opts.out, 'results.duckdb');
-      let bar: ReturnType<typeof createProgress> | null = null;
       await runSweep({
         model,
         modelName: 'stories260k (bundled)',
@@ -27,11 +26,7 @@ export function registerDemo(program: Command): void {
         seed: 0,
         out: db,
         log: (line) => process.stderr.write(`hydra: ${line}\n`),
-        progress: (done, total) => {
-          if (!bar) bar = createProgress(total, 'demo sweep');
-          else bar.tick(1);
-          if (done === total) bar.stop();
-        },
+        progress: sweepProgress('demo sweep'),
       });
       const index = await reportFromDatabase(db, path.join(opts.out, 'report'));
       process.stdout.write(`results: ${db}\nreport:  ${index}\n`);

@@ -104,3 +104,18 @@ export function createProgress(total: number, label: string, opts: ProgressOptio
     },
   };
 }
+
+/**
+ * runSweep's progress callback as a bar: it is called with the prompts finished so far
+ * (0 first, once the total is known, then after each batch), so the bar ticks by the difference.
+ */
+export function sweepProgress(label: string, opts: ProgressOptions = {}): (done: number, total: number) => void {
+  let bar: Progress | null = null;
+  let shown = 0;
+  return (done, total) => {
+    bar ??= createProgress(total, label, opts);
+    bar.tick(done - shown);
+    shown = done;
+    if (done === total) bar.stop();
+  };
+}

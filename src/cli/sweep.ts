@@ -3,7 +3,7 @@ import { DEFAULT_SAMPLES } from '../causal/analysis.js';
 import type { AblationKind } from '../causal/types.js';
 import { exportParquet, mergeStores } from '../experiments/store.js';
 import { parseShard, runSweep } from '../experiments/sweep.js';
-import { createProgress } from './progress.js';
+import { sweepProgress } from './progress.js';
 import { addModelOptions, loadModelFromOptions, nonNegativeInt, positiveInt, type ModelOptions } from './util.js';
 
 export interface SweepCliOptions extends ModelOptions {
@@ -38,8 +38,6 @@ export function registerSweep(program: Command): void {
   ).action(async (opts: SweepCliOptions) => {
     parseShard(opts.shard); // a bad spec fails before the model loads
     const model = await loadModelFromOptions(opts);
-    let bar: ReturnType<typeof createProgress> | null = null;
-    let shown = 0;
     const summary = await runSweep({
       model,
       modelName: opts.model!,
@@ -54,13 +52,7 @@ export function registerSweep(program: Command): void {
       filter: opts.filter,
       verbose: opts.verbose,
       log: (line) => process.stderr.write(`hydra: ${line}\n`),
-      // Called with the prompts finished so far, once per batch.
-      progress: (done, total) => {
-        if (!bar) bar = createProgress(total, 'sweep');
-        bar.tick(done - shown);
-        shown = done;
-        if (done === total) bar.stop();
-      },
+      progress: sweepProgress('sweep'),
     });
     process.stdout.write(`${summary.out}: ${summary.computed} prompts computed, ${summary.alreadyStored} already stored; ${summary.kept} kept, ${summary.dropped} dropped\n`);
   });

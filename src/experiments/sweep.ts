@@ -37,7 +37,7 @@ export interface SweepOptions {
   log?: (line: string) => void;
   /** Log a line as each prompt is stored. */
   verbose?: boolean;
-  /** Called once the number of prompts to compute is known, then after each one. */
+  /** Called with (0, total) once the number of prompts to compute is known, then with the prompts finished so far after each batch. */
   progress?: (done: number, total: number) => void;
 }
 
