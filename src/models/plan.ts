@@ -91,9 +91,10 @@ export class ResidualPlan {
     return { attn, mlp: later.filter((b) => b.kind === 'mlp').map((b) => b.component) };
   }
 
-  /** The parts of attention layer l: its heads, then its output bias. */
+  /** The parts of attention layer l: its heads, then its output bias where it has one. */
   parts(l: number): string[] {
-    return [...[...Array(this.spec.nHeads).keys()].map((h) => headName(l, h)), attnBiasName(l)];
+    const heads = [...Array(this.spec.nHeads).keys()].map((h) => headName(l, h));
+    return this.weights.layers[l].bo ? [...heads, attnBiasName(l)] : heads;
   }
 
   /** The layer partition (embed, attn.0, mlp.0, ...): the components that sum to z. */
@@ -153,7 +154,7 @@ export class ResidualPlan {
     }
     const { y, scale } = normRow(pre, post, this.spec);
     values.set(attnName(l), y);
-    for (const name of this.parts(l)) {
+    for (const name of new Set([...this.parts(l), ...patches.map((p) => p.component.name)])) {
       const v = patches.find((p) => p.component.name === name)?.value ?? site(name);
       values.set(name, scaleBy(v, scale, post.g));
     }
