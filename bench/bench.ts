@@ -96,7 +96,7 @@ async function peakGflops(threads: number | undefined, spin: boolean, d: number,
     const x = g.input('x', [M, K]);
     const w = g.weight('w', Float32Array.from({ length: K * N }, (_, i) => Math.sin(i) * 0.02), [K, N]);
     g.output(g.op('MatMul', [x, w]), 'y', [M, N]);
-    const s = await createSession(g.toBytes(), { threads, spin });
+    const s = await createSession(g.build(), { threads, spin });
     const feeds = { x: f32(Float32Array.from({ length: M * K }, (_, i) => Math.cos(i)), [M, K]) };
     for (let i = 0; i < 2; i++) await s.run(feeds);
     let n = 0;

@@ -122,7 +122,8 @@ for (const name of ['tiny-gpt2', 'tiny-neox-parallel', 'tiny-llama-gqa']) {
     const ids: number[][] = loadGolden(name).prompts.slice(0, 2).map((p: { ids: number[] }) => p.ids);
     const clean = await model.forward(ids, { heads: true });
     const readout = new Readout(model);
-    const ctxs = clean.prompts.map((a) => cleanContext(a, readout.vector(a.token), centredLogit(a.logits, a.token)));
+    const qs = await readout.vectors(clean.prompts.map((a) => a.token));
+    const ctxs = clean.prompts.map((a, i) => cleanContext(a, qs[i], centredLogit(a.logits, a.token)));
     const d = model.spec.dModel;
     const patch = (i: number) => Float32Array.from({ length: d }, (_, j) => Math.cos(i * 7 + j) * 0.3);
     const spec = model.spec;

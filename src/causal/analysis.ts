@@ -75,7 +75,8 @@ export async function analyze(model: HookedModel, prompts: number[][], opts: Abl
     if (chunk.every((n) => opts.skip?.has(n))) continue;
     const ids = chunk.map((n) => prompts[n]);
     const clean = await model.forward(ids, { heads: withHeads });
-    const ctxs = clean.prompts.map((a) => cleanContext(a, readout.vector(a.token), centredLogit(a.logits, a.token)));
+    const qs = await readout.vectors(clean.prompts.map((a) => a.token));
+    const ctxs = clean.prompts.map((a, i) => cleanContext(a, qs[i], centredLogit(a.logits, a.token)));
     const noise = opts.kind === 'noise' ? await noisePatches(model, ids, chunk, targets, S, seed, withHeads) : null;
 
     const rows: (AblationRow & { source: number | null })[] = [];
@@ -226,15 +227,7 @@ async function patchBank(
 
 /** Std of the token embedding matrix's entries, the unit of ROME's noise. */
 function embeddingStd(model: HookedModel): number {
-  const w = model.weights.wte;
-  let s = 0;
-  let s2 = 0;
-  for (let i = 0; i < w.length; i++) {
-    s += w[i];
-    s2 += w[i] * w[i];
-  }
-  const mean = s / w.length;
-  return Math.sqrt(s2 / w.length - mean * mean);
+  return model.unembed.embeddingStd;
 }
 
 export const NOISE_SCALE = 3;

@@ -11,31 +11,31 @@ import type { HookedModel, PromptActivations } from '../models/model.js';
  * direct effect, and the centred logit of any run, is then a dot product with q_i.
  */
 export class Readout {
-  private meanRow: Float64Array | null = null;
   private cache = new Map<number, Float64Array>();
 
   constructor(private readonly model: HookedModel) {}
 
-  /** q_i for token i, in float64. */
-  vector(token: number): Float64Array {
-    let q = this.cache.get(token);
-    if (q) return q;
-    const { dModel: d, vocab: V, norm } = this.model.spec;
-    const { wU, lnF } = this.model.weights;
-    if (!this.meanRow) {
-      this.meanRow = new Float64Array(d);
-      for (let v = 0; v < V; v++) for (let j = 0; j < d; j++) this.meanRow[j] += wU[v * d + j];
-      for (let j = 0; j < d; j++) this.meanRow[j] /= V;
+  /** q_i for each token, in float64 (the unembedding rows come from the model's sessions). */
+  async vectors(tokens: number[]): Promise<Float64Array[]> {
+    const missing = [...new Set(tokens.filter((t) => !this.cache.has(t)))];
+    if (missing.length) {
+      const rows = await this.model.unembedRows(missing);
+      missing.forEach((t, i) => this.cache.set(t, this.fromRow(rows[i])));
     }
-    q = new Float64Array(d);
-    for (let j = 0; j < d; j++) q[j] = lnF.g[j] * (wU[token * d + j] - this.meanRow[j]);
+    return tokens.map((t) => this.cache.get(t)!);
+  }
+
+  private fromRow(row: Float32Array): Float64Array {
+    const { dModel: d, norm } = this.model.spec;
+    const { lnF, meanRow } = this.model.unembed;
+    const q = new Float64Array(d);
+    for (let j = 0; j < d; j++) q[j] = lnF.g[j] * (row[j] - meanRow[j]);
     if (norm === 'layernorm') {
       let m = 0;
       for (let j = 0; j < d; j++) m += q[j];
       m /= d;
       for (let j = 0; j < d; j++) q[j] -= m;
     }
-    this.cache.set(token, q);
     return q;
   }
 }
@@ -47,8 +47,8 @@ export function dot(a: ArrayLike<number>, b: ArrayLike<number>, aOffset = 0): nu
 }
 
 /** DE(c) = û_σ(c) for every component of a clean run, on its clean token. */
-export function directEffect(readout: Readout, clean: PromptActivations): Record<string, number> {
-  const q = readout.vector(clean.token);
+export async function directEffect(readout: Readout, clean: PromptActivations): Promise<Record<string, number>> {
+  const [q] = await readout.vectors([clean.token]);
   const out: Record<string, number> = {};
   for (const [name, c] of clean.components) out[name] = dot(c, q) / clean.sigma;
   return out;

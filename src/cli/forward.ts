@@ -52,7 +52,7 @@ async function runForward(opts: ForwardCliOptions): Promise<void> {
   model.checkPrompt(ids, label);
   const { prompts } = await model.forward([ids], { heads: opts.heads, allPositions: opts.allPositions && opts.json });
   const clean = prompts[0];
-  const de = directEffect(new Readout(model), clean);
+  const de = await directEffect(new Readout(model), clean);
   const piHat = centredLogit(clean.logits, clean.token);
   if (opts.json) printJson(forwardJson(model, clean, de, piHat));
   else process.stdout.write(forwardSummary(model, clean, de, piHat));

@@ -1,19 +1,21 @@
-import { GraphBuilder } from './onnx.js';
-import type { ArchSpec, LayerWeights, ModelWeights, NormWeights, RopeSpec } from './spec.js';
+import { concatOutputs } from '../io/matrix.js';
+import { GraphBuilder, type Graph } from './onnx.js';
+import type { ArchSpec, LayerVectors, LayerWeights, ModelWeights, NormWeights, RopeSpec } from './spec.js';
 
 /**
  * ONNX graphs for the blocks of a transformer: the pieces the residual plan
- * (src/models/plan.ts) chains together. Each attention block and each MLP block is its
- * own graph (and session), so that activations can be read and replaced between them.
- * What a block computes (pre-norm, q/k norms, rotary, soft-capping, post-norm) is
- * written once below and shared by the whole-prompt and the one-position graphs.
+ * (src/models/plan.ts) chains together, so that activations can be read and replaced
+ * between them. An attention block is three graphs: `attnIn` (pre-norm, the q/k/v
+ * projection, whole-projection q/k norms), a weightless mixing graph (per-head q/k norms,
+ * rotary, scores, soft-capping, softmax; one for whole prompts, one for a single new
+ * position over cached keys/values), and `attnOut` (the output projection, post-norm, the
+ * residual add and readouts). The weighted graphs serve both the clean forward and the
+ * last-position path, so every weight is held once. An MLP block is one graph.
  *
  * Layouts: attention works on [B, KV, G, T, dh] (G = heads per key/value head), so
  * grouped-query attention is a broadcast MatMul with no copies of keys/values.
  * Head h of the model is (kv, g) = (h / G, h % G), as Hugging Face's repeat_kv.
  */
-
-const OPSET = 20;
 
 /** LayerNorm or RMSNorm over the last axis; `inv` is 1/σ per row for RMSNorm (the post-norm head readouts need it). */
 function norm(g: GraphBuilder, x: string, w: NormWeights, spec: ArchSpec, prefix: string): { y: string; inv: string | null } {
@@ -71,23 +73,17 @@ function preNorm(g: GraphBuilder, rows: string, w: NormWeights | null, spec: Arc
 }
 
 /**
- * q, k, v of an attention block for x [A, C, d], heads on the second axis: `perm` maps
- * [A, C, heads, dh] to [A', heads, C', dh]. Returns q [A', KV, G, C', dh] and k, v
- * [A', KV, 1, C', dh], with q/k norms and rotary applied (cos, sin broadcast on q).
- * One GEMM for q, k and v together, one transpose before the split.
+ * The q/k/v projection of an attention block. Input x [A, C, d]; output qkv [A, C, wide]
+ * with wide = (H + 2·KV)·dh, q then k then v (one GEMM), after the pre-norm and, for
+ * OLMo-2, the whole-projection q/k norms.
  */
-function projectHeads(g: GraphBuilder, x: string, spec: ArchSpec, lw: LayerWeights, l: number, perm: number[], cos: string | null, sin: string | null) {
+export function attnInGraph(spec: ArchSpec, lw: LayerWeights, l: number): Graph {
   const { dModel: d, nHeads: H, nKvHeads: KV, dHead: dh } = spec;
-  const G = H / KV;
-  const rope = spec.layers[l].rope;
+  const g = new GraphBuilder(`attn_in${l}`);
+  const x = g.input('x', ['A', 'C', d]);
   const h = preNorm(g, g.reshape(x, [-1, d]), lw.ln1, spec, `l${l}.ln1`);
   const wide = (H + 2 * KV) * dh;
-  const wQkv = new Float32Array(d * wide);
-  for (let r = 0; r < d; r++) {
-    wQkv.set(lw.wq.subarray(r * H * dh, (r + 1) * H * dh), r * wide);
-    wQkv.set(lw.wk.subarray(r * KV * dh, (r + 1) * KV * dh), r * wide + H * dh);
-    wQkv.set(lw.wv.subarray(r * KV * dh, (r + 1) * KV * dh), r * wide + (H + KV) * dh);
-  }
+  const wQkv = concatOutputs([lw.wq, lw.wk, lw.wv]);
   let bQkv: string | null = null;
   if (lw.bq || lw.bk || lw.bv) {
     const b = new Float32Array(wide);
@@ -96,13 +92,26 @@ function projectHeads(g: GraphBuilder, x: string, spec: ArchSpec, lw: LayerWeigh
     if (lw.bv) b.set(lw.bv, (H + KV) * dh);
     bQkv = g.weight(`l${l}.bqkv`, b, [wide]);
   }
-  let rows = g.matmul(h, g.weight(`l${l}.wqkv`, wQkv, [d, wide]), bQkv);
+  let rows = g.linear(h, g.matrix(`l${l}.wqkv`, wQkv), wQkv, bQkv);
   if (spec.qkNorm === 'full') {
     // OLMo-2: q and k normalised over the whole projection, before the head split.
     const [q, k, v] = g.opN('Split', [rows, g.ints([H * dh, KV * dh, KV * dh])], 3, { axis: -1 });
     rows = g.op('Concat', [norm(g, q, lw.qNorm!, spec, `l${l}.qn`).y, norm(g, k, lw.kNorm!, spec, `l${l}.kn`).y, v], { axis: -1 });
   }
-  const byHead = g.op('Transpose', [shapedLike(g, rows, x, [H + 2 * KV, dh])], { perm });
+  g.output(shapedLike(g, rows, x, [wide]), 'qkv', ['A', 'C', wide]);
+  return g.build();
+}
+
+/**
+ * qkv [A, C, wide] split into heads: `perm` maps [A, C, heads, dh] to [A', heads, C', dh].
+ * Returns q [A', KV, G, C', dh] and k, v [A', KV, 1, C', dh], with per-head q/k norms and
+ * rotary applied (cos, sin broadcast on q). One transpose before the split.
+ */
+function mixHeads(g: GraphBuilder, qkv: string, spec: ArchSpec, lw: LayerVectors, l: number, perm: number[], cos: string | null, sin: string | null) {
+  const { nHeads: H, nKvHeads: KV, dHead: dh } = spec;
+  const G = H / KV;
+  const rope = spec.layers[l].rope;
+  const byHead = g.op('Transpose', [shapedLike(g, qkv, qkv, [H + 2 * KV, dh])], { perm });
   let [qh, kh, vh] = g.opN('Split', [byHead, g.ints([H, KV, KV])], 3, { axis: 1 });
   if (spec.qkNorm === 'head') {
     qh = norm(g, qh, lw.qNorm!, spec, `l${l}.qn`).y;
@@ -127,86 +136,62 @@ function scoreTransform(g: GraphBuilder, s: string, spec: ArchSpec): string {
 }
 
 /**
- * Output projection of z rows [N, H·dh], then the post-norm where the model has one.
- * `pre` is the projection's output, `out` what the block adds to the residual, `inv` the
- * post-norm's 1/s per row (null without post-norm).
+ * Attention mixing over whole prompts (no weights but per-head q/k norm gains).
+ * Inputs: qkv [B, T, wide] (attnIn's output), mask [B, 1, 1, T, T] (additive), and for
+ * rotary layers cos, sin [B, 1, 1, T, rope.dim].
+ * Outputs: z [B, T, H·dh] (per-head values before the output projection), k, v
+ * [B, KV, 1, T, dh] (the key/value cache).
  */
-function finishAttention(g: GraphBuilder, z: string, spec: ArchSpec, lw: LayerWeights, l: number) {
-  const wo = g.weight(`l${l}.wo`, lw.wo, [spec.nHeads * spec.dHead, spec.dModel]);
-  const pre = g.matmul(z, wo, lw.bo ? g.weight(`l${l}.bo`, lw.bo, [spec.dModel]) : null);
-  if (!lw.attnPostNorm) return { pre, out: pre, inv: null };
-  const { y, inv } = norm(g, pre, lw.attnPostNorm, spec, `l${l}.apn`);
-  return { pre, out: y, inv };
-}
-
-/**
- * Attention block over whole prompts.
- * Inputs: x [B, T, d] (the residual entering the block), mask [B, 1, 1, T, T] (additive),
- * and for rotary layers cos, sin [B, 1, 1, T, rope.dim].
- * Outputs: out [B, T, d] (a_l, what the block adds), z [B, T, H*dh] (per-head values
- * before the output projection), k, v [B, KV, 1, T, dh] (the key/value cache), and with
- * a post-norm pre [B, T, d] (the output projection's output, before the norm).
- */
-export function attentionGraph(spec: ArchSpec, lw: LayerWeights, l: number): Uint8Array {
-  const { dModel: d, nHeads: H, dHead: dh, nKvHeads: KV } = spec;
+export function attnMixGraph(spec: ArchSpec, lw: LayerVectors, l: number): Graph {
+  const { nHeads: H, dHead: dh, nKvHeads: KV } = spec;
   const rope = spec.layers[l].rope;
-  const g = new GraphBuilder(`attn${l}`);
-  const x = g.input('x', ['B', 'T', d]);
+  const wide = (H + 2 * KV) * dh;
+  const g = new GraphBuilder(`attn_mix${l}`);
+  const qkv = g.input('qkv', ['B', 'T', wide]);
   const mask = g.input('mask', ['B', 1, 1, 'T', 'T']);
   const cos = rope ? g.input('cos', ['B', 1, 1, 'T', rope.dim]) : null;
   const sin = rope ? g.input('sin', ['B', 1, 1, 'T', rope.dim]) : null;
-  const { q, k, v } = projectHeads(g, x, spec, lw, l, [0, 2, 1, 3], cos, sin);
+  const { q, k, v } = mixHeads(g, qkv, spec, lw, l, [0, 2, 1, 3], cos, sin);
   const scores = scoreTransform(g, g.op('MatMul', [q, g.op('Transpose', [k], { perm: [0, 1, 2, 4, 3] })]), spec);
   const probs = g.op('Softmax', [g.op('Add', [scores, mask])], { axis: -1 });
   const z5 = g.op('MatMul', [probs, v]); // [B, KV, G, T, dh]
-  const z = g.reshape(g.op('Transpose', [z5], { perm: [0, 3, 1, 2, 4] }), [-1, H * dh]);
-  const { pre, out } = finishAttention(g, z, spec, lw, l);
-  g.output(shapedLike(g, out, x, [d]), 'out', ['B', 'T', d]);
-  if (lw.attnPostNorm) g.output(shapedLike(g, pre, x, [d]), 'pre', ['B', 'T', d]);
-  g.output(shapedLike(g, z, x, [H * dh]), 'z', ['B', 'T', H * dh]);
+  g.output(g.reshape(g.op('Transpose', [z5], { perm: [0, 3, 1, 2, 4] }), [0, 0, H * dh]), 'z', ['B', 'T', H * dh]);
   g.output(k, 'k', ['B', KV, 1, 'T', dh]);
   g.output(v, 'v', ['B', KV, 1, 'T', dh]);
-  return g.toBytes(OPSET);
+  return g.build();
 }
 
 /**
- * Attention block for one new position per row, attending to a cached prefix: the
- * last-position recomputation of an intervention.
+ * Attention mixing for one new position per row, over a cached prefix: the last-position
+ * recomputation of an intervention.
  *
- * Rows come as slots × groups: x [n, P, d] holds n rows for each of P groups, and every
- * row of group i continues the same prompt, so the group shares that prompt's clean
+ * Rows come as slots × groups: qkv [n, P, wide] holds n rows for each of P groups, and
+ * every row of group i continues the same prompt, so the group shares that prompt's clean
  * keys/values (read once per group, never copied per row) and its new position t (one
  * rotary angle, one mask). Scores against the cached prefix are one batched GEMM per
  * (group, kv head): [G·n, dh] x [dh, Tp]; the row's own new key/value enter as an extra
  * score column and an extra weighted value.
  *
- * Inputs: x [n, P, d]; base [n, P, d] (what the block's output is added to); pastK, pastV
- * [B, KV, 1, Tp, dh] (clean caches of the batch's prompts, padded to Tp); prompt [P]
- * (int64: the batch prompt of each group); mask [P, 1, 1, Tp+1] (additive: the past keys
- * the position sees, then its own key); cos, sin [P, 1, 1, 1, rope.dim] for rotary layers;
- * qs [P, d] (each group's readout vector); with `heads`, u [P, H·dh] (each head's readout
- * through W_O). Outputs: resid [n, P, d] = base + a, de [n, P] = a·qs, and with `heads`
- * deHeads [n, P, H] (each head's component · qs). A session computes every output, asked
- * for or not, hence the two variants.
+ * Inputs: qkv [n, P, wide]; pastK, pastV [B, KV, 1, Tp, dh] (clean caches of the batch's
+ * prompts, padded to Tp); prompt [P] (int64: the batch prompt of each group); mask
+ * [P, 1, 1, Tp+1] (additive: the past keys the position sees, then its own key); cos, sin
+ * [P, 1, 1, 1, rope.dim] for rotary layers. Output: z [n, P, H·dh].
  */
-export function attentionStepGraph(spec: ArchSpec, lw: LayerWeights, l: number, heads: boolean): Uint8Array {
-  const { dModel: d, nHeads: H, nKvHeads: KV, dHead: dh } = spec;
+export function attnStepMixGraph(spec: ArchSpec, lw: LayerVectors, l: number): Graph {
+  const { nHeads: H, nKvHeads: KV, dHead: dh } = spec;
   const G = H / KV;
   const rope = spec.layers[l].rope;
+  const wide = (H + 2 * KV) * dh;
   const g = new GraphBuilder(`attn_step${l}`);
-  const x = g.input('x', ['n', 'P', d]);
-  const base = g.input('base', ['n', 'P', d]);
+  const qkv = g.input('qkv', ['n', 'P', wide]);
   const pastK = g.input('pastK', ['B', KV, 1, 'Tp', dh]);
   const pastV = g.input('pastV', ['B', KV, 1, 'Tp', dh]);
   const prompt = g.input('prompt', ['P'], 'int64');
   const mask = g.input('mask', ['P', 1, 1, 'Tq']);
   const cos = rope ? g.input('cos', ['P', 1, 1, 1, rope.dim]) : null;
   const sin = rope ? g.input('sin', ['P', 1, 1, 1, rope.dim]) : null;
-  const qs = g.input('qs', ['P', d]);
-  const u = heads ? g.input('u', ['P', H * dh]) : null;
-
   // [n, P, heads, dh] -> [P, heads, n, dh]: groups first, rows as the sequence axis.
-  const { q, k, v } = projectHeads(g, x, spec, lw, l, [1, 2, 0, 3], cos, sin);
+  const { q, k, v } = mixHeads(g, qkv, spec, lw, l, [1, 2, 0, 3], cos, sin);
   // The groups' caches, as [P, KV, Tp, dh] (a per-prompt gather, not per row).
   const kvShape = g.ints([0, KV, -1, dh]);
   const pk = g.op('Reshape', [g.op('Gather', [pastK, prompt], { axis: 0 }), kvShape]);
@@ -222,19 +207,53 @@ export function attentionStepGraph(spec: ArchSpec, lw: LayerWeights, l: number, 
   const pSelf = g.op('Reshape', [g.slice(probs, -1, 2 ** 31 - 1, -1), g.ints([0, KV, G, -1, 1])]); // [P, KV, G, n, 1]
   const zPast = g.op('Reshape', [g.op('MatMul', [pPast, pv]), g.ints([0, KV, G, -1, dh])]);
   const z5 = g.op('Add', [zPast, g.op('Mul', [pSelf, v])]); // [P, KV, G, n, dh]
-  const z = g.reshape(g.op('Transpose', [z5], { perm: [3, 0, 1, 2, 4] }), [-1, H * dh]); // rows back in [n, P] order
-  const { out, inv } = finishAttention(g, z, spec, lw, l);
-  const a = shapedLike(g, out, x, [d]); // [n, P, d]
-  g.output(g.op('Add', [base, a]), 'resid', ['n', 'P', d]);
-  g.output(readout(g, a, qs), 'de', ['n', 'P']);
-  if (u) {
-    const perHead = shapedLike(g, g.op('Mul', [shapedLike(g, z, x, [H * dh]), u]), x, [H, dh]); // [n, P, H, dh]
-    let deHeads = g.op('ReduceSum', [perHead, g.ints([-1])], { keepdims: 0 });
-    // Post-norm: a head's component is its pre-norm output over the layer's norm scale.
-    if (inv) deHeads = g.op('Mul', [deHeads, shapedLike(g, inv, x, [1])]);
-    g.output(deHeads, 'deHeads', ['n', 'P', H]);
-  }
-  return g.toBytes(OPSET);
+  // Rows back in [n, P] order.
+  g.output(shapedLike(g, g.op('Transpose', [z5], { perm: [3, 0, 1, 2, 4] }), qkv, [H * dh]), 'z', ['n', 'P', H * dh]);
+  return g.build();
+}
+
+/**
+ * The output side of an attention block, for rows z [A, C, H·dh] (whole prompts: A = B,
+ * C = T; the last-position path: A = n slots, C = P groups).
+ * Inputs: z; base [A, C, d] (what the block's output is added to); qs [C or 1, d] (each
+ * group's readout vector; zeros when not wanted); zRows [K, H·dh] (rows to split into
+ * heads; K = 0 when none).
+ * Outputs: out [A, C, d] (a_l, what the block adds: the output projection, post-norm
+ * included), resid = base + out, de [A, C] = out·qs, deHeads [A, C, H] (each head's
+ * component · qs), heads [K, H, d] (each head's output z_h W_O[h], before any post-norm),
+ * and with a post-norm pre [A, C, d] (the projection's output before the norm).
+ */
+export function attnOutGraph(spec: ArchSpec, lw: LayerWeights, l: number): Graph {
+  const { dModel: d, nHeads: H, dHead: dh } = spec;
+  const g = new GraphBuilder(`attn_out${l}`);
+  const z = g.input('z', ['A', 'C', H * dh]);
+  const base = g.input('base', ['A', 'C', d]);
+  const qs = g.input('qs', ['Cq', d]);
+  const zRows = g.input('zRows', ['K', H * dh]);
+  const wo = g.matrix(`l${l}.wo`, lw.wo);
+  const rows = g.reshape(z, [-1, H * dh]);
+  const pre = g.linear(rows, wo, lw.wo, lw.bo ? g.weight(`l${l}.bo`, lw.bo, [d]) : null);
+  const post = lw.attnPostNorm ? norm(g, pre, lw.attnPostNorm, spec, `l${l}.apn`) : null;
+  const out = shapedLike(g, post ? post.y : pre, z, [d]);
+  g.output(out, 'out', ['A', 'C', d]);
+  if (post) g.output(shapedLike(g, pre, z, [d]), 'pre', ['A', 'C', d]);
+  g.output(g.op('Add', [base, out]), 'resid', ['A', 'C', d]);
+  g.output(readout(g, out, qs), 'de', ['A', 'C']);
+  // Head h's readout through the output projection: W_O[h] (g ⊙ qs), g the post-norm's gain if any.
+  const r = lw.attnPostNorm ? g.op('Mul', [qs, g.weight(`l${l}.apn.gr`, lw.attnPostNorm.g, [d])]) : qs;
+  const u = g.linearT(r, wo, lw.wo); // [Cq, H·dh]
+  const perHead = g.op('Mul', [g.reshape(z, [0, 0, H, dh]), g.reshape(u, [-1, H, dh])]); // [A, C, H, dh]
+  let deHeads = g.op('ReduceSum', [perHead, g.ints([-1])], { keepdims: 0 });
+  // Post-norm: a head's component is its pre-norm output over the layer's norm scale.
+  if (post) deHeads = g.op('Mul', [deHeads, shapedLike(g, post.inv!, z, [1])]);
+  g.output(deHeads, 'deHeads', ['A', 'C', H]);
+  // Heads of the rows asked for: each row's z spread block-diagonally over H rows, through W_O.
+  const eye = new Float32Array(H * H * dh);
+  for (let h = 0; h < H; h++) eye.fill(1, h * H * dh + h * dh, h * H * dh + (h + 1) * dh);
+  const spread = g.op('Mul', [g.reshape(zRows, [-1, 1, H * dh]), g.weight(`l${l}.heads`, eye, [1, H, H * dh])]);
+  const heads = g.linear(g.reshape(spread, [-1, H * dh]), wo, lw.wo);
+  g.output(g.reshape(heads, [-1, H, d]), 'heads', ['K', H, d]);
+  return g.build();
 }
 
 /** v [n, P, d] · qs [P, d] over the last axis: [n, P]. */
@@ -247,56 +266,39 @@ function readout(g: GraphBuilder, v: string, qs: string): string {
  * Outputs: out [n, P, d] (m_l, what the block adds, post-norm included), resid [n, P, d]
  * = base + m_l, de [n, P] = m_l·qs with qs [P, d] (zeros when not wanted).
  */
-export function mlpGraph(spec: ArchSpec, lw: LayerWeights, l: number): Uint8Array {
+export function mlpGraph(spec: ArchSpec, lw: LayerWeights, l: number): Graph {
   const g = new GraphBuilder(`mlp${l}`);
-  const { dModel: d, dMlp: f } = spec;
+  const { dModel: d } = spec;
   const x = g.input('x', ['n', 'P', d]);
   const base = g.input('base', ['n', 'P', d]);
-  const qs = g.input('qs', ['P', d]);
+  const qs = g.input('qs', ['Pq', d]);
   // Rows as a matrix, so that each projection and its bias are one Gemm.
   const h = preNorm(g, g.reshape(x, [-1, d]), lw.ln2, spec, `l${l}.ln2`);
-  const up = g.matmul(h, g.weight(`l${l}.wUp`, lw.wUp, [d, f]), lw.bUp ? g.weight(`l${l}.bUp`, lw.bUp, [f]) : null);
+  const bias = (name: string, b: Float32Array | null) => (b ? g.weight(`l${l}.${name}`, b, [b.length]) : null);
+  const up = g.linear(h, g.matrix(`l${l}.wUp`, lw.wUp), lw.wUp, bias('bUp', lw.bUp));
   // Gated: act(x W_gate) ⊙ (x W_up); otherwise act(x W_up).
-  const a = spec.gated
-    ? g.op('Mul', [activation(g, g.matmul(h, g.weight(`l${l}.wGate`, lw.wGate!, [d, f]), lw.bGate ? g.weight(`l${l}.bGate`, lw.bGate, [f]) : null), spec.act), up])
-    : activation(g, up, spec.act);
-  let rows = g.matmul(a, g.weight(`l${l}.wDown`, lw.wDown, [f, d]), lw.bDown ? g.weight(`l${l}.bDown`, lw.bDown, [d]) : null);
+  const a = lw.wGate ? g.op('Mul', [activation(g, g.linear(h, g.matrix(`l${l}.wGate`, lw.wGate), lw.wGate, bias('bGate', lw.bGate)), spec.act), up]) : activation(g, up, spec.act);
+  let rows = g.linear(a, g.matrix(`l${l}.wDown`, lw.wDown), lw.wDown, bias('bDown', lw.bDown));
   if (lw.mlpPostNorm) rows = norm(g, rows, lw.mlpPostNorm, spec, `l${l}.mpn`).y;
   const out = g.op('Reshape', [rows, g.op('Shape', [x])]);
   g.output(out, 'out', ['n', 'P', d]);
   g.output(g.op('Add', [base, out]), 'resid', ['n', 'P', d]);
   g.output(readout(g, out, qs), 'de', ['n', 'P']);
-  return g.toBytes(OPSET);
-}
-
-/** Final norm and unembedding: z [N, d] to raw logits [N, V] (before any soft-capping). */
-export function unembedGraph(spec: ArchSpec, w: ModelWeights): Uint8Array {
-  const g = new GraphBuilder('unembed');
-  const z = g.input('z', ['N', spec.dModel]);
-  const h = norm(g, z, w.lnF, spec, 'lnf').y;
-  const wU = g.weight('wU', w.wU, [spec.vocab, spec.dModel]);
-  // Gemm with transB reads the [V, d] matrix as stored, so a tied embedding needs no transposed copy.
-  const logits = g.op('Gemm', [h, wU, ...(w.bU ? [g.weight('bU', w.bU, [spec.vocab])] : [])], { transB: 1, alpha: 1.0, beta: 1.0 });
-  g.output(logits, 'logits', ['N', spec.vocab]);
-  return g.toBytes(OPSET);
+  return g.build();
 }
 
 /**
- * Token (+ learned position) embedding. The tables are graph inputs, not baked-in
- * weights, so the one copy in JavaScript memory serves embedding, noise and the
- * direct-effect readout. `pos` holds the rows of the position table (offset applied).
+ * Final norm and unembedding of a chunk of the vocabulary: z [N, d], wU [Vc, d] (rows of
+ * the unembedding), bU [Vc] (its bias, or zeros) to raw logits [N, Vc] (before any
+ * soft-capping).
  */
-export function embedGraph(spec: ArchSpec, w: ModelWeights): Uint8Array {
-  const g = new GraphBuilder('embed');
-  const ids = g.input('ids', ['B', 'T'], 'int64');
-  const wte = g.input('wte', [spec.vocab, spec.dModel]);
-  let e = g.op('Gather', [wte, ids], { axis: 0 });
-  if (spec.embedScale !== null) e = g.op('Mul', [e, g.scalar(spec.embedScale)]);
-  if (w.wpe) {
-    const pos = g.input('pos', ['B', 'T'], 'int64');
-    const wpe = g.input('wpe', ['Np', spec.dModel]);
-    e = g.op('Add', [e, g.op('Gather', [wpe, pos], { axis: 0 })]);
-  }
-  g.output(e, 'out', ['B', 'T', spec.dModel]);
-  return g.toBytes(OPSET);
+export function unembedGraph(spec: ArchSpec, lnF: NormWeights): Graph {
+  const g = new GraphBuilder('unembed');
+  const d = spec.dModel;
+  const z = g.input('z', ['N', d]);
+  const wU = g.input('wU', ['Vc', d]);
+  const bU = g.input('bU', ['Vc']);
+  const h = norm(g, z, lnF, spec, 'lnf').y;
+  g.output(g.op('Gemm', [h, wU, bU], { transB: 1, alpha: 1.0, beta: 1.0 }), 'logits', ['N', 'Vc']);
+  return g.build();
 }

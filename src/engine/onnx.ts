@@ -1,10 +1,17 @@
 import onnxProto from 'onnx-proto';
+import type { Matrix } from '../io/matrix.js';
 
 const { onnx } = onnxProto;
 
 /** ONNX TensorProto data types used here. */
 const FLOAT = 1;
 const INT64 = 7;
+
+/** A built graph: its bytes, and the weight matrices it takes as inputs (fed at each run). */
+export interface Graph {
+  bytes: Uint8Array;
+  weights: [string, Matrix][];
+}
 
 type Dim = number | string;
 type Attr = number | number[] | string | { floats: number[] };
@@ -19,6 +26,7 @@ export class GraphBuilder {
   private readonly inputs: onnxProto.onnx.IValueInfoProto[] = [];
   private readonly outputs: onnxProto.onnx.IValueInfoProto[] = [];
   private counter = 0;
+  private readonly matrices: [string, Matrix][] = [];
   /** Values renamed to graph outputs; later nodes that name the old value read the output. */
   private readonly renamed = new Map<string, string>();
 
@@ -53,6 +61,28 @@ export class GraphBuilder {
     if (n !== data.length) throw new Error(`weight ${name}: ${data.length} values for dims [${dims}]`);
     this.inits.push({ name, dims, dataType: FLOAT, rawData: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) });
     return name;
+  }
+
+  /**
+   * A weight matrix, as a float32 input of its stored shape that the model feeds at each
+   * run: weights are held once, by the model, never copied into the graph.
+   */
+  matrix(name: string, m: Matrix): string {
+    if (!this.matrices.some(([n]) => n === name)) {
+      this.input(name, [m.rows, m.cols]);
+      this.matrices.push([name, m]);
+    }
+    return name;
+  }
+
+  /** x [N, in] through a linear map stored as `m` (whatever its layout), plus a bias: one Gemm. */
+  linear(x: string, w: string, m: Matrix, b?: string | null): string {
+    return this.op('Gemm', [x, w, ...(b ? [b] : [])], { transB: m.layout === 'out_in' ? 1 : 0, alpha: 1.0, beta: 1.0 });
+  }
+
+  /** x [N, out] through the transpose of the map stored as `m`: x Wᵀ-of-the-map, [N, in]. */
+  linearT(x: string, w: string, m: Matrix): string {
+    return this.op('Gemm', [x, w], { transB: m.layout === 'out_in' ? 0 : 1, alpha: 1.0, beta: 1.0 });
   }
 
   /** A float32 scalar (or vector) constant. */
@@ -92,6 +122,10 @@ export class GraphBuilder {
 
   reshape(x: string, shape: number[]): string {
     return this.op('Reshape', [x, this.ints(shape)]);
+  }
+
+  build(opset = 20): Graph {
+    return { bytes: this.toBytes(opset), weights: this.matrices };
   }
 
   toBytes(opset = 17): Uint8Array {

@@ -1,4 +1,6 @@
 import ort from 'onnxruntime-node';
+import { decodeInto, float32View, type Matrix } from '../io/matrix.js';
+import type { Graph } from './onnx.js';
 
 export { ort };
 export type Session = ort.InferenceSession;
@@ -17,8 +19,8 @@ export interface EngineOptions {
   spin?: boolean;
 }
 
-export async function createSession(graph: Uint8Array, opts: EngineOptions): Promise<Session> {
-  return ort.InferenceSession.create(graph, {
+export async function createSession(graph: Graph, opts: EngineOptions): Promise<Session> {
+  return ort.InferenceSession.create(graph.bytes, {
     executionProviders: ['cpu'],
     intraOpNumThreads: opts.threads ?? 0,
     interOpNumThreads: 1,
@@ -29,7 +31,10 @@ export async function createSession(graph: Uint8Array, opts: EngineOptions): Pro
     // default. A model is a chain of ~40 sessions run one after another, so a spinning
     // pool of the previous session would take a core from the next one: on 2 cores that
     // halved the fast path's MLP throughput on small row batches (81 vs 204 GFLOP/s).
-    extra: { 'session.intra_op.allow_spinning': opts.spin ? '1' : '0' },
+    extra: {
+      'session.intra_op.allow_spinning': opts.spin ? '1' : '0',
+      ...(process.env.HYDRA_NO_PREPACK ? { 'session.disable_prepacking': '1' } : {}),
+    },
   });
 }
 
@@ -39,4 +44,65 @@ export function f32(data: Float32Array, dims: number[]): ort.Tensor {
 
 export function i64(data: number[] | BigInt64Array, dims: number[]): ort.Tensor {
   return new ort.Tensor('int64', data instanceof BigInt64Array ? data : BigInt64Array.from(data.map(BigInt)), dims);
+}
+
+/**
+ * Feeds weight matrices to sessions at each run. A model holds each weight once, at its
+ * stored width; float32 matrices are passed as they are (onnxruntime reads JavaScript
+ * memory without a copy), two-byte ones are widened into one scratch buffer that every
+ * run reuses. Runs go one at a time (they share the scratch buffer; each uses every core).
+ */
+export class WeightFeeder {
+  private scratch = new Float32Array(0);
+  private queue: Promise<unknown> = Promise.resolve();
+
+  run(session: Session, weights: [string, Matrix][], feeds: Record<string, ort.Tensor>, fetches?: ort.InferenceSession.FetchesType): Promise<ort.InferenceSession.OnnxValueMapType> {
+    const go = () => {
+      const w: Record<string, ort.Tensor> = {};
+      let at = 0;
+      for (const [name, m] of weights) {
+        if (m.dtype === 'F32') {
+          w[name] = f32(float32View(m), [m.rows, m.cols]);
+          continue;
+        }
+        const n = m.rows * m.cols;
+        if (this.scratch.length < at + n) this.grow(at + n, weights);
+        const out = this.scratch.subarray(at, at + n);
+        decodeInto(m, out);
+        w[name] = f32(out, [m.rows, m.cols]);
+        at += n;
+      }
+      return fetches ? session.run({ ...feeds, ...w }, fetches) : session.run({ ...feeds, ...w });
+    };
+    const run = this.queue.then(go, go);
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  /** Bytes of the scratch buffer (the largest run's two-byte weights, widened). */
+  get scratchBytes(): number {
+    return this.scratch.byteLength;
+  }
+
+  private grow(need: number, weights: [string, Matrix][]): void {
+    const all = weights.reduce((s, [, m]) => s + (m.dtype === 'F32' ? 0 : m.rows * m.cols), 0);
+    this.scratch = new Float32Array(Math.max(need, all));
+  }
+}
+
+/** A session with the weights it is fed. */
+export class Block {
+  constructor(
+    private readonly session: Session,
+    private readonly weights: [string, Matrix][],
+    private readonly feeder: WeightFeeder,
+  ) {}
+
+  run(feeds: Record<string, ort.Tensor>, fetches?: ort.InferenceSession.FetchesType): Promise<ort.InferenceSession.OnnxValueMapType> {
+    return this.feeder.run(this.session, this.weights, feeds, fetches);
+  }
+}
+
+export async function createBlock(graph: Graph, opts: EngineOptions, feeder: WeightFeeder): Promise<Block> {
+  return new Block(await createSession(graph, opts), graph.weights, feeder);
 }

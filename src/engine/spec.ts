@@ -1,3 +1,5 @@
+import type { Matrix } from '../io/matrix.js';
+
 /**
  * The normalised description of a decoder-only transformer that the engine builds
  * graphs from. Each model family (src/models/*.ts) maps its Hugging Face config and
@@ -75,8 +77,8 @@ export interface NormWeights {
   b: Float32Array | null;
 }
 
-/** Weights of one layer, laid out for x·W (input dimension first). */
-export interface LayerWeights {
+/** The small per-layer tensors (norm gains, biases), kept in JavaScript as float32. */
+export interface LayerVectors {
   /** Attention's pre-norm (input_layernorm); null without pre-norms. */
   ln1: NormWeights | null;
   /** The MLP's pre-norm (post_attention_layernorm in Llama naming; GPT-J: the same object as ln1). */
@@ -87,31 +89,36 @@ export interface LayerWeights {
   /** q/k norms: width dh (per head) or H·dh / KV·dh (whole projection). */
   qNorm: NormWeights | null;
   kNorm: NormWeights | null;
-  wq: Float32Array; // [d, H*dh]
-  wk: Float32Array; // [d, KV*dh]
-  wv: Float32Array; // [d, KV*dh]
   bq: Float32Array | null;
   bk: Float32Array | null;
   bv: Float32Array | null;
-  wo: Float32Array; // [H*dh, d]
   bo: Float32Array | null;
-  wUp: Float32Array; // [d, dMlp]
   bUp: Float32Array | null;
-  wGate: Float32Array | null; // [d, dMlp]
   bGate: Float32Array | null;
-  wDown: Float32Array; // [dMlp, d]
   bDown: Float32Array | null;
+}
+
+/** One layer's weights: its vectors, and its matrices as the checkpoint stores them. */
+export interface LayerWeights extends LayerVectors {
+  wq: Matrix; // H·dh outputs
+  wk: Matrix; // KV·dh outputs
+  wv: Matrix; // KV·dh outputs
+  wo: Matrix; // H·dh inputs, d outputs
+  wUp: Matrix;
+  wGate: Matrix | null;
+  wDown: Matrix;
 }
 
 export interface ModelWeights {
   /** Token embedding [V, d]. */
-  wte: Float32Array;
+  wte: Matrix;
   /** Learned position embedding [rows, d]. */
-  wpe: Float32Array | null;
-  layers: LayerWeights[];
+  wpe: Matrix | null;
+  /** Layer l's weights, read from the checkpoint when asked (once, while its sessions are built). */
+  layer(l: number): LayerWeights;
   lnF: NormWeights;
-  /** Unembedding stored as [V, d] (rows are tokens); the same array as wte when tied. */
-  wU: Float32Array;
+  /** Unembedding [V, d] (rows are tokens); the same object as wte when tied. */
+  wU: Matrix;
   /** Unembedding bias (GPT-J): part of the logits, a constant for DE. */
   bU: Float32Array | null;
 }

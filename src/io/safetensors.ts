@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { HydraError } from './errors.js';
+import { firstNonFinite, type Matrix, type WeightDType } from './matrix.js';
 
 /**
  * Reads Hugging Face safetensors weights: one `model.safetensors`, or shards listed
@@ -149,25 +150,52 @@ export class WeightStore {
    * `why` names what needs it (a config field) so a mismatch can be explained.
    */
   get(name: string, shape: number[], why = ''): Float32Array {
+    const e = this.checked(name, shape, why);
+    return toFloat32(this.read(e), e.dtype, e.shape.reduce((a, d) => a * d, 1));
+  }
+
+  /**
+   * A weight matrix [rows, cols] as stored: its raw bytes in its own dtype (float64 is
+   * narrowed to float32), never widened. Checked for NaN and infinity once, here.
+   */
+  matrix(name: string, shape: [number, number], why = '', layout: Matrix['layout'] = 'out_in'): Matrix {
+    const e = this.checked(name, shape, why);
+    const bytes = this.read(e);
+    const m: Matrix =
+      e.dtype === 'F64'
+        ? { dtype: 'F32', rows: shape[0], cols: shape[1], layout, data: new Uint8Array(toFloat32(bytes, 'F64', shape[0] * shape[1]).buffer) }
+        : { dtype: e.dtype as WeightDType, rows: shape[0], cols: shape[1], layout, data: new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength) };
+    const bad = firstNonFinite(m);
+    if (bad >= 0) throw new HydraError(`${e.file}: tensor '${name}' holds a non-finite value (NaN or infinity) at element ${bad}; the weights are corrupt`);
+    return m;
+  }
+
+  /** The entry of a float tensor of the expected shape, or an error naming what is wrong. */
+  private checked(name: string, shape: number[], why: string): TensorEntry {
     const e = this.entries.get(name);
     if (!e) throw new HydraError(`${this.dir}: missing weight '${name}'${why ? ` (${why})` : ''}; the checkpoint does not match its config.json`);
     if (e.shape.length !== shape.length || e.shape.some((d, i) => d !== shape[i])) {
       throw new HydraError(`${e.file}: tensor '${name}' has shape [${e.shape.join(', ')}], expected [${shape.join(', ')}]${why ? ` from config.json (${why})` : ''}`);
     }
     if (!FLOAT_DTYPES.has(e.dtype)) throw new HydraError(`${e.file}: tensor '${name}' has dtype ${e.dtype}; float32, float16 or bfloat16 expected`);
+    return e;
+  }
+
+  /** A tensor's bytes, read straight from its file. */
+  private read(e: TensorEntry): Buffer {
     const buf = Buffer.alloc(e.byteLength);
     const fd = fs.openSync(e.file, 'r');
     try {
       let done = 0;
       while (done < e.byteLength) {
         const n = fs.readSync(fd, buf, done, e.byteLength - done, e.offset + done);
-        if (n === 0) throw new HydraError(`${e.file}: unexpected end of file reading '${name}'; the file is truncated`);
+        if (n === 0) throw new HydraError(`${e.file}: unexpected end of file reading '${e.name}'; the file is truncated`);
         done += n;
       }
     } finally {
       fs.closeSync(fd);
     }
-    return toFloat32(buf, e.dtype, e.shape.reduce((a, d) => a * d, 1));
+    return buf;
   }
 
   /** Like get, but returns null when the tensor is absent (optional biases). */

@@ -1,4 +1,5 @@
-import type { ArchSpec, LayerSpec, LayerWeights, ModelWeights, NormWeights, RopeScaling, RopeSpec } from '../engine/spec.js';
+import type { ArchSpec, LayerSpec, LayerVectors, ModelWeights, NormWeights, RopeScaling, RopeSpec } from '../engine/spec.js';
+import { sliceOutputs, type Matrix } from '../io/matrix.js';
 import { HydraError } from '../io/errors.js';
 import type { WeightStore } from '../io/safetensors.js';
 
@@ -31,27 +32,21 @@ export function bool(config: HfConfig, field: string, dflt: boolean): boolean {
   return typeof v === 'boolean' ? v : dflt;
 }
 
-/** A Hugging Face nn.Linear weight [out, in], transposed to the engine's [in, out]. */
-export function linear(store: WeightStore, name: string, inDim: number, outDim: number, why: string): Float32Array {
-  return transpose(store.get(name, [outDim, inDim], why), outDim, inDim);
+/** A Hugging Face nn.Linear weight [out, in], as stored. */
+export function linear(store: WeightStore, name: string, inDim: number, outDim: number, why: string): Matrix {
+  return store.matrix(name, [outDim, inDim], why);
 }
 
-/** A fused nn.Linear weight [Σ outs, in] (e.g. Phi-3's qkv_proj), split by output rows and each transposed to [in, out]. */
-export function linearParts(store: WeightStore, name: string, inDim: number, outDims: number[], why: string): Float32Array[] {
-  const total = outDims.reduce((a, b) => a + b, 0);
-  const w = store.get(name, [total, inDim], why);
-  let row = 0;
-  return outDims.map((n) => {
-    const part = transpose(w.subarray(row * inDim, (row + n) * inDim), n, inDim);
-    row += n;
-    return part;
-  });
+/** A fused nn.Linear weight [Σ outs, in] (e.g. Phi-3's qkv_proj), split by outputs. */
+export function linearParts(store: WeightStore, name: string, inDim: number, outDims: number[], why: string): Matrix[] {
+  const w = store.matrix(name, [outDims.reduce((a, b) => a + b, 0), inDim], why);
+  let at = 0;
+  return outDims.map((n) => sliceOutputs(w, at, (at += n)));
 }
 
-export function transpose(w: Float32Array, rows: number, cols: number): Float32Array {
-  const out = new Float32Array(w.length);
-  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[c * rows + r] = w[r * cols + c];
-  return out;
+/** A [rows, d] table (token or position embedding, unembedding). */
+export function table(store: WeightStore, name: string, rows: number, d: number, why: string): Matrix {
+  return store.matrix(name, [rows, d], why);
 }
 
 export function normWeights(store: WeightStore, prefix: string, d: number, withBias: boolean, plusOne = false): NormWeights {
@@ -79,7 +74,7 @@ export function activationOf(name: unknown, path: string): ArchSpec['act'] {
 }
 
 /** The per-layer fields a family without post-norms or q/k norms leaves empty. */
-export const NO_EXTRA_NORMS: Pick<LayerWeights, 'attnPostNorm' | 'mlpPostNorm' | 'qNorm' | 'kNorm'> = { attnPostNorm: null, mlpPostNorm: null, qNorm: null, kNorm: null };
+export const NO_EXTRA_NORMS: Pick<LayerVectors, 'attnPostNorm' | 'mlpPostNorm' | 'qNorm' | 'kNorm'> = { attnPostNorm: null, mlpPostNorm: null, qNorm: null, kNorm: null };
 
 /** n layers that share one window and one rotary spec. */
 export function sameLayers(n: number, window: number | null, rope: RopeSpec | null): LayerSpec[] {
@@ -91,11 +86,11 @@ export function sameLayers(n: number, window: number | null, rope: RopeSpec | nu
  * family's Hugging Face default for tie_word_embeddings (Llama's is false: a checkpoint
  * with lm_head.weight and no key uses it).
  */
-export function unembedding(store: WeightStore, config: HfConfig, wte: Float32Array, dflt: boolean, V: number, d: number, name = 'lm_head.weight'): Float32Array {
+export function unembedding(store: WeightStore, config: HfConfig, wte: Matrix, dflt: boolean, V: number, d: number, name = 'lm_head.weight'): Matrix {
   const tied = bool(config, 'tie_word_embeddings', dflt);
   if (tied) return wte;
   if (!store.has(name)) throw new HydraError(`${config._path}: tie_word_embeddings is false but the checkpoint has no ${name}; set tie_word_embeddings to true or add the unembedding`);
-  return store.get(name, [V, d], 'vocab_size, hidden_size');
+  return table(store, name, V, d, 'vocab_size, hidden_size');
 }
 
 /** Rotary scaling from config.rope_scaling: none, linear, or Llama-3. */

@@ -1,6 +1,6 @@
 import { archDefaults, type ArchSpec } from '../engine/spec.js';
 import { HydraError } from '../io/errors.js';
-import { activationOf, linear, NO_EXTRA_NORMS, normWeights, num, optNum, unembedding, type Family, type HfConfig } from './family.js';
+import { activationOf, linear, table, NO_EXTRA_NORMS, normWeights, num, optNum, unembedding, type Family, type HfConfig } from './family.js';
 
 /** GPT-Neo: learned positions, no 1/√d score scaling, local attention (window_size) on the layers attention_layers marks. */
 export const gptNeo: Family = {
@@ -33,7 +33,7 @@ export const gptNeo: Family = {
   },
   weights(store, spec, config) {
     const { dModel: d, dMlp: f, vocab: V } = spec;
-    const layers = [...Array(spec.nLayers).keys()].map((l) => {
+    const layer = (l: number) => {
       const p = `transformer.h.${l}`;
       const a = `${p}.attn.attention`;
       return {
@@ -52,12 +52,12 @@ export const gptNeo: Family = {
         wDown: linear(store, `${p}.mlp.c_proj.weight`, f, d, 'intermediate_size'),
         bDown: store.get(`${p}.mlp.c_proj.bias`, [d], 'hidden_size'),
       };
-    });
-    const wte = store.get('transformer.wte.weight', [V, d], 'vocab_size, hidden_size');
+    };
+    const wte = table(store, 'transformer.wte.weight', V, d, 'vocab_size, hidden_size');
     return {
       wte,
-      wpe: store.get('transformer.wpe.weight', [spec.nCtx, d], 'max_position_embeddings, hidden_size'),
-      layers,
+      wpe: table(store, 'transformer.wpe.weight', spec.nCtx, d, 'max_position_embeddings, hidden_size'),
+      layer,
       lnF: normWeights(store, 'transformer.ln_f', d, true),
       wU: unembedding(store, config, wte, true, V, d),
       bU: null,

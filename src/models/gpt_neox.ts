@@ -1,6 +1,7 @@
 import { archDefaults, type ArchSpec, type LayerWeights } from '../engine/spec.js';
 import type { WeightStore } from '../io/safetensors.js';
-import { activationOf, bool, linear, NO_EXTRA_NORMS, normWeights, num, optNum, ropeScaling, sameLayers, type Family, type HfConfig } from './family.js';
+import { concatOutputs, sliceOutputs } from '../io/matrix.js';
+import { activationOf, bool, linear, NO_EXTRA_NORMS, normWeights, num, optNum, ropeScaling, sameLayers, table, type Family, type HfConfig } from './family.js';
 
 /**
  * GPT-NeoX / Pythia: LayerNorm, partial rotary, fused query_key_value interleaved per
@@ -39,26 +40,19 @@ export const gptNeox: Family = {
 
   weights(store: WeightStore, spec: ArchSpec) {
     const { dModel: d, dMlp: f, vocab: V, nHeads: H, dHead: dh } = spec;
-    const layers: LayerWeights[] = [];
-    for (let l = 0; l < spec.nLayers; l++) {
+    const layer = (l: number): LayerWeights => {
       const p = `gpt_neox.layers.${l}`;
-      const qkvW = linear(store, `${p}.attention.query_key_value.weight`, d, 3 * d, 'hidden_size'); // [d, H*3*dh]
+      const qkvW = linear(store, `${p}.attention.query_key_value.weight`, d, 3 * d, 'hidden_size');
       const qkvB = store.get(`${p}.attention.query_key_value.bias`, [3 * d], 'hidden_size');
-      // Output column of (head h, part k, dim i) in the fused layout is h*3*dh + k*dh + i.
+      // Outputs of the fused projection are ordered (head h, part k, dim i): h·3·dh + k·dh + i.
       const part = (k: number) => {
-        const w = new Float32Array(d * d);
+        const heads = [...Array(H).keys()].map((h) => [h * 3 * dh + k * dh, h * 3 * dh + (k + 1) * dh]);
         const b = new Float32Array(d);
-        for (let h = 0; h < H; h++)
-          for (let i = 0; i < dh; i++) {
-            const src = h * 3 * dh + k * dh + i;
-            const dst = h * dh + i;
-            b[dst] = qkvB[src];
-            for (let r = 0; r < d; r++) w[r * d + dst] = qkvW[r * 3 * d + src];
-          }
-        return { w, b };
+        heads.forEach(([from, to], h) => b.set(qkvB.subarray(from, to), h * dh));
+        return { w: concatOutputs(heads.map(([from, to]) => sliceOutputs(qkvW, from, to))), b };
       };
       const [q, k, v] = [part(0), part(1), part(2)];
-      layers.push({
+      return {
         ...NO_EXTRA_NORMS,
         ln1: normWeights(store, `${p}.input_layernorm`, d, true),
         ln2: normWeights(store, `${p}.post_attention_layernorm`, d, true),
@@ -71,14 +65,14 @@ export const gptNeox: Family = {
         bGate: null,
         wDown: linear(store, `${p}.mlp.dense_4h_to_h.weight`, f, d, 'intermediate_size'),
         bDown: store.get(`${p}.mlp.dense_4h_to_h.bias`, [d], 'hidden_size'),
-      });
-    }
+      };
+    };
     return {
-      wte: store.get('gpt_neox.embed_in.weight', [V, d], 'vocab_size, hidden_size'),
+      wte: table(store, 'gpt_neox.embed_in.weight', V, d, 'vocab_size, hidden_size'),
       wpe: null,
-      layers,
+      layer,
       lnF: normWeights(store, 'gpt_neox.final_layer_norm', d, true),
-      wU: store.get('embed_out.weight', [V, d], 'vocab_size, hidden_size'),
+      wU: table(store, 'embed_out.weight', V, d, 'vocab_size, hidden_size'),
       bU: null,
     };
   },

@@ -1,5 +1,5 @@
 import { archDefaults, type ArchSpec } from '../engine/spec.js';
-import { activationOf, linear, NO_EXTRA_NORMS, normWeights, num, optNum, sameLayers, unembedding, type Family } from './family.js';
+import { activationOf, linear, table, NO_EXTRA_NORMS, normWeights, num, optNum, sameLayers, unembedding, type Family } from './family.js';
 
 /** GPT-J: parallel attention and MLP reading one LayerNorm, interleaved rotary on the first rotary_dim dims, an unembedding bias. */
 export const gptj: Family = {
@@ -32,7 +32,7 @@ export const gptj: Family = {
   },
   weights(store, spec, config) {
     const { dModel: d, dMlp: f, vocab: V } = spec;
-    const layers = [...Array(spec.nLayers).keys()].map((l) => {
+    const layer = (l: number) => {
       const p = `transformer.h.${l}`;
       const ln = normWeights(store, `${p}.ln_1`, d, true);
       return {
@@ -52,12 +52,12 @@ export const gptj: Family = {
         wDown: linear(store, `${p}.mlp.fc_out.weight`, f, d, 'n_inner'),
         bDown: store.get(`${p}.mlp.fc_out.bias`, [d], 'n_embd'),
       };
-    });
-    const wte = store.get('transformer.wte.weight', [V, d], 'vocab_size, n_embd');
+    };
+    const wte = table(store, 'transformer.wte.weight', V, d, 'vocab_size, n_embd');
     return {
       wte,
       wpe: null,
-      layers,
+      layer,
       lnF: normWeights(store, 'transformer.ln_f', d, true),
       wU: unembedding(store, config, wte, false, V, d),
       bU: store.maybe('lm_head.bias', [V], 'vocab_size'),

@@ -1,6 +1,6 @@
 import { archDefaults, type ArchSpec, type LayerWeights, type ModelWeights, type NormWeights } from '../engine/spec.js';
 import type { WeightStore } from '../io/safetensors.js';
-import { activationOf, bool, linear, normWeights, num, optNum, ropeScaling, sameLayers, unembedding, type Family, type HfConfig } from './family.js';
+import { activationOf, bool, linear, normWeights, num, optNum, ropeScaling, sameLayers, table, unembedding, type Family, type HfConfig } from './family.js';
 
 /**
  * Llama and Mistral: RMSNorm, rotary (rope_theta, Llama-3 rope_scaling), grouped-query
@@ -55,8 +55,7 @@ export interface LlamaOptions {
 
 export function llamaWeights(store: WeightStore, spec: ArchSpec, config: HfConfig, opt: LlamaOptions): ModelWeights {
   const { dModel: d, dMlp: f, vocab: V, nHeads: H, nKvHeads: KV, dHead: dh } = spec;
-  const layers: LayerWeights[] = [];
-  for (let l = 0; l < spec.nLayers; l++) {
+  const layer = (l: number): LayerWeights => {
     const p = `model.layers.${l}`;
     const a = `${p}.self_attn`;
     const m = `${p}.mlp`;
@@ -73,16 +72,16 @@ export function llamaWeights(store: WeightStore, spec: ArchSpec, config: HfConfi
       }),
       post: () => ({ ln1: null, ln2: null, attnPostNorm: norm(`${p}.post_attention_layernorm`), mlpPostNorm: norm(`${p}.post_feedforward_layernorm`) }),
     };
-    layers.push({
+    return {
       ...placed[opt.norms](),
       qNorm: qk('q_norm', qkWidth(H)),
       kNorm: qk('k_norm', qkWidth(KV)),
       ...llamaAttention(store, a, spec, opt),
       ...gatedMlp(store, m, d, f, opt.mlpBias),
-    });
-  }
-  const wte = store.get('model.embed_tokens.weight', [V, d], 'vocab_size, hidden_size');
-  return { wte, wpe: null, layers, lnF: normWeights(store, 'model.norm', d, false, opt.normPlusOne), wU: unembedding(store, config, wte, opt.tieDefault, V, d), bU: null };
+    };
+  };
+  const wte = table(store, 'model.embed_tokens.weight', V, d, 'vocab_size, hidden_size');
+  return { wte, wpe: null, layer, lnF: normWeights(store, 'model.norm', d, false, opt.normPlusOne), wU: unembedding(store, config, wte, opt.tieDefault, V, d), bU: null };
 }
 
 /** Separate q_proj, k_proj, v_proj, o_proj. */

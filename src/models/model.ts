@@ -1,7 +1,8 @@
-import { attentionGraph, attentionStepGraph, embedGraph, mlpGraph, unembedGraph } from '../engine/blocks.js';
+import { attnInGraph, attnMixGraph, attnOutGraph, attnStepMixGraph, mlpGraph, unembedGraph } from '../engine/blocks.js';
 import { ropeKey, ropeTables } from '../engine/rope.js';
-import { createSession, f32, i64, ort, type EngineOptions, type Session } from '../engine/runtime.js';
-import type { ArchSpec, ModelWeights, RopeSpec } from '../engine/spec.js';
+import { createBlock, createSession, f32, i64, ort, WeightFeeder, type Block, type EngineOptions, type Session } from '../engine/runtime.js';
+import type { ArchSpec, LayerVectors, LayerWeights, ModelWeights, NormWeights, RopeSpec } from '../engine/spec.js';
+import { entryMoments, matrixBytes, meanRow, rowsOf, rowValues, type Matrix } from '../io/matrix.js';
 import { HydraError } from '../io/errors.js';
 import { resolveModel, type ResolvedModel, type ResolveOptions } from '../io/hub.js';
 import { WeightStore } from '../io/safetensors.js';
@@ -71,27 +72,56 @@ const MASKED = -1e30;
  * one per MLP block, unembedding), run in the order of its residual plan, with every
  * component addressable between them.
  */
+/** One layer's sessions: the attention block's three (projection, mixing for whole prompts or one position, output) and the MLP's. */
+interface LayerSessions {
+  attnIn: Block;
+  attnMix: Block;
+  attnStepMix: Block;
+  attnOut: Block;
+  mlp: Block;
+}
+
+/** The model's two ends: its tables (held once, at their stored width), and what the readout derives from them. */
+export interface Ends {
+  wte: Matrix;
+  wpe: Matrix | null;
+  wU: Matrix;
+  bU: Float32Array | null;
+  lnF: NormWeights;
+  /** mean_j W_U[j], in float64 (for the centred readout). */
+  meanRow: Float64Array;
+  /** Std of the token embedding's entries (the old ROME noise unit). */
+  embeddingStd: number;
+}
+
+/** Vocabulary rows per unembedding run: bounds the widened copy of a two-byte unembedding. */
+const VOCAB_CHUNK = 32768;
+
 export class HookedModel {
-  private stepSessions: Session[] = [];
-  private headStepSessions: Session[] = [];
   readonly plan: ResidualPlan;
 
   private constructor(
     readonly source: ResolvedModel,
     readonly spec: ArchSpec,
-    readonly weights: ModelWeights,
+    /** Each layer's small tensors (norm gains, biases); the matrices live in the sessions only. */
+    readonly layers: LayerVectors[],
+    readonly unembed: Ends,
     readonly tokenizer: HydraTokenizer | null,
-    private readonly embedSession: Session,
-    private readonly attnSessions: Session[],
-    private readonly mlpSessions: Session[],
     private readonly unembedSession: Session,
-    private readonly engine: EngineOptions,
-    private readonly wteTensor: ort.Tensor,
-    private readonly wpeTensor: ort.Tensor | null,
+    private readonly sessions: LayerSessions[],
+    /** Bytes of the weight matrices the model holds, at their stored width. */
+    readonly weightBytes: number,
+    private readonly feeder: WeightFeeder,
   ) {
-    this.plan = new ResidualPlan(spec, weights);
+    this.plan = new ResidualPlan(spec, layers);
   }
 
+  /**
+   * Load a model. Every weight matrix is read from the checkpoint once, at its stored width
+   * (two bytes a value for float16/bfloat16 checkpoints), and held by the model; the
+   * sessions take the matrices as inputs at each run (see WeightFeeder), so nothing is
+   * copied into onnxruntime and loading is reading the file and building small graphs.
+   */
   static async load(model: string, opts: LoadOptions = {}): Promise<HookedModel> {
     const source = await resolveModel(model, opts);
     const config = readConfig(source.dir);
@@ -100,16 +130,28 @@ export class HookedModel {
     validateSpec(spec, config._path);
     const weights = family.weights(WeightStore.open(source.dir), spec, config);
     const tokenizer = hasTokenizer(source.dir) ? await loadTokenizer(source.dir) : null;
-    const L = [...Array(spec.nLayers).keys()];
-    const [embed, unembed, attn, mlp] = await Promise.all([
-      createSession(embedGraph(spec, weights), opts),
-      createSession(unembedGraph(spec, weights), opts),
-      Promise.all(L.map((l) => createSession(attentionGraph(spec, weights.layers[l], l), opts))),
-      Promise.all(L.map((l) => createSession(mlpGraph(spec, weights.layers[l], l), opts))),
-    ]);
-    const wte = f32(weights.wte, [spec.vocab, spec.dModel]);
-    const wpe = weights.wpe ? f32(weights.wpe, [weights.wpe.length / spec.dModel, spec.dModel]) : null;
-    return new HookedModel(source, spec, weights, tokenizer, embed, attn, mlp, unembed, opts, wte, wpe);
+    const { wte, wpe, wU, bU, lnF } = weights;
+    let bytes = matrixBytes(wU) + (wte === wU ? 0 : matrixBytes(wte)) + (wpe ? matrixBytes(wpe) : 0);
+    const ends: Ends = { wte, wpe, wU, bU, lnF, meanRow: meanRow(wU), embeddingStd: entryMoments(wte).std };
+    const feeder = new WeightFeeder();
+    const unembedSession = await createSession(unembedGraph(spec, lnF), opts);
+    const layers: LayerVectors[] = [];
+    const sessions: LayerSessions[] = [];
+    for (let l = 0; l < spec.nLayers; l++) {
+      // One layer at a time, so that only one layer's matrices are ever in JavaScript.
+      const lw = weights.layer(l);
+      const [attnIn, attnMix, attnStepMix, attnOut, mlp] = await Promise.all([
+        createBlock(attnInGraph(spec, lw, l), opts, feeder),
+        createBlock(attnMixGraph(spec, lw, l), opts, feeder),
+        createBlock(attnStepMixGraph(spec, lw, l), opts, feeder),
+        createBlock(attnOutGraph(spec, lw, l), opts, feeder),
+        createBlock(mlpGraph(spec, lw, l), opts, feeder),
+      ]);
+      sessions.push({ attnIn, attnMix, attnStepMix, attnOut, mlp });
+      layers.push(vectorsOf(lw));
+      bytes += layerMatrices(lw).reduce((s, m) => s + matrixBytes(m), 0);
+    }
+    return new HookedModel(source, spec, layers, ends, tokenizer, unembedSession, sessions, bytes, feeder);
   }
 
   /** Check a prompt before running it: not empty, ids in the vocabulary, within the context. */
@@ -136,7 +178,7 @@ export class HookedModel {
     const last = (b: number) => lengths[b] - 1;
     const patches = this.checkInterventions(opts.interventions, lengths);
 
-    const embed = await this.embed(prompts, T);
+    const embed = this.embed(prompts, T);
     opts.embedAdd?.forEach((noise, b) => {
       if (noise) for (let i = 0; i < lengths[b] * d; i++) embed[b * T * d + i] += noise[i];
     });
@@ -192,16 +234,31 @@ export class HookedModel {
     return { prompts: out, cache };
   }
 
-  /** Token (+ position) embedding of right-padded prompts: [B, T, d]. */
-  private async embed(prompts: number[][], T: number): Promise<Float32Array> {
-    const B = prompts.length;
-    const ids = new BigInt64Array(B * T);
-    const pos = new BigInt64Array(B * T);
-    prompts.forEach((p, b) => p.forEach((t, i) => (ids[b * T + i] = BigInt(t))));
-    for (let b = 0; b < B; b++) for (let i = 0; i < T; i++) pos[b * T + i] = BigInt(i + this.spec.posOffset);
-    const feeds: Record<string, ort.Tensor> = { ids: i64(ids, [B, T]), wte: this.wteTensor };
-    if (this.wpeTensor) Object.assign(feeds, { pos: i64(pos, [B, T]), wpe: this.wpeTensor });
-    return (await this.embedSession.run(feeds)).out.data as Float32Array;
+  /**
+   * Token (+ position) embedding of right-padded prompts: [B, T, d], read from the tables in
+   * float32 arithmetic (e·scale, then + position), as a graph would; padding rows stay 0.
+   */
+  private embed(prompts: number[][], T: number): Float32Array {
+    const { dModel: d, embedScale, posOffset } = this.spec;
+    const { wte, wpe } = this.unembed;
+    const out = new Float32Array(prompts.length * T * d);
+    prompts.forEach((ids, b) =>
+      ids.forEach((id, t) => {
+        const row = out.subarray((b * T + t) * d, (b * T + t + 1) * d);
+        row.set(rowValues(wte, id));
+        if (embedScale !== null) for (let j = 0; j < d; j++) row[j] *= embedScale;
+        if (wpe) {
+          const p = rowValues(wpe, t + posOffset);
+          for (let j = 0; j < d; j++) row[j] += p[j];
+        }
+      }),
+    );
+    return out;
+  }
+
+  /** Unembedding rows W_U[t] of the tokens (float32). */
+  async unembedRows(tokens: number[]): Promise<Float32Array[]> {
+    return tokens.map((t) => rowValues(this.unembed.wU, t));
   }
 
   /** Masks (one per window size) and rotary tables (one per rotary spec) of a batch, keyed as attentionFeeds reads them. */
@@ -234,45 +291,55 @@ export class HookedModel {
     heads: boolean,
   ): Promise<Float32Array> {
     const l = block.layer;
-    const { dModel: d } = this.spec;
+    const { dModel: d, nHeads: H, dHead: dh } = this.spec;
     const { lengths, T } = cache;
     const B = lengths.length;
     const { window, rope } = this.spec.layers[l];
-    const feeds: Record<string, ort.Tensor> = { x: f32(resid, [B, T, d]), mask: inputs.get(`mask:${window}`)! };
-    if (rope) Object.assign(feeds, { cos: inputs.get(`cos:${ropeKey(rope)}`)!, sin: inputs.get(`sin:${ropeKey(rope)}`)! });
-    const res = await this.attnSessions[l].run(feeds);
-    cache.k.push(res.k);
-    cache.v.push(res.v);
-    const a = res.out.data as Float32Array;
-    const z = res.z.data as Float32Array;
-    const pre = (res.pre?.data as Float32Array | undefined) ?? a;
+    const s = this.sessions[l];
+    const x = f32(resid, [B, T, d]);
+    const { qkv } = await s.attnIn.run({ x });
+    const mixFeeds: Record<string, ort.Tensor> = { qkv, mask: inputs.get(`mask:${window}`)! };
+    if (rope) Object.assign(mixFeeds, { cos: inputs.get(`cos:${ropeKey(rope)}`)!, sin: inputs.get(`sin:${ropeKey(rope)}`)! });
+    const mix = await s.attnMix.run(mixFeeds);
+    cache.k.push(mix.k);
+    cache.v.push(mix.v);
+    const z = mix.z.data as Float32Array;
+    // Rows to split into heads: those recorded with heads, and those a head or bias patch hits.
     const isPart = (iv: Intervention) => /^(head|attn_bias)\./.test(iv.component) && parseComponent(iv.component).layer === l;
+    const wanted: { b: number; t: number; record: boolean }[] = [];
     for (let b = 0; b < B; b++) {
       const rows = !heads ? [] : out[b].positions ? [...Array(lengths[b]).keys()] : [lengths[b] - 1];
       const patched = [...patches[b].keys()].filter((t) => patches[b].get(t)!.some(isPart));
-      const all = [...new Set([...rows, ...patched])].sort((x, y) => x - y);
-      for (const t of all) {
-        const row = b * T + t;
-        const parts = this.attentionParts(l, z, pre, row, patches[b].get(t)?.filter(isPart) ?? []);
-        if (parts.patched) a.set(parts.out, row * d);
-        if (rows.includes(t)) this.recordParts(out[b], l, parts, t, lengths[b]);
-      }
-      if (this.weights.layers[l].attnPostNorm) out[b].attnPre.push(pre.slice((b * T + lengths[b] - 1) * d, (b * T + lengths[b]) * d));
+      for (const t of [...new Set([...rows, ...patched])].sort((u, v) => u - v)) wanted.push({ b, t, record: rows.includes(t) });
     }
+    const zRows = new Float32Array(wanted.length * H * dh);
+    wanted.forEach(({ b, t }, i) => zRows.set(z.subarray((b * T + t) * H * dh, (b * T + t + 1) * H * dh), i * H * dh));
+    const res = await s.attnOut.run({ z: mix.z, base: x, qs: f32(new Float32Array(d), [1, d]), zRows: f32(zRows, [wanted.length, H * dh]) });
+    const a = res.out.data as Float32Array;
+    const pre = (res.pre?.data as Float32Array | undefined) ?? a;
+    const headOut = res.heads.data as Float32Array;
+    wanted.forEach(({ b, t, record }, i) => {
+      const row = b * T + t;
+      const parts = this.attentionParts(l, headOut.subarray(i * H * d, (i + 1) * H * d), pre, row, patches[b].get(t)?.filter(isPart) ?? []);
+      if (parts.patched) a.set(parts.out, row * d);
+      if (record) this.recordParts(out[b], l, parts, t, lengths[b]);
+    });
+    if (this.layers[l].attnPostNorm) for (let b = 0; b < B; b++) out[b].attnPre.push(pre.slice((b * T + lengths[b] - 1) * d, (b * T + lengths[b]) * d));
     this.replaceRows(block.component, a, patches, T);
     return a;
   }
 
   /**
-   * One row of attention layer l split into its parts (each head's z_h W_O[h], then the output
-   * bias), with patched parts replaced. `sites` are the parts as an intervention replaces them,
-   * `components` what each adds to the residual (post-norm: site / s ⊙ g), `out` the layer's output.
+   * One row of attention layer l split into its parts (each head's z_h W_O[h] from `heads`
+   * [H, d], then the output bias), with patched parts replaced. `sites` are the parts as an
+   * intervention replaces them, `components` what each adds to the residual (post-norm:
+   * site / s ⊙ g), `out` the layer's output.
    */
-  private attentionParts(l: number, z: Float32Array, pre: Float32Array, row: number, patches: Intervention[]) {
+  private attentionParts(l: number, heads: Float32Array, pre: Float32Array, row: number, patches: Intervention[]) {
     const { nHeads: H, dModel: d } = this.spec;
-    const lw = this.weights.layers[l];
+    const lw = this.layers[l];
     const sites: Float32Array[] = [];
-    for (let h = 0; h < H; h++) sites.push(this.headOutput(l, h, z, row));
+    for (let h = 0; h < H; h++) sites.push(heads.slice(h * d, (h + 1) * d));
     sites.push(Float32Array.from(lw.bo ?? new Float32Array(d)));
     const preRow = pre.slice(row * d, (row + 1) * d);
     for (const iv of patches) {
@@ -284,7 +351,7 @@ export class HookedModel {
     const post = lw.attnPostNorm;
     if (!post) return { sites, components: sites, out: preRow, patched: patches.length > 0 };
     const scale = this.normScaleWith(preRow);
-    return { sites, components: sites.map((s) => scaleBy(s, scale, post.g)), out: scaleBy(preRow, scale, post.g), patched: patches.length > 0 };
+    return { sites, components: sites.map((v) => scaleBy(v, scale, post.g)), out: scaleBy(preRow, scale, post.g), patched: patches.length > 0 };
   }
 
   /** Record a row's heads and output bias as components (and their sites when they differ). */
@@ -326,22 +393,21 @@ export class HookedModel {
     });
   }
 
-  /** z_{l,h} W_O[h] at one row of z [N, H*dh]. */
-  headOutput(l: number, h: number, z: ArrayLike<number>, row: number): Float32Array {
-    const { nHeads: H, dHead: dh, dModel: d } = this.spec;
-    const wo = this.weights.layers[l].wo;
-    const out = new Float32Array(d);
-    for (let i = 0; i < dh; i++) {
-      const zi = z[row * H * dh + h * dh + i];
-      const wRow = (h * dh + i) * d;
-      for (let j = 0; j < d; j++) out[j] += zi * wo[wRow + j];
-    }
-    return out;
-  }
-
   /** Final norm and unembedding of residuals z [N, d]: raw logits [N, V]. */
   async logits(z: Float32Array, n: number): Promise<Float32Array> {
-    return (await this.unembedSession.run({ z: f32(z, [n, this.spec.dModel]) })).logits.data as Float32Array;
+    const { vocab: V, dModel: d } = this.spec;
+    const { wU, bU } = this.unembed;
+    const logits = new Float32Array(n * V);
+    const zs = f32(z.subarray(0, n * d), [n, d]);
+    // The vocabulary in chunks, so that a two-byte unembedding is widened a chunk at a time.
+    for (let v0 = 0; v0 < V; v0 += VOCAB_CHUNK) {
+      const v1 = Math.min(V, v0 + VOCAB_CHUNK);
+      const bias = bU ? bU.slice(v0, v1) : new Float32Array(v1 - v0);
+      const res = await this.feeder.run(this.unembedSession, [['wU', rowsOf(wU, v0, v1)]], { z: zs, bU: f32(bias, [v1 - v0]) });
+      const part = res.logits.data as Float32Array;
+      for (let r = 0; r < n; r++) logits.set(part.subarray(r * (v1 - v0), (r + 1) * (v1 - v0)), r * V + v0);
+    }
+    return logits;
   }
 
   /** σ(z): the final norm's scale (population variance for LayerNorm). */
@@ -370,7 +436,7 @@ export class HookedModel {
   async runMlp(l: number, x: Float32Array, n: number): Promise<Float32Array> {
     const d = this.spec.dModel;
     const rows = f32(x, [n, 1, d]);
-    const res = await this.mlpSessions[l].run({ x: rows, base: rows, qs: f32(new Float32Array(d), [1, d]) }, { out: null });
+    const res = await this.sessions[l].mlp.run({ x: rows, base: rows, qs: f32(new Float32Array(d), [1, d]) }, { out: null });
     return res.out.data as Float32Array;
   }
 
@@ -420,6 +486,7 @@ export class HookedModel {
     rows.forEach((r, k) => at[k] >= 0 && startingAt[r.start].push(k));
 
     const fixed = this.stepInputs(cache, groupPrompts, readout);
+    const noRows = f32(new Float32Array(0), [0, spec.nHeads * spec.dHead]);
     const de = rows.map(() => ({}) as Record<string, number>);
     const maxBlocks = Math.max(...plan.stages.map((s) => s.length));
     const bufs = Array.from({ length: maxBlocks + 1 }, () => new Float32Array(slots * P * d));
@@ -441,15 +508,16 @@ export class HookedModel {
       let base = cur;
       for (const block of plan.stages[s]) {
         const to = (base + 1) % bufs.length === cur ? (base + 2) % bufs.length : (base + 1) % bufs.length;
+        const s = this.sessions[block.layer];
         if (block.kind === 'attn') {
           const l = block.layer;
-          const step = await this.attentionStep(l, heads);
-          const feeds = { ...fixed.common, ...fixed.layer[l], x: view(cur), base: view(base), pastK: cache.k[l], pastV: cache.v[l] };
-          const res = await step.run(feeds, { resid: view(to), de: null, ...(heads ? { deHeads: null } : {}) });
+          const { qkv } = await s.attnIn.run({ x: view(cur) });
+          const { z } = await s.attnStepMix.run({ qkv, prompt: fixed.prompt, ...fixed.layer[l], pastK: cache.k[l], pastV: cache.v[l] });
+          const res = await s.attnOut.run({ z, base: view(base), qs: fixed.qs, zRows: noRows }, { resid: view(to), de: null, deHeads: null });
           record([block.component], res.de.data as Float32Array);
           if (heads) record([...Array(spec.nHeads).keys()].map((h) => headName(l, h)), res.deHeads.data as Float32Array);
         } else {
-          const res = await this.mlpSessions[block.layer].run({ x: view(cur), base: view(base), qs: fixed.common.qs }, { resid: view(to), de: null });
+          const res = await s.mlp.run({ x: view(cur), base: view(base), qs: fixed.qs }, { resid: view(to), de: null });
           record([block.component], res.de.data as Float32Array);
         }
         base = to;
@@ -460,15 +528,14 @@ export class HookedModel {
     return rows.map((r, k) => ({ z: at[k] < 0 ? r.resid : final.slice(at[k] * d, (at[k] + 1) * d), de: de[k] }));
   }
 
-  /** The attention step's per-group inputs: prompt index, readout, and per layer its mask, rotary tables and head readouts. */
+  /** The attention step's per-group inputs: prompt index, readout, and per layer its mask and rotary tables. */
   private stepInputs(cache: KVCache, groupPrompts: number[], readout: Float32Array[]) {
     const { spec } = this;
-    const { dModel: d, nHeads: H, dHead: dh } = spec;
+    const d = spec.dModel;
     const P = groupPrompts.length;
     const T = cache.T;
     const qs = new Float32Array(P * d);
     groupPrompts.forEach((p, i) => qs.set(readout[p], i * d));
-    const common: Record<string, ort.Tensor> = { prompt: i64(BigInt64Array.from(groupPrompts.map(BigInt)), [P]), qs: f32(qs, [P, d]) };
     const masks = new Map<number | null, ort.Tensor>();
     const ropes = new Map<string, Record<string, ort.Tensor>>();
     const maskFor = (w: number | null) => {
@@ -493,31 +560,17 @@ export class HookedModel {
       }
       return ropes.get(key)!;
     };
-    const layer = spec.layers.map(({ window, rope }, l) => {
-      const feeds: Record<string, ort.Tensor> = { mask: maskFor(window), ...(rope ? ropeFor(rope) : {}) };
-      // Head h's readout through the output projection: W_O[h] (g ⊙ r), g the post-norm's gain if any.
-      const lw = this.weights.layers[l];
-      const u = new Float32Array(P * H * dh);
-      groupPrompts.forEach((p, i) => {
-        const r = lw.attnPostNorm ? readout[p].map((v, j) => v * lw.attnPostNorm!.g[j]) : readout[p];
-        for (let row = 0; row < H * dh; row++) {
-          let s = 0;
-          for (let j = 0; j < d; j++) s += lw.wo[row * d + j] * r[j];
-          u[i * H * dh + row] = s;
-        }
-      });
-      feeds.u = f32(u, [P, H * dh]);
-      return feeds;
-    });
-    return { common, layer };
+    return {
+      prompt: i64(BigInt64Array.from(groupPrompts.map(BigInt)), [P]),
+      qs: f32(qs, [P, d]),
+      layer: spec.layers.map(({ window, rope }) => ({ mask: maskFor(window), ...(rope ? ropeFor(rope) : {}) })),
+    };
   }
+}
 
-  /** Session for one attention block run at a single new position per row, with or without per-head readouts (built on first use). */
-  private async attentionStep(l: number, heads: boolean): Promise<Session> {
-    const sessions = heads ? this.headStepSessions : this.stepSessions;
-    if (!sessions[l]) sessions[l] = await createSession(attentionStepGraph(this.spec, this.weights.layers[l], l, heads), this.engine);
-    return sessions[l];
-  }
+/** What an intervention on `name` replaces in this run: the component, or a post-norm head's pre-norm output. */
+export function interventionSite(acts: CleanLast, name: string): Float32Array {
+  return acts.sites.get(name) ?? acts.components.get(name)!;
 }
 
 function validateSpec(spec: ArchSpec, path: string): void {
@@ -526,9 +579,15 @@ function validateSpec(spec: ArchSpec, path: string): void {
   if (!Number.isInteger(spec.dHead)) throw new HydraError(`${path}: hidden size ${spec.dModel} is not divisible by ${spec.nHeads} heads`);
 }
 
-/** What an intervention on `name` replaces in this run: the component, or a post-norm head's pre-norm output. */
-export function interventionSite(acts: CleanLast, name: string): Float32Array {
-  return acts.sites.get(name) ?? acts.components.get(name)!;
+/** The small tensors of a layer: everything but its matrices. */
+function vectorsOf(lw: LayerWeights): LayerVectors {
+  const { wq, wk, wv, wo, wUp, wGate, wDown, ...vectors } = lw;
+  void [wq, wk, wv, wo, wUp, wGate, wDown];
+  return vectors;
+}
+
+function layerMatrices(lw: LayerWeights): Matrix[] {
+  return [lw.wq, lw.wk, lw.wv, lw.wo, lw.wUp, lw.wDown, ...(lw.wGate ? [lw.wGate] : [])];
 }
 
 export function addInto(a: Float32Array, b: Float32Array): void {

@@ -1,6 +1,6 @@
 import { archDefaults, type ArchSpec } from '../engine/spec.js';
 import { HydraError } from '../io/errors.js';
-import { activationOf, bool, linear, NO_EXTRA_NORMS, normWeights, num, optNum, sameLayers, unembedding, type Family } from './family.js';
+import { activationOf, bool, linear, table, NO_EXTRA_NORMS, normWeights, num, optNum, sameLayers, unembedding, type Family } from './family.js';
 
 /** OPT (pre-norm, do_layer_norm_before): learned positions offset by 2, ReLU MLP, biases everywhere. */
 export const opt: Family = {
@@ -37,7 +37,7 @@ export const opt: Family = {
     const { dModel: d, dMlp: f, vocab: V } = spec;
     const bias = bool(config, 'enable_bias', true);
     const b = (name: string, n: number) => (bias ? store.get(name, [n], 'hidden_size') : null);
-    const layers = [...Array(spec.nLayers).keys()].map((l) => {
+    const layer = (l: number) => {
       const p = `model.decoder.layers.${l}`;
       const a = `${p}.self_attn`;
       return {
@@ -58,13 +58,13 @@ export const opt: Family = {
         wDown: linear(store, `${p}.fc2.weight`, f, d, 'ffn_dim'),
         bDown: b(`${p}.fc2.bias`, d),
       };
-    });
-    const wte = store.get('model.decoder.embed_tokens.weight', [V, d], 'vocab_size, hidden_size');
+    };
+    const wte = table(store, 'model.decoder.embed_tokens.weight', V, d, 'vocab_size, hidden_size');
     return {
       wte,
       // Rows 0 and 1 of OPT's position table are never used: position t reads row t + 2.
-      wpe: store.get('model.decoder.embed_positions.weight', [spec.nCtx + 2, d], 'max_position_embeddings + 2, hidden_size'),
-      layers,
+      wpe: table(store, 'model.decoder.embed_positions.weight', spec.nCtx + 2, d, 'max_position_embeddings + 2, hidden_size'),
+      layer,
       lnF: normWeights(store, 'model.decoder.final_layer_norm', d, true),
       wU: unembedding(store, config, wte, true, V, d),
       bU: null,

@@ -1,6 +1,6 @@
 import { HydraError } from '../io/errors.js';
 import type { RopeScaling } from '../engine/spec.js';
-import { linear, linearParts, normWeights, NO_EXTRA_NORMS, num, optNum, unembedding, type Family, type HfConfig } from './family.js';
+import { linear, linearParts, table, normWeights, NO_EXTRA_NORMS, num, optNum, unembedding, type Family, type HfConfig } from './family.js';
 import { layerWindows, llamaArch } from './llama.js';
 
 /**
@@ -18,7 +18,7 @@ export const phi3: Family = {
   },
   weights: (store, spec, config) => {
     const { dModel: d, dMlp: f, vocab: V, nHeads: H, nKvHeads: KV, dHead: dh } = spec;
-    const layers = [...Array(spec.nLayers).keys()].map((l) => {
+    const layer = (l: number) => {
       const p = `model.layers.${l}`;
       const [wq, wk, wv] = linearParts(store, `${p}.self_attn.qkv_proj.weight`, d, [H * dh, KV * dh, KV * dh], '(heads + 2 × kv heads) × head_dim');
       const [wGate, wUp] = linearParts(store, `${p}.mlp.gate_up_proj.weight`, d, [f, f], '2 × intermediate_size');
@@ -33,9 +33,9 @@ export const phi3: Family = {
         wDown: linear(store, `${p}.mlp.down_proj.weight`, f, d, 'intermediate_size'),
         bDown: null,
       };
-    });
-    const wte = store.get('model.embed_tokens.weight', [V, d], 'vocab_size, hidden_size');
-    return { wte, wpe: null, layers, lnF: normWeights(store, 'model.norm', d, false), wU: unembedding(store, config, wte, false, V, d), bU: null };
+    };
+    const wte = table(store, 'model.embed_tokens.weight', V, d, 'vocab_size, hidden_size');
+    return { wte, wpe: null, layer, lnF: normWeights(store, 'model.norm', d, false), wU: unembedding(store, config, wte, false, V, d), bU: null };
   },
 };
 

@@ -1,4 +1,4 @@
-import type { ArchSpec, ModelWeights, NormWeights } from '../engine/spec.js';
+import type { ArchSpec, LayerVectors, NormWeights } from '../engine/spec.js';
 import { attnBiasName, attnName, blockName, EMBED, headName, layerComponents, type Component } from './components.js';
 
 /**
@@ -60,7 +60,7 @@ export class ResidualPlan {
 
   constructor(
     readonly spec: ArchSpec,
-    private readonly weights: ModelWeights,
+    private readonly layers: LayerVectors[],
   ) {
     this.stages = [];
     for (let l = 0; l < spec.nLayers; l++) {
@@ -94,7 +94,7 @@ export class ResidualPlan {
   /** The parts of attention layer l: its heads, then its output bias where it has one. */
   parts(l: number): string[] {
     const heads = [...Array(this.spec.nHeads).keys()].map((h) => headName(l, h));
-    return this.weights.layers[l].bo ? [...heads, attnBiasName(l)] : heads;
+    return this.layers[l].bo ? [...heads, attnBiasName(l)] : heads;
   }
 
   /** The layer partition (embed, attn.0, mlp.0, ...): the components that sum to z. */
@@ -140,7 +140,7 @@ export class ResidualPlan {
    */
   private rebuildAttention(clean: CleanLast, l: number, patches: Patch[], values: Map<string, Float32Array>): void {
     const d = this.spec.dModel;
-    const post = this.weights.layers[l].attnPostNorm;
+    const post = this.layers[l].attnPostNorm;
     const site = (name: string) => clean.sites.get(name) ?? clean.components.get(name)!;
     const pre = Float32Array.from(post ? clean.attnPre[l] : clean.components.get(attnName(l))!);
     for (const p of patches) {

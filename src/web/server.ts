@@ -188,7 +188,7 @@ class Explorer {
     const { text, ids } = this.encode(body);
     const { model } = this.opts;
     const clean = (await this.queue.run(() => model.forward([ids], { heads: true }))).prompts[0];
-    const de = directEffect(new Readout(model), clean);
+    const de = await directEffect(new Readout(model), clean);
     const p = softmax(clean.logits);
     const tokenText = (id: number) => model.tokenizer?.tokenText(id) ?? String(id);
     const result: PromptResult = { index: 0, ids, token: clean.token, sigma: clean.sigma, pi_hat: centredLogit(clean.logits, clean.token), de, ablations: {} };
