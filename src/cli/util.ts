@@ -6,13 +6,14 @@ import { toJson } from '../io/json.js';
 
 export { toJson };
 import { defaultModelDir, packageRoot } from '../io/paths.js';
-import { HookedModel } from '../models/model.js';
+import { HookedModel, type WeightsDtype } from '../models/model.js';
 
 /** The options every model-loading subcommand shares (see addModelOptions). */
 export interface ModelOptions {
   /** A model directory or a Hugging Face Hub repo id ("org/name[@revision]"). */
   model?: string;
   threads?: number;
+  weightsDtype?: WeightsDtype;
   offline?: boolean;
   cacheDir?: string;
 }
@@ -55,6 +56,7 @@ export function addModelOptions(cmd: Command): Command {
       ),
     )
     .option('--threads <n>', 'CPU threads per operator (default: all cores)', positiveInt('--threads'))
+    .addOption(new Option('--weights-dtype <dtype>', "hold the weights as float32, bfloat16 or float16 (default: the checkpoint's own; float32 trades memory for speed)").choices(['float32', 'bfloat16', 'float16']))
     .option('--offline', 'use only the local Hugging Face cache, never the network')
     .option('--cache-dir <dir>', 'Hugging Face cache directory (default: $HYDRA_CACHE, $HF_HUB_CACHE, $HF_HOME/hub or ~/.cache/huggingface/hub)');
 }
@@ -65,6 +67,7 @@ export async function loadModelFromOptions(opts: ModelOptions): Promise<HookedMo
   if (model.trim() === '') throw new HydraError('--model is empty; give a model directory or a Hub repo id');
   return HookedModel.load(model, {
     threads: opts.threads,
+    weightsDtype: opts.weightsDtype,
     offline: opts.offline ? true : undefined,
     cacheDir: opts.cacheDir,
     onProgress: (msg) => process.stderr.write(`hydra: ${msg}\n`),

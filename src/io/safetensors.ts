@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { HydraError } from './errors.js';
-import { firstNonFinite, type Matrix, type WeightDType } from './matrix.js';
+import { DTYPE_SIZE, firstNonFinite, toDType, type Matrix, type WeightDType } from './matrix.js';
 
 /**
  * Reads Hugging Face safetensors weights: one `model.safetensors`, or shards listed
@@ -102,9 +102,11 @@ export class WeightStore {
   private constructor(
     readonly dir: string,
     private readonly entries: Map<string, TensorEntry>,
+    /** Convert every matrix to this dtype as it is read (null: keep each tensor's own). */
+    private readonly dtype: WeightDType | null,
   ) {}
 
-  static open(dir: string): WeightStore {
+  static open(dir: string, dtype: WeightDType | null = null): WeightStore {
     const single = path.join(dir, 'model.safetensors');
     const index = path.join(dir, 'model.safetensors.index.json');
     const entries = new Map<string, TensorEntry>();
@@ -130,7 +132,7 @@ export class WeightStore {
     } else {
       throw new HydraError(`${dir}: no model.safetensors or model.safetensors.index.json found; point --model at a Hugging Face model directory`);
     }
-    return new WeightStore(dir, entries);
+    return new WeightStore(dir, entries, dtype);
   }
 
   names(): string[] {
@@ -167,7 +169,18 @@ export class WeightStore {
         : { dtype: e.dtype as WeightDType, rows: shape[0], cols: shape[1], layout, data: new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength) };
     const bad = firstNonFinite(m);
     if (bad >= 0) throw new HydraError(`${e.file}: tensor '${name}' holds a non-finite value (NaN or infinity) at element ${bad}; the weights are corrupt`);
-    return m;
+    return this.dtype ? toDType(m, this.dtype) : m;
+  }
+
+  /** Bytes the float tensors take at `dtype` (each tensor's own where null): what loading them will hold. */
+  floatBytes(dtype: WeightDType | null = this.dtype): number {
+    let n = 0;
+    for (const e of this.entries.values()) {
+      if (!FLOAT_DTYPES.has(e.dtype)) continue;
+      const numel = e.shape.reduce((a, b) => a * b, 1);
+      n += numel * (dtype ? DTYPE_SIZE[dtype] : e.dtype === 'F64' ? 4 : DTYPE_SIZE[e.dtype as WeightDType]);
+    }
+    return n;
   }
 
   /** The entry of a float tensor of the expected shape, or an error naming what is wrong. */

@@ -2,7 +2,8 @@ import { attnInGraph, attnMixGraph, attnOutGraph, attnStepMixGraph, mlpGraph, un
 import { ropeKey, ropeTables } from '../engine/rope.js';
 import { createBlock, createSession, f32, i64, ort, WeightFeeder, type Block, type EngineOptions, type Session } from '../engine/runtime.js';
 import type { ArchSpec, LayerVectors, LayerWeights, ModelWeights, NormWeights, RopeSpec } from '../engine/spec.js';
-import { entryMoments, matrixBytes, meanRow, rowsOf, rowValues, type Matrix } from '../io/matrix.js';
+import os from 'node:os';
+import { entryMoments, matrixBytes, meanRow, rowsOf, rowValues, type Matrix, type WeightDType } from '../io/matrix.js';
 import { HydraError } from '../io/errors.js';
 import { resolveModel, type ResolvedModel, type ResolveOptions } from '../io/hub.js';
 import { WeightStore } from '../io/safetensors.js';
@@ -11,7 +12,22 @@ import { attnBiasName, headName, layerComponents, parseComponent } from './compo
 import { ResidualPlan, scaleBy, type BlockStep, type CleanLast } from './plan.js';
 import { familyFor, readConfig } from './registry.js';
 
-export interface LoadOptions extends EngineOptions, ResolveOptions {}
+export type WeightsDtype = 'float32' | 'bfloat16' | 'float16';
+export const WEIGHTS_DTYPES: Record<WeightsDtype, WeightDType> = { float32: 'F32', bfloat16: 'BF16', float16: 'F16' };
+
+export interface LoadOptions extends EngineOptions, ResolveOptions {
+  /**
+   * Hold the weights in this dtype (default: each tensor's own, as the checkpoint stores it).
+   * float32 costs twice the memory of a two-byte checkpoint and saves widening them at each
+   * run; narrowing a float32 checkpoint rounds its weights (a slightly different model).
+   */
+  weightsDtype?: WeightsDtype;
+  /** Bytes the model may use (default: the memory the system has available now). */
+  memoryLimit?: number;
+}
+
+/** Node, onnxruntime and a forward pass's activations, beyond the weights (measured: ~0.15–0.3 GB). */
+const BASE_BYTES = 0.3 * 2 ** 30;
 
 /** Everything read out of one prompt's clean run, at its last position unless noted. */
 export interface PromptActivations extends CleanLast {
@@ -128,7 +144,11 @@ export class HookedModel {
     const family = familyFor(config);
     const spec = family.arch(config);
     validateSpec(spec, config._path);
-    const weights = family.weights(WeightStore.open(source.dir), spec, config);
+    if (opts.weightsDtype !== undefined && !(opts.weightsDtype in WEIGHTS_DTYPES))
+      throw new HydraError(`weightsDtype '${String(opts.weightsDtype)}' is not one of ${Object.keys(WEIGHTS_DTYPES).join(', ')}`);
+    const store = WeightStore.open(source.dir, opts.weightsDtype ? WEIGHTS_DTYPES[opts.weightsDtype] : null);
+    checkMemory(spec, store, opts);
+    const weights = family.weights(store, spec, config);
     const tokenizer = hasTokenizer(source.dir) ? await loadTokenizer(source.dir) : null;
     const { wte, wpe, wU, bU, lnF } = weights;
     let bytes = matrixBytes(wU) + (wte === wU ? 0 : matrixBytes(wte)) + (wpe ? matrixBytes(wpe) : 0);
@@ -571,6 +591,25 @@ export class HookedModel {
 /** What an intervention on `name` replaces in this run: the component, or a post-norm head's pre-norm output. */
 export function interventionSite(acts: CleanLast, name: string): Float32Array {
   return acts.sites.get(name) ?? acts.components.get(name)!;
+}
+
+/**
+ * Refuse, before reading any weight, a model that cannot fit: its weights at the chosen
+ * dtype, the widening scratch (two-byte weights: the largest run's matrices in float32),
+ * and the base cost, against the memory available.
+ */
+function checkMemory(spec: ArchSpec, store: WeightStore, opts: LoadOptions): void {
+  const weights = store.floatBytes();
+  const narrow = weights < store.floatBytes('F32');
+  const { dModel: d, dMlp: f, nHeads: H, nKvHeads: KV, dHead: dh } = spec;
+  const scratch = narrow ? 4 * Math.max(3 * d * f, (H + 2 * KV) * dh * d, VOCAB_CHUNK * d) : 0;
+  const need = weights + scratch + BASE_BYTES;
+  const limit = opts.memoryLimit ?? os.freemem();
+  if (need > limit) {
+    const gb = (b: number) => `${(b / 2 ** 30).toFixed(1)} GB`;
+    const hint = narrow || opts.weightsDtype === 'float32' ? '' : '; weights held in bfloat16 (weightsDtype, --weights-dtype) need half the memory';
+    throw new HydraError(`the model needs about ${gb(need)} (${gb(weights)} of weights${scratch ? `, ${gb(scratch)} scratch` : ''}) but only ${gb(limit)} is available${hint}`);
+  }
 }
 
 function validateSpec(spec: ArchSpec, path: string): void {

@@ -1,0 +1,66 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { WeightStore, writeSafetensors } from '../src/io/safetensors.js';
+import { HookedModel } from '../src/models/model.js';
+import { fixtureModelDir, loadGolden, maxAbsDiff, rejectsWith, tmpDir } from './helpers.js';
+
+/** A copy of a fixture model with every tensor stored as `dtype`. */
+function asDtype(name: string, dtype: 'BF16' | 'F16'): string {
+  const src = fixtureModelDir(name);
+  const dir = tmpDir(`hydra-${dtype}-`);
+  fs.copyFileSync(path.join(src, 'config.json'), path.join(dir, 'config.json'));
+  const store = WeightStore.open(src);
+  const tensors = Object.fromEntries(store.names().map((n) => [n, { shape: store.entry(n)!.shape, data: store.get(n, store.entry(n)!.shape) }]));
+  writeSafetensors(path.join(dir, 'model.safetensors'), tensors, dtype);
+  return dir;
+}
+
+function parameters(dir: string): number {
+  const store = WeightStore.open(dir);
+  return store.names().reduce((s, n) => s + store.entry(n)!.shape.reduce((a, b) => a * b, 1), 0);
+}
+
+for (const dtype of ['BF16', 'F16'] as const) {
+  test(`a ${dtype} checkpoint is held at two bytes a parameter, and float32 on request gives the same numbers`, async () => {
+    const dir = asDtype('tiny-llama-gqa', dtype);
+    const model = await HookedModel.load(dir, { threads: 1 });
+    // Every matrix the model holds (embedding, unembedding, every layer's) at two bytes; norms and biases are not matrices.
+    const store = WeightStore.open(dir);
+    const vectors = store.names().filter((n) => store.entry(n)!.shape.length === 1).reduce((s, n) => s + store.entry(n)!.shape[0], 0);
+    assert.equal(model.weightBytes, 2 * (parameters(dir) - vectors));
+    assert.equal(model.unembed.wU.dtype, dtype);
+    const wide = await HookedModel.load(dir, { threads: 1, weightsDtype: 'float32' });
+    assert.equal(wide.weightBytes, 2 * model.weightBytes);
+    const ids = loadGolden('tiny-llama-gqa').prompts.slice(0, 3).map((p: { ids: number[] }) => p.ids);
+    const [a, b] = [await model.forward(ids, { heads: true }), await wide.forward(ids, { heads: true })];
+    a.prompts.forEach((p, n) => {
+      // Widening two-byte values is exact: the same float32 arithmetic on the same values.
+      assert.equal(maxAbsDiff(p.logits, b.prompts[n].logits), 0);
+      for (const [c, v] of p.components) assert.equal(maxAbsDiff(v, b.prompts[n].components.get(c)!), 0, c);
+    });
+  });
+}
+
+test('float32 checkpoints are held once at four bytes; narrowing on request rounds the weights', async () => {
+  const dir = fixtureModelDir('tiny-gpt2');
+  const model = await HookedModel.load(dir, { threads: 1 });
+  const store = WeightStore.open(dir);
+  const matrices = store.names().filter((n) => store.entry(n)!.shape.length === 2);
+  // GPT-2 ties its unembedding to the token embedding: one table, counted once.
+  assert.equal(model.weightBytes, 4 * matrices.reduce((s, n) => s + store.entry(n)!.shape[0] * store.entry(n)!.shape[1], 0));
+  const narrow = await HookedModel.load(dir, { threads: 1, weightsDtype: 'bfloat16' });
+  assert.equal(narrow.weightBytes, model.weightBytes / 2);
+  const ids = [loadGolden('tiny-gpt2').prompts[0].ids];
+  const d = maxAbsDiff((await model.forward(ids)).prompts[0].logits, (await narrow.forward(ids)).prompts[0].logits);
+  assert.ok(d > 0 && d < 0.05, `rounded to bfloat16, the logits move a little: ${d}`);
+});
+
+test('a model too big for the memory available is refused before loading, naming the need, the memory and the two-byte option', async () => {
+  await rejectsWith(
+    HookedModel.load(fixtureModelDir('tiny-gpt2'), { memoryLimit: 1e6 }),
+    /needs about 0\.3 GB \(0\.0 GB of weights\) but only 0\.0 GB is available; weights held in bfloat16 \(weightsDtype, --weights-dtype\) need half the memory/,
+  );
+  await rejectsWith(HookedModel.load(fixtureModelDir('tiny-gpt2'), { weightsDtype: 'int8' as never }), /weightsDtype 'int8' is not one of float32, bfloat16, float16/);
+});
