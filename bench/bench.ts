@@ -1,7 +1,10 @@
 /**
- * `npm run bench [-- --json] [-- --shape gpt2-small|llama-1b] [-- --prompts N]`
+ * `npm run bench [-- --json] [-- --shape gpt2-small|llama-1b|qwen2.5-0.5b|mistral-7b] [-- --prompts N]`
  *
- * Times the resample-ablation sweep (S = 15, every attention and MLP layer) on a seeded
+ * qwen2.5-0.5b and mistral-7b (bf16, mistral-7b sharded) measure memory and load time:
+ * see loadBench. The other shapes time the sweep:
+ *
+ * the resample-ablation sweep (S = 15, every attention and MLP layer) on a seeded
  * random model of a real shape by running `runSweep`, the code behind `hydra sweep`,
  * results written to a DuckDB file in a temporary folder included, against the
  * machine's own float32 GEMM peak measured in the same run with the same thread
@@ -182,8 +185,93 @@ function installProfiler(): Map<string, { n: number; s: number }> {
   return stats;
 }
 
+/** Shapes measured by loading and one analysis, not a sweep (memory and load time are the question). */
+const LOAD_SHAPES: BenchShape[] = ['qwen2.5-0.5b', 'mistral-7b'];
+
+/** Seconds to read every safetensors file of a model directory once, sequentially (page cache as it is). */
+function readTime(dir: string): { seconds: number; bytes: number } {
+  const files = fs.readdirSync(dir).filter((f) => f.endsWith('.safetensors'));
+  const buf = Buffer.alloc(1 << 26);
+  let bytes = 0;
+  const t = now();
+  for (const f of files) {
+    const fd = fs.openSync(path.join(dir, f), 'r');
+    let n: number;
+    while ((n = fs.readSync(fd, buf, 0, buf.length, null)) > 0) bytes += n;
+    fs.closeSync(fd);
+  }
+  return { seconds: now() - t, bytes };
+}
+
+/**
+ * Load a big model and run one analysis on it: for mistral-7b the equivalent of `hydra
+ * profile` on one known_1000 prompt (every attention and MLP layer ablated, S = 15
+ * resample patches from a 16-prompt pool), for qwen2.5-0.5b one forward pass of the
+ * prompt. Reports peak RSS against the checkpoint's size, load time against the time to
+ * read the files.
+ */
+async function loadBench(args: Args): Promise<void> {
+  const tStart = now();
+  const dir = ensureBenchModel(args.shape, log);
+  const tGen = now() - tStart;
+  const read = readTime(dir);
+  const tok = await loadTokenizer(gpt2TokenizerDir);
+  const data = JSON.parse(fs.readFileSync(known1000Path, 'utf8')) as { prompt: string }[];
+  const t0 = now();
+  const model = await HookedModel.load(dir, { threads: args.threads, offline: true });
+  const tLoad = now() - t0;
+  const rssLoad = process.memoryUsage().rss;
+  const spec = model.spec;
+  const pool = data.slice(0, SAMPLES + 2).map((r) => tok.encode(r.prompt).map((t) => t % spec.vocab));
+  const target = pool.length - 1;
+  let work: string;
+  const t1 = now();
+  if (args.shape === 'mistral-7b') {
+    // Prompt 16 is analysed; prompts 0..15 are the pool its resample patches come from.
+    const sources = pool.map((_, i) => [...Array(pool.length).keys()].filter((j) => j !== i).slice(0, SAMPLES));
+    const skip = new Set([...Array(target).keys()]);
+    const targets = defaultTargets(model, false);
+    await analyze(model, pool, { kind: 'resample', samples: SAMPLES, sources, skip, targets });
+    work = `profile: ${targets.length} targets × ${SAMPLES} patches on one ${pool[target].length}-token prompt`;
+  } else {
+    await model.forward([pool[target]]);
+    work = `forward of one ${pool[target].length}-token prompt`;
+  }
+  const tWork = now() - t1;
+  const peak = process.resourceUsage().maxRSS * 1024;
+  const limit = 1.15 * read.bytes + 0.4 * 2 ** 30;
+  const gb = (b: number) => round(b / 2 ** 30, 2);
+  const result = {
+    shape: args.shape,
+    checkpoint_gb: gb(read.bytes),
+    weight_bytes: model.weightBytes,
+    read_s: round(read.seconds, 1),
+    load_s: round(tLoad, 1),
+    load_over_read: round(tLoad / read.seconds, 2),
+    rss_after_load_gb: gb(rssLoad),
+    peak_rss_gb: gb(peak),
+    rss_over_weights: round(peak / read.bytes, 3),
+    rss_target_gb: gb(limit),
+    rss_target_met: peak <= limit,
+    work_s: round(tWork, 1),
+  };
+  const rows: [string, string][] = [
+    ['shape', `${args.shape} (${spec.nLayers}×${spec.dModel}, vocab ${spec.vocab}), ${result.checkpoint_gb} GB checkpoint`],
+    ['model generation (first use)', `${tGen.toFixed(1)} s`],
+    ['reading the checkpoint', `${result.read_s} s`],
+    ['model load', `${result.load_s} s (${result.load_over_read}× the read)`],
+    ['RSS after load', `${result.rss_after_load_gb} GB`],
+    [work, `${result.work_s} s`],
+    ['peak RSS', `${result.peak_rss_gb} GB = ${result.rss_over_weights} × the checkpoint (target ≤ ${result.rss_target_gb} GB: ${result.rss_target_met ? 'met' : 'NOT met'})`],
+  ];
+  const w = Math.max(...rows.map((r) => r[0].length));
+  for (const [k, v] of rows) console.log(`${k.padEnd(w)}  ${v}`);
+  if (args.json) console.log(JSON.stringify(result));
+}
+
 async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
+  if (LOAD_SHAPES.includes(args.shape)) return loadBench(args);
   const tStart = now();
   const dir = ensureBenchModel(args.shape, log);
   const tGen = now() - tStart;
@@ -265,6 +353,8 @@ async function main(): Promise<void> {
     speedup: round(fastRate / naiveRate, 1),
     projected_full_sweep_s: round((FULL_SWEEP_PROMPTS * fastS) / prompts.length, 1),
     rss_mb: round(process.resourceUsage().maxRSS / 1024, 0),
+    weight_bytes: model.weightBytes,
+    rss_over_weights: round((process.resourceUsage().maxRSS * 1024) / model.weightBytes, 2),
   };
 
   const rows: [string, string][] = [
@@ -281,7 +371,7 @@ async function main(): Promise<void> {
     ['naive runs/s', `${result.naive_runs_per_s} (${naiveRuns} runs in ${naiveTime.toFixed(2)} s)`],
     ['speedup fast/naive', `${result.speedup}×`],
     [`projected sweep (${FULL_SWEEP_PROMPTS} prompts)`, `${result.projected_full_sweep_s} s`],
-    ['peak RSS', `${result.rss_mb} MB`],
+    ['peak RSS', `${result.rss_mb} MB (${result.rss_over_weights} × the ${(model.weightBytes / 2 ** 20).toFixed(0)} MB of weights)`],
   ];
   const w = Math.max(...rows.map((r) => r[0].length));
   for (const [k, v] of rows) console.log(`${k.padEnd(w)}  ${v}`);

@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { writeSafetensors } from '../src/io/safetensors.js';
+import { encode } from '../src/io/matrix.js';
 import { packageRoot } from '../src/io/paths.js';
 
 /**
@@ -11,14 +11,42 @@ import { packageRoot } from '../src/io/paths.js';
  * cost of every operator are those of the real model.
  */
 
-export type BenchShape = 'gpt2-small' | 'llama-1b';
-export const SHAPES: BenchShape[] = ['gpt2-small', 'llama-1b'];
+export type BenchShape = 'gpt2-small' | 'llama-1b' | 'qwen2.5-0.5b' | 'mistral-7b';
+export const SHAPES: BenchShape[] = ['gpt2-small', 'llama-1b', 'qwen2.5-0.5b', 'mistral-7b'];
 
 interface ShapeDef {
   config: Record<string, unknown>;
-  /** Storage dtype: bf16 halves the disk of the 1B model (the loader converts to f32). */
+  /** Storage dtype, as the published checkpoints of the shape (the model holds it as stored). */
   dtype: 'F32' | 'BF16';
+  /** Shard the checkpoint (model.safetensors.index.json) at about this many bytes a file. */
+  shardBytes?: number;
   tensors: () => [string, number[], Init][];
+}
+
+/** The tensors of a Llama-lineage checkpoint (Llama, Mistral, Qwen2) in Hugging Face layout. */
+function llamaTensors(o: { d: number; f: number; layers: number; heads: number; kvHeads: number; dh: number; vocab: number; tied: boolean; qkvBias: boolean }): [string, number[], Init][] {
+  const { d, f, dh } = o;
+  const q = o.heads * dh;
+  const kv = o.kvHeads * dh;
+  const out: [string, number[], Init][] = [['model.embed_tokens.weight', [o.vocab, d], normal]];
+  for (let l = 0; l < o.layers; l++) {
+    const p = `model.layers.${l}`;
+    out.push(
+      [`${p}.input_layernorm.weight`, [d], gain],
+      [`${p}.self_attn.q_proj.weight`, [q, d], normal],
+      [`${p}.self_attn.k_proj.weight`, [kv, d], normal],
+      [`${p}.self_attn.v_proj.weight`, [kv, d], normal],
+      ...(o.qkvBias ? ([[`${p}.self_attn.q_proj.bias`, [q], bias], [`${p}.self_attn.k_proj.bias`, [kv], bias], [`${p}.self_attn.v_proj.bias`, [kv], bias]] as [string, number[], Init][]) : []),
+      [`${p}.self_attn.o_proj.weight`, [d, q], normal],
+      [`${p}.post_attention_layernorm.weight`, [d], gain],
+      [`${p}.mlp.gate_proj.weight`, [f, d], normal],
+      [`${p}.mlp.up_proj.weight`, [f, d], normal],
+      [`${p}.mlp.down_proj.weight`, [d, f], normal],
+    );
+  }
+  out.push(['model.norm.weight', [d], gain]);
+  if (!o.tied) out.push(['lm_head.weight', [o.vocab, d], normal]);
+  return out;
 }
 
 type Init = { kind: 'normal'; std: number } | { kind: 'gain' } | { kind: 'bias' };
@@ -112,6 +140,49 @@ const DEFS: Record<BenchShape, ShapeDef> = {
       return out;
     },
   },
+  'qwen2.5-0.5b': {
+    dtype: 'BF16',
+    config: {
+      model_type: 'qwen2',
+      architectures: ['Qwen2ForCausalLM'],
+      hidden_size: 896,
+      num_hidden_layers: 24,
+      num_attention_heads: 14,
+      num_key_value_heads: 2,
+      intermediate_size: 4864,
+      vocab_size: 151936,
+      max_position_embeddings: 32768,
+      rms_norm_eps: 1e-6,
+      rope_theta: 1000000,
+      hidden_act: 'silu',
+      tie_word_embeddings: true,
+      torch_dtype: 'bfloat16',
+    },
+    tensors: () => llamaTensors({ d: 896, f: 4864, layers: 24, heads: 14, kvHeads: 2, dh: 64, vocab: 151936, tied: true, qkvBias: true }),
+  },
+  'mistral-7b': {
+    dtype: 'BF16',
+    shardBytes: 5e9,
+    config: {
+      model_type: 'mistral',
+      architectures: ['MistralForCausalLM'],
+      hidden_size: 4096,
+      num_hidden_layers: 32,
+      num_attention_heads: 32,
+      num_key_value_heads: 8,
+      head_dim: 128,
+      intermediate_size: 14336,
+      vocab_size: 32000,
+      max_position_embeddings: 32768,
+      rms_norm_eps: 1e-5,
+      rope_theta: 1000000,
+      sliding_window: null,
+      hidden_act: 'silu',
+      tie_word_embeddings: false,
+      torch_dtype: 'bfloat16',
+    },
+    tensors: () => llamaTensors({ d: 4096, f: 14336, layers: 32, heads: 32, kvHeads: 8, dh: 128, vocab: 32000, tied: false, qkvBias: false }),
+  },
 };
 
 /** xorshift128+-style generator on 32-bit halves (fast, seeded); uniform in (0, 1]. */
@@ -159,20 +230,66 @@ export function ensureBenchModel(shape: BenchShape, log: (msg: string) => void =
   const t0 = performance.now();
   log(`generating the ${shape} benchmark model (seeded random weights) in ${dir} ...`);
   fs.mkdirSync(dir, { recursive: true });
-  const tensors: Record<string, { shape: number[]; data: Float32Array }> = {};
-  let n = 0;
-  for (const [name, dims, init] of def.tensors()) {
-    const data = new Float32Array(dims.reduce((a, x) => a * x, 1));
-    const rand = uniform(hash(name, seed));
-    if (init.kind === 'normal') fillNormal(data, init.std, rand);
-    else if (init.kind === 'gain') fillNormal(data, 0.02, rand, 1);
-    else fillNormal(data, 0.01, rand);
-    tensors[name] = { shape: dims, data };
-    n += data.length;
+  const specs = def.tensors();
+  const size = def.dtype === 'F32' ? 4 : 2;
+  // Tensors go to shards in order, a new shard once one passes shardBytes; one tensor in memory at a time.
+  const shards: [string, number[], Init][][] = [[]];
+  let bytes = 0;
+  for (const t of specs) {
+    const b = t[1].reduce((a, x) => a * x, 1) * size;
+    if (def.shardBytes && bytes > 0 && bytes + b > def.shardBytes) {
+      shards.push([]);
+      bytes = 0;
+    }
+    shards[shards.length - 1].push(t);
+    bytes += b;
   }
-  writeSafetensors(path.join(dir, 'model.safetensors'), tensors, def.dtype);
+  const names = shards.length === 1 ? ['model.safetensors'] : shards.map((_, i) => `model-${String(i + 1).padStart(5, '0')}-of-${String(shards.length).padStart(5, '0')}.safetensors`);
+  const weightMap: Record<string, string> = {};
+  let n = 0;
+  shards.forEach((list, i) => {
+    writeShard(path.join(dir, names[i]), list, def.dtype, seed);
+    for (const [name, dims] of list) {
+      weightMap[name] = names[i];
+      n += dims.reduce((a, x) => a * x, 1);
+    }
+    log(`  ${names[i]} written (${((performance.now() - t0) / 1000).toFixed(0)} s)`);
+  });
+  if (shards.length > 1) fs.writeFileSync(path.join(dir, 'model.safetensors.index.json'), JSON.stringify({ metadata: { total_size: n * size }, weight_map: weightMap }, null, 2));
   fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(def.config, null, 2));
   fs.writeFileSync(done, JSON.stringify({ seed, params: n, dtype: def.dtype }));
   log(`  ${(n / 1e6).toFixed(1)}M parameters written (${def.dtype}) in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
   return dir;
+}
+
+/** One safetensors file, written tensor by tensor (each drawn, encoded and written before the next). */
+function writeShard(file: string, list: [string, number[], Init][], dtype: 'F32' | 'BF16', seed: number): void {
+  const size = dtype === 'F32' ? 4 : 2;
+  const header: Record<string, unknown> = {};
+  let off = 0;
+  for (const [name, dims] of list) {
+    const b = dims.reduce((a, x) => a * x, 1) * size;
+    header[name] = { dtype, shape: dims, data_offsets: [off, off + b] };
+    off += b;
+  }
+  let json = JSON.stringify(header);
+  while ((8 + Buffer.byteLength(json)) % 8 !== 0) json += ' ';
+  const len = Buffer.alloc(8);
+  len.writeBigUInt64LE(BigInt(Buffer.byteLength(json)));
+  const fd = fs.openSync(file, 'w');
+  try {
+    fs.writeSync(fd, len);
+    fs.writeSync(fd, Buffer.from(json));
+    for (const [name, dims, init] of list) {
+      const data = new Float32Array(dims.reduce((a, x) => a * x, 1));
+      const rand = uniform(hash(name, seed));
+      if (init.kind === 'normal') fillNormal(data, init.std, rand);
+      else if (init.kind === 'gain') fillNormal(data, 0.02, rand, 1);
+      else fillNormal(data, 0.01, rand);
+      const bytes = encode(data, dtype);
+      for (let at = 0; at < bytes.byteLength; at += 1 << 28) fs.writeSync(fd, bytes, at, Math.min(1 << 28, bytes.byteLength - at));
+    }
+  } finally {
+    fs.closeSync(fd);
+  }
 }

@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
+import { encode, firstNonFinite } from '../src/io/matrix.js';
 import { WeightStore, writeSafetensors } from '../src/io/safetensors.js';
 import { HookedModel } from '../src/models/model.js';
 import { fixtureModelDir, loadGolden, maxAbsDiff, rejectsWith, tmpDir } from './helpers.js';
@@ -63,4 +64,20 @@ test('a model too big for the memory available is refused before loading, naming
     /needs about 0\.3 GB \(0\.0 GB of weights\) but only 0\.0 GB is available; weights held in bfloat16 \(weightsDtype, --weights-dtype\) need half the memory/,
   );
   await rejectsWith(HookedModel.load(fixtureModelDir('tiny-gpt2'), { weightsDtype: 'int8' as never }), /weightsDtype 'int8' is not one of float32, bfloat16, float16/);
+});
+
+test('non-finite weights are found wherever they sit, in every dtype', () => {
+  for (const dtype of ['F32', 'BF16', 'F16'] as const) {
+    for (const n of [1, 2, 5, 8]) {
+      for (let at = 0; at < n; at++) {
+        for (const bad of [NaN, Infinity, -Infinity]) {
+          const v = Float32Array.from({ length: n }, (_, i) => (i === at ? bad : 0.5 - i));
+          const m = { dtype, rows: 1, cols: n, layout: 'out_in' as const, data: encode(v, dtype) };
+          assert.equal(firstNonFinite(m), at, `${dtype} n=${n} at=${at} ${bad}`);
+        }
+      }
+      const ok = { dtype, rows: 1, cols: n, layout: 'out_in' as const, data: encode(Float32Array.from({ length: n }, (_, i) => 1e4 * (i - 2)), dtype) };
+      assert.equal(firstNonFinite(ok), -1);
+    }
+  }
 });

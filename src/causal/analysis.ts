@@ -1,5 +1,6 @@
 import { HydraError } from '../io/errors.js';
 import { defaultTargets as targetsOf, parseComponent, type Component } from '../models/components.js';
+import { entryMoments } from '../io/matrix.js';
 import { interventionSite, type HookedModel, type PromptActivations } from '../models/model.js';
 import { averagePatches, cleanContext, patchEffects, type CleanContext } from './effects.js';
 import { runFastPath, type AblationRow } from './fastpath.js';
@@ -227,7 +228,7 @@ async function patchBank(
 
 /** Std of the token embedding matrix's entries, the unit of ROME's noise. */
 function embeddingStd(model: HookedModel): number {
-  return model.unembed.embeddingStd;
+  return entryMoments(model.unembed.wte).std;
 }
 
 export const NOISE_SCALE = 3;

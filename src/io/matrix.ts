@@ -77,12 +77,15 @@ export function rowValues(m: Matrix, r: number): Float32Array {
 /** Mean of the rows, in float64, read in chunks (the unembedding's mean token row). */
 export function meanRow(m: Matrix): Float64Array {
   const mean = new Float64Array(m.cols);
+  const size = DTYPE_SIZE[m.dtype];
   const chunk = Math.max(1, Math.floor((1 << 22) / m.cols));
   for (let r0 = 0; r0 < m.rows; r0 += chunk) {
     const r1 = Math.min(m.rows, r0 + chunk);
-    const size = DTYPE_SIZE[m.dtype];
     const v = decode(m.data.subarray(r0 * m.cols * size, r1 * m.cols * size), m.dtype);
-    for (let i = 0; i < v.length; i++) mean[i % m.cols] += v[i];
+    for (let r = 0; r < r1 - r0; r++) {
+      const at = r * m.cols;
+      for (let j = 0; j < m.cols; j++) mean[j] += v[at + j];
+    }
   }
   for (let j = 0; j < m.cols; j++) mean[j] /= m.rows;
   return mean;
@@ -193,15 +196,18 @@ function floatToHalf(x: number): number {
   return (mant & 0x1000) !== 0 ? h + 1 : h;
 }
 
-/** The first non-finite value's index, or −1 (checked once at load, on the raw bits). */
+/** The first non-finite value's index, or −1 (checked once at load, on the raw bits, two-byte values two at a time). */
 export function firstNonFinite(m: Matrix): number {
-  if (m.dtype === 'F32') {
-    const u = new Uint32Array(m.data.byteOffset % 4 === 0 ? m.data.buffer : m.data.slice().buffer, m.data.byteOffset % 4 === 0 ? m.data.byteOffset : 0, m.data.byteLength / 4);
-    for (let i = 0; i < u.length; i++) if ((u[i] & 0x7f800000) === 0x7f800000) return i;
-    return -1;
+  const bytes = m.data.byteOffset % 4 === 0 ? m.data : m.data.slice();
+  const u = new Uint32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength >>> 2);
+  const exp = m.dtype === 'F32' ? 0x7f800000 : m.dtype === 'BF16' ? 0x7f80 : 0x7c00;
+  const hi = m.dtype === 'F32' ? 0 : exp << 16;
+  for (let i = 0; i < u.length; i++) {
+    const x = u[i];
+    if ((x & exp) === exp || (hi !== 0 && (x & hi) >>> 0 === hi >>> 0)) return m.dtype === 'F32' ? i : 2 * i + ((x & exp) === exp ? 0 : 1);
   }
-  const h = new Uint16Array(m.data.byteOffset % 2 === 0 ? m.data.buffer : m.data.slice().buffer, m.data.byteOffset % 2 === 0 ? m.data.byteOffset : 0, m.data.byteLength / 2);
-  const mask = m.dtype === 'BF16' ? 0x7f80 : 0x7c00;
-  for (let i = 0; i < h.length; i++) if ((h[i] & mask) === mask) return i;
+  // An odd count of two-byte values leaves one past the last whole word.
+  const n = bytes.byteLength;
+  if (m.dtype !== 'F32' && n % 4 === 2 && (((bytes[n - 1] << 8) | bytes[n - 2]) & exp) === exp) return n / 2 - 1;
   return -1;
 }

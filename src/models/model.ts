@@ -3,7 +3,7 @@ import { ropeKey, ropeTables } from '../engine/rope.js';
 import { createBlock, createSession, f32, i64, ort, WeightFeeder, type Block, type EngineOptions, type Session } from '../engine/runtime.js';
 import type { ArchSpec, LayerVectors, LayerWeights, ModelWeights, NormWeights, RopeSpec } from '../engine/spec.js';
 import os from 'node:os';
-import { entryMoments, matrixBytes, meanRow, rowsOf, rowValues, type Matrix, type WeightDType } from '../io/matrix.js';
+import { matrixBytes, meanRow, rowsOf, rowValues, type Matrix, type WeightDType } from '../io/matrix.js';
 import { HydraError } from '../io/errors.js';
 import { resolveModel, type ResolvedModel, type ResolveOptions } from '../io/hub.js';
 import { WeightStore } from '../io/safetensors.js';
@@ -106,8 +106,6 @@ export interface Ends {
   lnF: NormWeights;
   /** mean_j W_U[j], in float64 (for the centred readout). */
   meanRow: Float64Array;
-  /** Std of the token embedding's entries (the old ROME noise unit). */
-  embeddingStd: number;
 }
 
 /** Vocabulary rows per unembedding run: bounds the widened copy of a two-byte unembedding. */
@@ -152,7 +150,7 @@ export class HookedModel {
     const tokenizer = hasTokenizer(source.dir) ? await loadTokenizer(source.dir) : null;
     const { wte, wpe, wU, bU, lnF } = weights;
     let bytes = matrixBytes(wU) + (wte === wU ? 0 : matrixBytes(wte)) + (wpe ? matrixBytes(wpe) : 0);
-    const ends: Ends = { wte, wpe, wU, bU, lnF, meanRow: meanRow(wU), embeddingStd: entryMoments(wte).std };
+    const ends: Ends = { wte, wpe, wU, bU, lnF, meanRow: meanRow(wU) };
     const feeder = new WeightFeeder();
     const unembedSession = await createSession(unembedGraph(spec, lnF), opts);
     const layers: LayerVectors[] = [];
