@@ -2,10 +2,11 @@ import fs from 'node:fs';
 import { Command, Option } from 'commander';
 import { analyze, DEFAULT_SAMPLES } from '../causal/analysis.js';
 import type { AblationKind, PromptResult } from '../causal/types.js';
+import { readPromptSet } from '../experiments/prompts.js';
 import { HydraError } from '../io/errors.js';
 import type { HookedModel } from '../models/model.js';
 import { createProgress } from './progress.js';
-import { addAnswerColumn, PROMPTS_HELP, readPrompts } from './prompts.js';
+import { addAnswerColumn, PROMPTS_HELP } from './prompts.js';
 import { addModelOptions, fmt, loadModelFromOptions, nonNegativeInt, positiveInt, printJson, type ModelOptions } from './util.js';
 
 export interface EffectsCliOptions extends ModelOptions {
@@ -46,7 +47,7 @@ async function runEffects(opts: EffectsCliOptions): Promise<void> {
   const sources = opts.sources ? readSourcesFile(opts.sources) : undefined;
   if (sources && opts.ablation !== 'resample') throw new HydraError('--sources only applies to --ablation resample');
   const model = await loadModelFromOptions(opts);
-  const { records, ids: prompts } = await readPrompts(model, opts.prompts, opts.answerColumn);
+  const { records, ids: prompts } = await readPromptSet(model, opts.prompts, { answerColumn: opts.answerColumn });
   const bar = createProgress(prompts.length, 'effects');
   const results = await analyze(model, prompts, {
     kind: opts.ablation,

@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
-import { BUNDLED_DATASETS, loadDataset, type PromptRecord } from '../io/datasets.js';
+import { readPromptSet } from '../experiments/prompts.js';
+import { BUNDLED_DATASETS } from '../io/datasets.js';
 import { HydraError } from '../io/errors.js';
 import type { HookedModel } from '../models/model.js';
 import { nonNegativeInt } from './util.js';
@@ -17,19 +18,6 @@ export function addAnswerColumn(cmd: Command): Command {
   return cmd.option('--answer-column <name>', 'the column (field) holding the expected answer, when it is not "answer"');
 }
 
-/** A prompt set as records and token ids, each checked against the model (label: file and record). */
-export async function readPrompts(model: HookedModel, spec: string, answerColumn?: string): Promise<{ records: PromptRecord[]; ids: number[][] }> {
-  const ds = await loadDataset(spec, { answerColumn });
-  const ids = ds.records.map((r, i) => {
-    const label = `${ds.name} record ${i}${r.id !== String(i) ? ` (id ${r.id})` : ''}`;
-    if (!r.ids && !model.tokenizer) throw new HydraError(`${label} is text, but ${model.source.dir} has no tokenizer.json; give token ids ("ids") instead`);
-    const t = r.ids ?? model.encode(r.prompt);
-    model.checkPrompt(t, label);
-    return t;
-  });
-  return { records: ds.records, ids };
-}
-
 /** Options to take one prompt from a prompt set: --prompts and --index. */
 export function addPromptPick(cmd: Command): Command {
   return addAnswerColumn(
@@ -41,7 +29,7 @@ export function addPromptPick(cmd: Command): Command {
 
 /** One record of --prompts, by --index. */
 export async function pickPrompt(model: HookedModel, opts: PromptOptions & { index: number }): Promise<{ ids: number[]; text: string; label: string }> {
-  const { records, ids } = await readPrompts(model, opts.prompts!, opts.answerColumn);
+  const { records, ids } = await readPromptSet(model, opts.prompts!, { answerColumn: opts.answerColumn });
   if (opts.index >= records.length) throw new HydraError(`--index ${opts.index} is past the end of ${opts.prompts} (${records.length} records, 0..${records.length - 1})`);
   const r = records[opts.index];
   return { ids: ids[opts.index], text: r.prompt, label: `${opts.prompts} record ${opts.index}` };
