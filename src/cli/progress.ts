@@ -61,13 +61,13 @@ export function createProgress(total: number, label: string, opts: ProgressOptio
       return `ETA ${rate > 0 ? formatDuration((total - done) / rate) : '?'}`;
     };
     const bar = new cliProgress.SingleBar({
-      format: `${label} [{bar}] {value}/{total} ${unit} | {percentage}% | {eta} {info}`,
+      format: `${label} [{bar}] {value}/{total} ${unit} | {percentage}% | {eta_text} {info}`,
       stream,
       etaBuffer: 50,
       hideCursor: null,
       barsize: 30,
     }, cliProgress.Presets.shades_classic);
-    bar.start(total, start, { info: '', eta: 'ETA ?' });
+    bar.start(total, start, { info: '', eta_text: 'ETA ?' });
     // The bar turns terminal line wrapping off until stop(); restore it however the process ends.
     const onExit = () => bar.stop();
     process.once('exit', onExit);
@@ -76,7 +76,7 @@ export function createProgress(total: number, label: string, opts: ProgressOptio
         if (stopped) return;
         done += n;
         if (i !== undefined) info = i;
-        bar.update(done, { info, eta: eta() });
+        bar.update(done, { info, eta_text: eta() });
       },
       stop() {
         if (stopped) return;
