@@ -123,7 +123,7 @@ export async function runSweep(opts: SweepOptions): Promise<SweepSummary> {
   let store = fs.existsSync(opts.out) ? await ResultsStore.open(opts.out, config) : null;
   try {
     const decided = store ? await storedDecisions(store) : new Map<number, string | null>();
-    const { kept, tokens, dropped } = await selectPrompts(model, records, filter, decided);
+    const { kept, tokens, dropped } = await selectPrompts(model, records, filter, decided, log);
     const summary = dropSummary(kept.length, dropped, records);
     log(summarizeFilter(kept.length, dropped.map((d) => ({ reason: dropCategory(d.reason) }))));
     for (const d of dropped.slice(0, 3)) log(`  e.g. prompt ${d.index} (id ${records[d.index].id}): ${d.reason}`);
@@ -218,7 +218,7 @@ interface Selection {
  * Tokenize, drop prompts that cannot run, and with `filter` keep those the model answers
  * correctly. Prompts in `decided` (an earlier run's choice) keep it and are not run again.
  */
-async function selectPrompts(model: HookedModel, records: PromptRecord[], filter: boolean, decided: Map<number, string | null>): Promise<Selection> {
+async function selectPrompts(model: HookedModel, records: PromptRecord[], filter: boolean, decided: Map<number, string | null>, log: (line: string) => void): Promise<Selection> {
   const tokens = records.map((r) => r.ids ?? model.encode(r.prompt));
   const dropped: Selection['dropped'] = [];
   const kept: number[] = [];
@@ -233,7 +233,8 @@ async function selectPrompts(model: HookedModel, records: PromptRecord[], filter
   });
   const hasAnswers = records.some((r) => r.answer !== undefined);
   if (!filter || !hasAnswers) kept.push(...runnable);
-  else {
+  else if (runnable.length > 0) {
+    log(`checking which of ${runnable.length} prompts the model answers`);
     const res = await filterKnown(model, runnable.map((i) => ({ prompt: records[i].prompt, answer: records[i].answer, ids: tokens[i] })));
     kept.push(...res.kept.map((k) => runnable[k]));
     for (const d of res.dropped) dropped.push({ index: runnable[d.index], reason: d.reason });
