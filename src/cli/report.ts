@@ -76,7 +76,7 @@ async function runProfile(opts: ProfileOptions): Promise<void> {
   const spec = profileFigure({ ...result, text }, target, { promptText: text, tokenText, kind: opts.ablation });
   const f = await writeFigure(spec, opts.out, 'profile');
   if (opts.json) {
-    printJson({ model: opts.model, ablated: target, ablation: opts.ablation, samples: result.ablations[target].patches.length, seed: opts.seed, prompt: { ...result, text, token_text: tokenText }, figure: f });
+    printJson({ model: model.source.repo ?? model.source.dir, ablated: target, ablation: opts.ablation, samples: result.ablations[target].patches.length, seed: opts.seed, prompt: { ...result, text, token_text: tokenText }, figure: f });
     return;
   }
   process.stdout.write(profileTable(model.tokenizer?.tokenText(result.token) ?? String(result.token), result, target, model.spec.nLayers));

@@ -4,7 +4,7 @@ import type { Command } from 'commander';
 import { sourcePool } from '../experiments/profile.js';
 import { HydraError } from '../io/errors.js';
 import { startServer } from '../web/server.js';
-import { addModelOptions, loadModelFromOptions, nonNegativeInt, printJson, type ModelOptions } from './util.js';
+import { addModelOptions, loadModelFromOptions, modelLabel, nonNegativeInt, printJson, type ModelOptions } from './util.js';
 
 interface ServeCliOptions extends ModelOptions {
   db?: string;
@@ -43,7 +43,7 @@ async function runServe(opts: ServeCliOptions): Promise<void> {
   const pool = await sourcePool(model, opts.sources);
   const server = await startServer({
     model,
-    modelName: opts.model ?? 'stories260k (bundled)',
+    modelName: modelLabel(opts.model),
     pool,
     db: opts.db,
     host: opts.host,

@@ -60,12 +60,16 @@ export function addModelOptions(cmd: Command): Command {
     .option('--cache-dir <dir>', 'Hugging Face cache directory (default: $HYDRA_CACHE, $HF_HUB_CACHE, $HF_HOME/hub or ~/.cache/huggingface/hub)');
 }
 
+/** How to show a --model value: the bundled model by name, anything else as given. */
+export function modelLabel(model: string | undefined): string {
+  return model === undefined || path.resolve(model) === defaultModelDir ? 'stories260k (bundled)' : model;
+}
+
 /** Load the model named by the common options; download progress goes to stderr. */
 export async function loadModelFromOptions(opts: ModelOptions): Promise<HookedModel> {
   const model = opts.model ?? defaultModelDir;
   if (model.trim() === '') throw new HydraError('--model is empty; give a model directory or a Hub repo id');
-  const shown = path.resolve(model) === defaultModelDir ? 'stories260k (bundled)' : model;
-  return waiting(`loading model ${shown}`, () =>
+  return waiting(`loading model ${modelLabel(model)}`, () =>
     HookedModel.load(model, {
       threads: opts.threads,
       offline: opts.offline ? true : undefined,
