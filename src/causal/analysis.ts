@@ -171,8 +171,8 @@ export function resampleSources(n: number, S: number, seed: number, given?: numb
     });
     return given;
   }
-  if (!Number.isInteger(S) || S < 1) throw new HydraError(`--samples must be a positive integer, got ${S}`);
-  if (S > n - 1) throw new HydraError(`resample ablation with S=${S} needs at least ${S + 1} prompts, but there are ${n}; lower --samples or add prompts`);
+  if (!Number.isInteger(S) || S < 1) throw new HydraError(`\`samples\` must be a positive integer, got ${S}`);
+  if (S > n - 1) throw new HydraError(`resample ablation with S=${S} needs at least ${S + 1} prompts, but there are ${n}; lower \`samples\` or add prompts`);
   return [...Array(n).keys()].map((i) => sampleOthers(n, i, S, mulberry32(seedOf(seed, i, 1))));
 }
 

@@ -153,12 +153,12 @@ function openError(file: string, e: unknown, readOnly = false): HydraError {
   const m = errText(e);
   if (/lock/i.test(m)) {
     const pid = /PID (\d+)/.exec(m)?.[1];
-    return new HydraError(`${file} is in use by another process${pid ? ` (pid ${pid})` : ''}; wait for it to finish${readOnly ? '' : ' or use another --out'}`);
+    return new HydraError(`${file} is in use by another process${pid ? ` (pid ${pid})` : ''}; wait for it to finish${readOnly ? '' : ' or use another \`out\`'}`);
   }
   if (/not a valid DuckDB database|Serialization Error|Catalog Error/i.test(m)) {
-    return new HydraError(`${file} is not a hydra results database (${m}); use another --out`);
+    return new HydraError(`${file} is not a hydra results database (${m}); use another \`out\``);
   }
-  return new HydraError(`cannot open results database ${file} (${m}); check the path is writable or use another --out`);
+  return new HydraError(`cannot open results database ${file} (${m}); check the path is writable or use another \`out\``);
 }
 
 /** Paths open in this process: two DuckDB instances on one file would corrupt it. */
@@ -187,11 +187,11 @@ async function tableNames(con: DuckDBConnection, catalog?: string): Promise<Set<
 
 async function readStoredConfig(con: DuckDBConnection, file: string, catalog?: string): Promise<RunConfig> {
   const tables = await tableNames(con, catalog);
-  check(tables.has('run_config') && PROMPT_TABLES.every((t) => tables.has(t)), `${file} is not a hydra results database (tables missing); use another --out`);
+  check(tables.has('run_config') && PROMPT_TABLES.every((t) => tables.has(t)), `${file} is not a hydra results database (tables missing); use another \`out\``);
   const r = await con.runAndReadAll(`SELECT schema_version, config_json FROM ${catalog ? `${catalog}.` : ''}run_config`);
   const rows = r.getRowsJS();
-  check(rows.length === 1, `${file} has ${rows.length} run_config rows, expected 1; the file is damaged, use another --out`);
-  check(rows[0][0] === SCHEMA_VERSION, `${file} has schema version ${String(rows[0][0])}, this hydra reads ${SCHEMA_VERSION}; use the hydra version that wrote it or another --out`);
+  check(rows.length === 1, `${file} has ${rows.length} run_config rows, expected 1; the file is damaged, use another \`out\``);
+  check(rows[0][0] === SCHEMA_VERSION, `${file} has schema version ${String(rows[0][0])}, this hydra reads ${SCHEMA_VERSION}; use the hydra version that wrote it or another \`out\``);
   return JSON.parse(String(rows[0][1])) as RunConfig;
 }
 
@@ -302,13 +302,13 @@ export class ResultsStore {
    */
   static async open(file: string, config: RunConfig): Promise<ResultsStore> {
     const abs = path.resolve(file);
-    makeDir(path.dirname(abs), 'choose a writable --out');
+    makeDir(path.dirname(abs), 'choose a writable `out`');
     const stat = fs.statSync(abs, { throwIfNoEntry: false });
     check(!stat?.isDirectory(), `${file} is a directory; give a file path such as ${path.join(file, 'results.duckdb')}`);
     try {
       fs.accessSync(path.dirname(abs), fs.constants.W_OK);
     } catch {
-      throw new HydraError(`cannot write in the folder of ${file}; choose a writable --out`);
+      throw new HydraError(`cannot write in the folder of ${file}; choose a writable \`out\``);
     }
     const { instance, con } = await openInstance(file, false);
     try {
@@ -330,7 +330,12 @@ export class ResultsStore {
         const d = configDiff(stored, config);
         if (d) {
           const show = (v: unknown) => (v === null ? 'none' : String(v));
-          throw new HydraError(`${file} was made with ${d[0]}=${show(d[1])}, this run asks for ${show(d[2])}; use another --out or the same settings`);
+          throw new HydraError(`${file} was made with ${d[0]}=${show(d[1])}, this run asks for ${show(d[2])}; use another \`out\` or the same settings`);
+        }
+        // A larger limit extends the run: record how far it now goes.
+        if (stored.limit != null && (config.limit == null || config.limit > stored.limit)) {
+          stored = { ...stored, limit: config.limit ?? null };
+          await con.run('UPDATE run_config SET "limit" = $1, config_json = $2', [stored.limit ?? null, JSON.stringify(stored)], [INTEGER, VARCHAR]);
         }
       }
       return new ResultsStore(file, stored, instance, con, false);

@@ -19,12 +19,15 @@ export interface SweepOptions {
   model: HookedModel;
   /** How the model was named (directory or Hub id), recorded in the store. */
   modelName: string;
+  /** A bundled dataset's name or a file (io/datasets.ts loadDataset). */
   dataset: string;
+  /** The field holding the answer, when it is not `answer`. */
+  answerColumn?: string;
   ablation: AblationKind;
   samples?: number;
   seed?: number;
   heads?: boolean;
-  /** Only the first N prompts of the dataset. */
+  /** Only the first N prompts of the dataset. A larger limit on an existing store extends it. */
   limit?: number;
   /** 'i/n': this run handles batches i, i+n, i+2n, ... of kept prompts (sources are still drawn from all). */
   shard?: string;
@@ -47,6 +50,10 @@ export interface SweepSummary {
   computed: number;
   alreadyStored: number;
   out: string;
+  /** Dropped prompts by reason ("wrong first token", "no answer", "longer than the context", "empty prompt"). */
+  dropReasons: Record<string, number>;
+  /** Every dropped prompt: dataset index, dataset id, and why. */
+  droppedPrompts: { index: number; id: string; reason: string }[];
 }
 
 export function parseShard(spec: string | undefined): { i: number; n: number } | null {
@@ -92,9 +99,9 @@ export async function runSweep(opts: SweepOptions): Promise<SweepSummary> {
   const filter = opts.filter ?? true;
   const B = opts.batchPrompts ?? DEFAULT_BATCH_PROMPTS;
 
-  const ds = await loadDataset(opts.dataset);
+  const ds = await loadDataset(opts.dataset, { answerColumn: opts.answerColumn });
   const records = opts.limit !== undefined ? ds.records.slice(0, opts.limit) : ds.records;
-  if (records.length === 0) throw new HydraError(`dataset ${opts.dataset} has no prompts${opts.limit !== undefined ? ` within --limit ${opts.limit}` : ''}`);
+  if (records.length === 0) throw new HydraError(`dataset ${opts.dataset} has no prompts${opts.limit !== undefined ? ` within \`limit\` ${opts.limit}` : ''}`);
 
   const config: RunConfig = {
     model: opts.modelName,
@@ -107,60 +114,90 @@ export async function runSweep(opts: SweepOptions): Promise<SweepSummary> {
     heads: !!opts.heads,
     limit: opts.limit ?? null,
     shard: opts.shard ?? null,
-    // The kept set (and so the resample sources) depends on these.
-    // Batch shapes change float sums in the last digits, so a resume must batch alike.
-    options: { filter, limit: opts.limit ?? null, n_records: records.length, batch_prompts: B },
+    // Batch shapes change float sums in the last digits, so a resume must batch alike. The limit
+    // is not compared (a larger one extends the run), except for mean patches, which average
+    // every kept prompt.
+    options: { filter, batch_prompts: B, ...(opts.ablation === 'mean' ? { limit: opts.limit ?? null } : {}) },
   };
-  const store = await ResultsStore.open(opts.out, config);
+  // A new store is made only once some prompt is kept, so a sweep that keeps none leaves no file.
+  let store = fs.existsSync(opts.out) ? await ResultsStore.open(opts.out, config) : null;
   try {
-    const done = await store.donePrompts();
-    const { kept, tokens, dropped } = await selectPrompts(model, records, filter);
-    log(summarizeFilter(kept.length, dropped.map((d) => ({ reason: d.category }))));
+    const decided = store ? await storedDecisions(store) : new Map<number, string | null>();
+    const { kept, tokens, dropped } = await selectPrompts(model, records, filter, decided, log);
+    const summary = dropSummary(kept.length, dropped, records);
+    log(summarizeFilter(kept.length, dropped.map((d) => ({ reason: dropCategory(d.reason) }))));
+    for (const d of dropped.slice(0, 3)) log(`  e.g. prompt ${d.index} (id ${records[d.index].id}): ${d.reason}`);
+    if (kept.length === 0) {
+      throw new HydraError(`no prompts left after filtering ${records.length} prompts of ${ds.name} (${Object.entries(summary.dropReasons).map(([r, n]) => `${n} ${r}`).join(', ')}); use a model that answers them, more prompts, or \`filter=false\` to keep them all`);
+    }
+    if (opts.ablation === 'resample') resampleSources(kept.length, S, seed); // fails early when S is too large
+    store ??= await ResultsStore.open(opts.out, config);
     for (const d of dropped) {
-      if (done.has(d.index)) continue;
+      if (decided.has(d.index)) continue;
       await store.writeDropped({ index: d.index, reason: d.reason, dataset_id: records[d.index].id, text: records[d.index].prompt, answer: records[d.index].answer ?? null });
     }
-    if (kept.length === 0) throw new HydraError(`no prompts left after filtering ${records.length} prompts of ${ds.name}; use a model that answers them, or --no-filter to keep them all`);
-    if (opts.ablation === 'resample') resampleSources(kept.length, S, seed); // fails early when S is too large
 
     const keptIds = kept.map((k) => tokens[k]);
     const mine = (pos: number) => !shard || Math.floor(pos / B) % shard.n === shard.i;
     const skip = new Set<number>();
     kept.forEach((k, pos) => {
-      if (done.has(k) || !mine(pos)) skip.add(pos);
+      if (decided.has(k) || !mine(pos)) skip.add(pos);
     });
-    const already = kept.filter((k, pos) => done.has(k) && mine(pos)).length;
+    const already = kept.filter((k, pos) => decided.has(k) && mine(pos)).length;
     const total = kept.length - skip.size;
     log(`${total} prompts to compute${already ? `, ${already} already stored in ${opts.out}` : ''}`);
     opts.progress?.(0, total);
     let finished = 0;
     // Each batch lands in one transaction, queued in the store while the next batch computes.
     const writes: Promise<void>[] = [];
-    await analyze(model, keptIds, {
-      kind: opts.ablation,
-      samples: S,
-      seed,
-      heads: opts.heads,
-      skip,
-      batchPrompts: B,
-      batchRows: opts.batchRows,
-      onBatch: async (rs) => {
-        const list = rs.map((r) => {
-          const rec = records[kept[r.index]];
-          return { result: toDatasetIndices(r, kept, rec), extra: { dataset_id: rec.id, answer: rec.answer ?? null, token_text: model.tokenizer?.tokenText(r.token) ?? null } };
-        });
-        const write = store.writePrompts(list);
-        writes.push(opts.verbose ? write.then(() => list.forEach((x) => log(`stored prompt ${x.result.index}`))) : write);
-        if (writes.length > 2) await writes.shift();
-        finished += rs.length;
-        opts.progress?.(finished, total);
-      },
-    });
+    const out = store;
+    if (total > 0) {
+      await analyze(model, keptIds, {
+        kind: opts.ablation,
+        samples: S,
+        seed,
+        heads: opts.heads,
+        skip,
+        batchPrompts: B,
+        batchRows: opts.batchRows,
+        onBatch: async (rs) => {
+          const list = rs.map((r) => {
+            const rec = records[kept[r.index]];
+            return { result: toDatasetIndices(r, kept, rec), extra: { dataset_id: rec.id, answer: rec.answer ?? null, token_text: model.tokenizer?.tokenText(r.token) ?? null } };
+          });
+          const write = out.writePrompts(list);
+          writes.push(opts.verbose ? write.then(() => list.forEach((x) => log(`stored prompt ${x.result.index}`))) : write);
+          if (writes.length > 2) await writes.shift();
+          finished += rs.length;
+          opts.progress?.(finished, total);
+        },
+      });
+    }
     await Promise.all(writes);
-    return { kept: kept.length, dropped: dropped.length, computed: total, alreadyStored: already, out: opts.out };
+    return { kept: kept.length, dropped: dropped.length, computed: total, alreadyStored: already, out: opts.out, ...summary };
   } finally {
-    await store.close();
+    await store?.close();
   }
+}
+
+/** Prompts an earlier run of this store decided: index -> null when kept, else the drop reason. */
+async function storedDecisions(store: ResultsStore): Promise<Map<number, string | null>> {
+  const rows = await store.query('SELECT d.prompt_idx, d.kept, p.drop_reason FROM done d LEFT JOIN prompts p USING (prompt_idx)');
+  return new Map(rows.map((r) => [Number(r.prompt_idx), r.kept ? null : String(r.drop_reason)]));
+}
+
+/** The kind of a drop reason, for counting ("wrong first token" for every "model predicts ..."). */
+export function dropCategory(reason: string): string {
+  if (reason.startsWith('model predicts')) return 'wrong first token';
+  if (reason.startsWith('no answer')) return 'no answer';
+  if (reason.includes('longer than the context')) return 'longer than the context';
+  return reason;
+}
+
+function dropSummary(kept: number, dropped: { index: number; reason: string }[], records: PromptRecord[]): Pick<SweepSummary, 'dropReasons' | 'droppedPrompts'> {
+  const dropReasons: Record<string, number> = {};
+  for (const d of dropped) dropReasons[dropCategory(d.reason)] = (dropReasons[dropCategory(d.reason)] ?? 0) + 1;
+  return { dropReasons, droppedPrompts: dropped.map((d) => ({ index: d.index, id: records[d.index].id, reason: d.reason })) };
 }
 
 /** The analysis numbers prompts by their place among the kept ones; the store by dataset index. */
@@ -174,26 +211,35 @@ function toDatasetIndices(r: PromptResult, kept: number[], rec: PromptRecord): P
 interface Selection {
   kept: number[];
   tokens: number[][];
-  dropped: { index: number; reason: string; category: string }[];
+  dropped: { index: number; reason: string }[];
 }
 
-/** Tokenize, drop prompts that cannot run, and with `filter` keep those the model answers correctly. */
-async function selectPrompts(model: HookedModel, records: PromptRecord[], filter: boolean): Promise<Selection> {
+/**
+ * Tokenize, drop prompts that cannot run, and with `filter` keep those the model answers
+ * correctly. Prompts in `decided` (an earlier run's choice) keep it and are not run again.
+ */
+async function selectPrompts(model: HookedModel, records: PromptRecord[], filter: boolean, decided: Map<number, string | null>, log: (line: string) => void): Promise<Selection> {
   const tokens = records.map((r) => r.ids ?? model.encode(r.prompt));
   const dropped: Selection['dropped'] = [];
+  const kept: number[] = [];
   const runnable: number[] = [];
   tokens.forEach((ids, i) => {
-    if (ids.length === 0) dropped.push({ index: i, reason: 'empty prompt', category: 'empty prompt' });
-    else if (ids.length > model.spec.nCtx) dropped.push({ index: i, reason: `${ids.length} tokens, longer than the context of ${model.spec.nCtx}`, category: 'longer than the context' });
+    const before = decided.get(i);
+    if (before === null) kept.push(i);
+    else if (before !== undefined) dropped.push({ index: i, reason: before });
+    else if (ids.length === 0) dropped.push({ index: i, reason: 'empty prompt' });
+    else if (ids.length > model.spec.nCtx) dropped.push({ index: i, reason: `${ids.length} tokens, longer than the context of ${model.spec.nCtx}` });
     else runnable.push(i);
   });
-  const hasAnswers = runnable.some((i) => records[i].answer !== undefined);
-  if (!filter || !hasAnswers) return { kept: runnable, tokens, dropped };
-  const res = await filterKnown(model, runnable.map((i) => ({ prompt: records[i].prompt, answer: records[i].answer, ids: tokens[i] })));
-  for (const d of res.dropped) {
-    const reason = d.reason;
-    dropped.push({ index: runnable[d.index], reason, category: reason.startsWith('no answer') ? 'no answer' : 'wrong first token' });
+  const hasAnswers = records.some((r) => r.answer !== undefined);
+  if (!filter || !hasAnswers) kept.push(...runnable);
+  else if (runnable.length > 0) {
+    log(`checking which of ${runnable.length} prompts the model answers`);
+    const res = await filterKnown(model, runnable.map((i) => ({ prompt: records[i].prompt, answer: records[i].answer, ids: tokens[i] })));
+    kept.push(...res.kept.map((k) => runnable[k]));
+    for (const d of res.dropped) dropped.push({ index: runnable[d.index], reason: d.reason });
   }
+  kept.sort((a, b) => a - b);
   dropped.sort((a, b) => a.index - b.index);
-  return { kept: res.kept.map((k) => runnable[k]), tokens, dropped };
+  return { kept, tokens, dropped };
 }

@@ -21,6 +21,7 @@
 import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import type { AddressInfo } from 'node:net';
 import { DEFAULT_SAMPLES, defaultTargets } from '../causal/analysis.js';
 import { centredLogit, directEffect, Readout, softmax, topTokens } from '../causal/readout.js';
@@ -63,9 +64,17 @@ const STATIC: Record<string, [string, string]> = {
   '/': [path.join(packageRoot, 'src', 'web', 'static', 'index.html'), 'text/html; charset=utf-8'],
   '/static/app.js': [path.join(packageRoot, 'src', 'web', 'static', 'app.js'), 'text/javascript; charset=utf-8'],
   '/static/style.css': [path.join(packageRoot, 'src', 'web', 'static', 'style.css'), 'text/css; charset=utf-8'],
-  '/vendor/vega.min.js': [path.join(packageRoot, 'node_modules', 'vega', 'build', 'vega.min.js'), 'text/javascript; charset=utf-8'],
-  '/vendor/vega-lite.min.js': [path.join(packageRoot, 'node_modules', 'vega-lite', 'build', 'vega-lite.min.js'), 'text/javascript; charset=utf-8'],
+  '/vendor/vega.min.js': [vendorFile('vega', 'vega.min.js'), 'text/javascript; charset=utf-8'],
+  '/vendor/vega-lite.min.js': [vendorFile('vega-lite', 'vega-lite.min.js'), 'text/javascript; charset=utf-8'],
 };
+
+/**
+ * A browser build beside a package's entry point, found by module resolution: installed as a
+ * dependency, npm hoists vega out of Hydra's own node_modules.
+ */
+function vendorFile(pkg: string, file: string): string {
+  return path.join(path.dirname(fileURLToPath(import.meta.resolve(pkg))), file);
+}
 
 /** A 4xx answer: the request, not the server, is at fault. */
 class RequestError extends Error {
@@ -92,7 +101,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', (e: NodeJS.ErrnoException) =>
-      reject(new HydraError(`cannot listen on ${host}:${opts.port ?? 0} (${e.code ?? e.message}); choose another --port`)),
+      reject(new HydraError(`cannot listen on ${host}:${opts.port ?? 0} (${e.code ?? e.message}); choose another \`port\``)),
     );
     server.listen(opts.port ?? 0, host, () => resolve());
   });
