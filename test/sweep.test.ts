@@ -4,14 +4,15 @@ import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { ResultsStore } from '../src/experiments/store.js';
+import { shardFromEnvironment } from '../src/experiments/sweep.js';
 import { packageRoot, storiesRecallPath } from '../src/io/paths.js';
 import { tmpDir } from './helpers.js';
 
 const cli = path.join(packageRoot, 'dist', 'src', 'cli', 'main.js');
 const ARGS = ['sweep', '--dataset', storiesRecallPath, '--limit', '24', '--samples', '6', '--heads', '--verbose'];
 
-function hydra(args: string[]) {
-  const r = spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8' });
+function hydra(args: string[], env: Record<string, string> = {}) {
+  const r = spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', env: { ...process.env, ...env } });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
@@ -80,10 +81,12 @@ test('shards merged equal one whole run, number for number', async () => {
   const computed = Number(/(\d+) prompts computed/.exec(first.stdout)?.[1]);
   const lines = first.stderr.trim().split('\n').filter((l) => l.startsWith('sweep: '));
   assert.match(lines.at(-1) ?? '', new RegExp(`^sweep: ${computed}/${computed} prompts \\(100\\.0%\\)`), first.stderr);
-  for (const s of ['0/2', '1/2']) {
-    const r = hydra([...base, '--shard', s, '--out', path.join(dir, `s${s[0]}.duckdb`)]);
-    assert.equal(r.code, 0, r.stderr);
-  }
+  // Shard 0 named on the command line; shard 1 picked from a SLURM array task's index.
+  const r0 = hydra([...base, '--shard', '0/2', '--out', path.join(dir, 's0.duckdb')]);
+  assert.equal(r0.code, 0, r0.stderr);
+  const r1 = hydra([...base, '--out', path.join(dir, 's1.duckdb')], { SLURM_ARRAY_TASK_ID: '5', SLURM_ARRAY_TASK_MIN: '4', SLURM_ARRAY_TASK_COUNT: '2' });
+  assert.equal(r1.code, 0, r1.stderr);
+  assert.match(r1.stderr, /shard 1\/2 \(from SLURM_ARRAY_TASK_ID=5\)/);
   const m = hydra(['merge', '--out', merged, path.join(dir, 's0.duckdb'), path.join(dir, 's1.duckdb')]);
   assert.equal(m.code, 0, m.stderr);
   const a = await tables(whole);
@@ -92,6 +95,19 @@ test('shards merged equal one whole run, number for number', async () => {
   assert.deepEqual(b.done, a.done);
   assert.deepEqual(b.dropped, a.dropped);
   assert.deepEqual(b.results, a.results);
+  // A Kubernetes Indexed Job's index with the count given computes the same shard.
+  const k = hydra([...base, '--shard-count', '2', '--out', path.join(dir, 'k1.duckdb')], { JOB_COMPLETION_INDEX: '1' });
+  assert.equal(k.code, 0, k.stderr);
+  assert.deepEqual((await tables(path.join(dir, 'k1.duckdb'))).results, (await tables(path.join(dir, 's1.duckdb'))).results);
+});
+
+test('the shard a scheduler assigns: SLURM array tasks, Kubernetes Indexed Jobs, nothing outside them', () => {
+  assert.deepEqual(shardFromEnvironment({ SLURM_ARRAY_TASK_ID: '3', SLURM_ARRAY_TASK_COUNT: '8' }), { shard: '3/8', from: 'SLURM_ARRAY_TASK_ID=3' });
+  assert.deepEqual(shardFromEnvironment({ SLURM_ARRAY_TASK_ID: '11', SLURM_ARRAY_TASK_MIN: '10', SLURM_ARRAY_TASK_COUNT: '4' })?.shard, '1/4');
+  assert.deepEqual(shardFromEnvironment({ JOB_COMPLETION_INDEX: '2' }, 5)?.shard, '2/5');
+  assert.equal(shardFromEnvironment({}), undefined);
+  assert.throws(() => shardFromEnvironment({ JOB_COMPLETION_INDEX: '2' }), /no shard count is given/);
+  assert.throws(() => shardFromEnvironment({ SLURM_ARRAY_TASK_ID: 'x', SLURM_ARRAY_TASK_COUNT: '2' }), /not a non-negative integer/);
 });
 
 test('sweep: bad input gets a one-line error and stored results survive', async () => {

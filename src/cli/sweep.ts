@@ -2,7 +2,7 @@ import { Command, Option } from 'commander';
 import { DEFAULT_SAMPLES } from '../causal/analysis.js';
 import type { AblationKind } from '../causal/types.js';
 import { exportParquet, mergeStores } from '../experiments/store.js';
-import { parseShard, runSweep } from '../experiments/sweep.js';
+import { parseShard, shardFromEnvironment, runSweep } from '../experiments/sweep.js';
 import { sweepProgress, waiting } from './progress.js';
 import { addAnswerColumn, PROMPTS_HELP } from './prompts.js';
 import { addModelOptions, loadModelFromOptions, nonNegativeInt, positiveInt, printJson, type ModelOptions } from './util.js';
@@ -16,6 +16,7 @@ export interface SweepCliOptions extends ModelOptions {
   heads?: boolean;
   limit?: number;
   shard?: string;
+  shardCount?: number;
   filter: boolean;
   verbose?: boolean;
   answerColumn?: string;
@@ -35,12 +36,20 @@ export function registerSweep(program: Command): void {
       .option('--out <file>', 'results database', 'results.duckdb')
       .option('--heads', 'also ablate every attention head')
       .option('--limit <N>', 'only the first N prompts of the dataset (a larger N later extends the same --out)', positiveInt('--limit'))
-      .option('--shard <i/n>', 'compute batches i, i+n, ... of the kept prompts only (merge the shards with hydra merge)')
+      .option('--shard <i/n>', 'compute batches i, i+n, ... of the kept prompts only (merge the shards with hydra merge); default: the SLURM array task or Kubernetes Indexed Job index, if any')
+      .option('--shard-count <n>', 'shards in all, with a Kubernetes Indexed Job (JOB_COMPLETION_INDEX) or to override SLURM_ARRAY_TASK_COUNT', positiveInt('--shard-count'))
       .option('--no-filter', 'keep every prompt, not only those the model answers correctly')
       .option('--verbose', 'log each prompt as it is stored')
       .option('--json', 'print the summary as one JSON object: counts, drop reasons, every dropped prompt'),
   );
   addAnswerColumn(sweep).action(async (opts: SweepCliOptions) => {
+    if (opts.shard === undefined) {
+      const assigned = shardFromEnvironment(process.env, opts.shardCount);
+      if (assigned) {
+        opts.shard = assigned.shard;
+        process.stderr.write(`hydra: shard ${assigned.shard} (from ${assigned.from})\n`);
+      }
+    }
     parseShard(opts.shard); // a bad spec fails before the model loads
     const model = await loadModelFromOptions(opts);
     const summary = await runSweep({

@@ -56,6 +56,34 @@ export interface SweepSummary {
   droppedPrompts: { index: number; id: string; reason: string }[];
 }
 
+/**
+ * The shard a cluster scheduler assigns, as 'i/n', when none is given: a SLURM array task
+ * (SLURM_ARRAY_TASK_ID − SLURM_ARRAY_TASK_MIN of SLURM_ARRAY_TASK_COUNT), or a Kubernetes
+ * Indexed Job's JOB_COMPLETION_INDEX with the count given (`count`; SLURM's own count
+ * otherwise). Undefined outside a scheduler. Returns where it came from, for the log.
+ */
+export function shardFromEnvironment(env: Record<string, string | undefined>, count?: number): { shard: string; from: string } | undefined {
+  const int = (name: string) => {
+    const v = env[name];
+    if (v === undefined || v === '') return undefined;
+    if (!/^\d+$/.test(v.trim())) throw new HydraError(`${name}=${JSON.stringify(v)} is not a non-negative integer; unset it or give shard explicitly`);
+    return Number(v);
+  };
+  const slurm = int('SLURM_ARRAY_TASK_ID');
+  if (slurm !== undefined) {
+    const n = count ?? int('SLURM_ARRAY_TASK_COUNT');
+    if (n === undefined) throw new HydraError('SLURM_ARRAY_TASK_ID is set but SLURM_ARRAY_TASK_COUNT is not; give the shard count (shardCount, --shard-count)');
+    const i = slurm - (int('SLURM_ARRAY_TASK_MIN') ?? 0);
+    return { shard: `${i}/${n}`, from: `SLURM_ARRAY_TASK_ID=${slurm}` };
+  }
+  const k8s = int('JOB_COMPLETION_INDEX');
+  if (k8s !== undefined) {
+    if (count === undefined) throw new HydraError('JOB_COMPLETION_INDEX is set (a Kubernetes Indexed Job) but no shard count is given; pass the job\'s completions as shardCount (--shard-count)');
+    return { shard: `${k8s}/${count}`, from: `JOB_COMPLETION_INDEX=${k8s}` };
+  }
+  return undefined;
+}
+
 export function parseShard(spec: string | undefined): { i: number; n: number } | null {
   if (spec === undefined) return null;
   const m = /^(\d+)\/(\d+)$/.exec(spec.trim());
