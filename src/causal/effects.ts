@@ -3,7 +3,7 @@ import type { Component } from '../models/components.js';
 import { layerComponents } from '../models/components.js';
 import type { PromptActivations } from '../models/model.js';
 import { dot } from './readout.js';
-import type { AblationResult, PatchEffects } from './types.js';
+import { EFFECT_FIELDS, type AblationResult, type PatchEffects } from './types.js';
 
 /**
  * The layer-level components causally downstream of `target` at the last position,
@@ -115,13 +115,11 @@ function namesFor(spec: ArchSpec, target: Component) {
   return e;
 }
 
-const FIELDS = ['te', 'ce', 'ce_attn', 'ce_mlp', 'ne', 'ie', 'dde_self'] as const;
-
 /** Monte-Carlo average of effects over patches (never the effect of an averaged patch). */
 export function averagePatches(patches: PatchEffects[]): AblationResult {
   const n = patches.length;
   const out = { patches } as AblationResult;
-  for (const f of FIELDS) out[f] = patches.reduce((s, p) => s + p[f], 0) / n;
+  for (const f of EFFECT_FIELDS) out[f] = patches.reduce((s, p) => s + p[f], 0) / n;
   out.de_prime = {};
   for (const c of Object.keys(patches[0].de_prime)) out.de_prime[c] = patches.reduce((s, p) => s + p.de_prime[c], 0) / n;
   if (patches[0].de_prime_own_scale) {

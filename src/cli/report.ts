@@ -1,5 +1,5 @@
-import { Command, Option } from 'commander';
-import { DEFAULT_SAMPLES } from '../causal/analysis.js';
+import { Command } from 'commander';
+import { ablationKind } from '../causal/ablations.js';
 import type { AblationKind, PromptResult } from '../causal/types.js';
 import { profilePrompt, sourcePool } from '../experiments/profile.js';
 import { reportFromDatabase } from '../experiments/report.js';
@@ -8,7 +8,7 @@ import { makeDir } from '../io/paths.js';
 import { parseComponent } from '../models/components.js';
 import { profileFigure } from '../report/figures.js';
 import { writeFigure } from '../report/render.js';
-import { addModelOptions, fmt, loadModelFromOptions, nonNegativeInt, positiveInt, type ModelOptions } from './util.js';
+import { addAblationOptions, addModelOptions, fmt, loadModelFromOptions, positiveInt, type ModelOptions } from './util.js';
 
 /** `hydra report` (dataset figures and HTML from a sweep) and `hydra profile` (Figure 1 for one prompt). */
 export function registerReport(program: Command): void {
@@ -23,15 +23,12 @@ export function registerReport(program: Command): void {
       process.stdout.write(`report: ${index}\n`);
     });
 
-  addModelOptions(
+  addModelOptions(addAblationOptions(
     program
       .command('profile')
       .description('Figure 1 for one prompt: clean DE per layer, and DE\' per patch and averaged after ablating one component')
       .requiredOption('--text <text>', 'the prompt')
-      .requiredOption('--ablate <component>', 'component to ablate, e.g. attn.3, mlp.2, head.1.0')
-      .addOption(new Option('--ablation <kind>', 'patch kind').choices(['zero', 'mean', 'noise', 'resample']).default('resample'))
-      .option('--samples <S>', 'patches for resample and noise', positiveInt('--samples'), DEFAULT_SAMPLES)
-      .option('--seed <N>', 'seed', nonNegativeInt('--seed'), 0)
+      .requiredOption('--ablate <component>', 'component to ablate, e.g. attn.3, mlp.2, head.1.0'))
       .option('--sources <dataset>', 'prompts that resample and mean patches come from (default: the bundled story prompts for the bundled model, else known_1000)')
       .option('--out <dir>', 'folder for profile.svg and profile.png', 'hydra-profile'),
   ).action(async (opts: ProfileOptions) => runProfile(opts));
@@ -43,6 +40,7 @@ interface ProfileOptions extends ModelOptions {
   ablation: AblationKind;
   samples: number;
   seed: number;
+  allowSameAnswer?: boolean;
   sources?: string;
   out: string;
 }
@@ -53,11 +51,12 @@ async function runProfile(opts: ProfileOptions): Promise<void> {
   const ids = model.encode(opts.text);
   if (ids.length === 0) throw new HydraError('--text gives no tokens; the prompt is empty');
   model.checkPrompt(ids, '--text prompt');
-  const pool = opts.ablation === 'resample' || opts.ablation === 'mean' ? await sourcePool(model, opts.sources) : [];
+  const pool = ablationKind(opts.ablation).pool ? await sourcePool(model, opts.sources) : [];
   const result = await profilePrompt(model, ids, {
     kind: opts.ablation,
     samples: opts.samples,
     seed: opts.seed,
+    allowSameAnswer: opts.allowSameAnswer,
     targets: [target],
     heads: target.startsWith('head.') || target.startsWith('attn_bias.'),
     pool,

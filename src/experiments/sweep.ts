@@ -1,7 +1,8 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { analyze, DEFAULT_BATCH_PROMPTS, DEFAULT_SAMPLES, resampleSources } from '../causal/analysis.js';
+import { ablationKind, checkSamples, noisePositionsOf, noiseStd, samplesOf } from '../causal/ablations.js';
+import { analyze, DEFAULT_BATCH_PROMPTS } from '../causal/analysis.js';
 import type { AblationKind, PromptResult } from '../causal/types.js';
 import { loadDataset, summarizeFilter, type PromptRecord } from '../io/datasets.js';
 import { HydraError } from '../io/errors.js';
@@ -23,6 +24,8 @@ export interface SweepOptions {
   ablation: AblationKind;
   samples?: number;
   seed?: number;
+  /** Resample: also draw sources whose clean token is the prompt's own (excluded by default). */
+  allowSameAnswer?: boolean;
   heads?: boolean;
   /** Only the first N prompts of the dataset. */
   limit?: number;
@@ -87,7 +90,8 @@ export async function runSweep(opts: SweepOptions): Promise<SweepSummary> {
   const log = opts.log ?? (() => {});
   const { model } = opts;
   const shard = parseShard(opts.shard);
-  const S = opts.ablation === 'resample' || opts.ablation === 'noise' ? (opts.samples ?? DEFAULT_SAMPLES) : 1;
+  const kind = ablationKind(opts.ablation);
+  const S = samplesOf(opts.ablation, opts.samples);
   const seed = opts.seed ?? 0;
   const filter = opts.filter ?? true;
   const B = opts.batchPrompts ?? DEFAULT_BATCH_PROMPTS;
@@ -95,6 +99,7 @@ export async function runSweep(opts: SweepOptions): Promise<SweepSummary> {
   const ds = await loadDataset(opts.dataset);
   const records = opts.limit !== undefined ? ds.records.slice(0, opts.limit) : ds.records;
   if (records.length === 0) throw new HydraError(`dataset ${opts.dataset} has no prompts${opts.limit !== undefined ? ` within --limit ${opts.limit}` : ''}`);
+  const subjects = records.some((r) => r.subject !== undefined);
 
   const config: RunConfig = {
     model: opts.modelName,
@@ -109,7 +114,8 @@ export async function runSweep(opts: SweepOptions): Promise<SweepSummary> {
     shard: opts.shard ?? null,
     // The kept set (and so the resample sources) depends on these.
     // Batch shapes change float sums in the last digits, so a resume must batch alike.
-    options: { filter, limit: opts.limit ?? null, n_records: records.length, batch_prompts: B },
+    // The kind's rules (same-answer sources, where noise goes) change the numbers too.
+    options: { filter, limit: opts.limit ?? null, n_records: records.length, batch_prompts: B, ...kind.rules({ allowSameAnswer: opts.allowSameAnswer, subjects }) },
   };
   const store = await ResultsStore.open(opts.out, config);
   try {
@@ -121,7 +127,8 @@ export async function runSweep(opts: SweepOptions): Promise<SweepSummary> {
       await store.writeDropped({ index: d.index, reason: d.reason, dataset_id: records[d.index].id, text: records[d.index].prompt, answer: records[d.index].answer ?? null });
     }
     if (kept.length === 0) throw new HydraError(`no prompts left after filtering ${records.length} prompts of ${ds.name}; use a model that answers them, or --no-filter to keep them all`);
-    if (opts.ablation === 'resample') resampleSources(kept.length, S, seed); // fails early when S is too large
+    if (kind.pool === 'sources') checkSamples(S, kept.length - 1); // fails early when S is too large
+    const noise = kind.name === 'noise' ? await datasetNoise(model, records, tokens, kept, B) : undefined;
 
     const keptIds = kept.map((k) => tokens[k]);
     const mine = (pos: number) => !shard || Math.floor(pos / B) % shard.n === shard.i;
@@ -140,6 +147,8 @@ export async function runSweep(opts: SweepOptions): Promise<SweepSummary> {
       kind: opts.ablation,
       samples: S,
       seed,
+      allowSameAnswer: opts.allowSameAnswer,
+      ...noise,
       heads: opts.heads,
       skip,
       batchPrompts: B,
@@ -161,6 +170,20 @@ export async function runSweep(opts: SweepOptions): Promise<SweepSummary> {
   } finally {
     await store.close();
   }
+}
+
+/**
+ * ROME's noise over a dataset: each kept prompt's subject tokens (every position without
+ * subjects), and the std from the embeddings of all the dataset's runnable prompts at those
+ * positions (so the std does not depend on the model's answers).
+ */
+async function datasetNoise(model: HookedModel, records: PromptRecord[], tokens: number[][], kept: number[], batch: number) {
+  const runnable = [...records.keys()].filter((i) => tokens[i].length > 0 && tokens[i].length <= model.spec.nCtx);
+  const label = (i: number) => `dataset record ${records[runnable[i]].id}`;
+  const positions = noisePositionsOf(model, runnable.map((i) => tokens[i]), runnable.map((i) => records[i].subject), label);
+  const std = await noiseStd(model, runnable.map((i) => tokens[i]), positions, batch);
+  const at = new Map(runnable.map((r, j) => [r, j]));
+  return { noiseStd: std, noisePositions: positions && kept.map((k) => positions[at.get(k)!]) };
 }
 
 /** The analysis numbers prompts by their place among the kept ones; the store by dataset index. */

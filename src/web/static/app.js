@@ -244,7 +244,19 @@ async function main() {
   const info = await api('/api/info');
   state.info = info;
   $('#model-info').textContent = `${info.model}: ${info.layers} layers, ${info.heads} heads, width ${info.width}${info.dataset ? `; database ${info.dataset}` : ''}`;
-  for (const k of info.kinds) $('#kind').append(new Option(k, k, k === 'resample', k === 'resample'));
+  for (const k of info.kinds) {
+    const o = new Option(k.name, k.name, k.name === 'resample', k.name === 'resample');
+    o.title = k.summary;
+    $('#kind').append(o);
+  }
+  // The effects table's columns are the server's declared effect fields.
+  for (const e of info.effects) {
+    const th = document.createElement('th');
+    th.textContent = e.label;
+    th.title = e.doc;
+    $('#effects thead tr').append(th);
+    $('#effects tbody tr').insertCell().dataset.field = e.key;
+  }
   $('#samples').value = String(Math.min(info.default_samples, info.max_samples || info.default_samples));
   $('#samples').max = String(info.max_samples || 64);
   $('#dataset-tab').hidden = !info.dataset;
