@@ -117,7 +117,7 @@ const resampleKind: AblationKindDef = {
   async plan({ prompts, targets, opts, S, pool, ownPool }) {
     const seed = opts.seed ?? 0;
     const given = opts.sources ? checkSources(opts.sources, prompts.length, pool.size, ownPool) : null;
-    if (!given) checkSamples(S, pool.size - (ownPool ? 1 : 0));
+    if (!given) checkSamples(S, pool.size, ownPool);
     // The draw excludes sources sharing the prompt's clean token: it needs every pool token.
     if (!given && !opts.allowSameAnswer) await pool.ensure(pool.prompts.keys());
     return {
@@ -228,10 +228,11 @@ export function samplesHelp(): string {
   return `S, patches per ablation: ${Object.values(ABLATIONS).filter((k) => k.cli && k.samples).map((k) => `${k.samples} (${k.name})`).join(', ')}`;
 }
 
-/** S must be a positive integer and no more than the prompts there are to draw from. */
-export function checkSamples(S: number, available: number): void {
+/** S must be a positive integer and no more than the pool's prompts to draw from (itself excluded when it is the prompt set). */
+export function checkSamples(S: number, poolSize: number, ownPool: boolean): void {
   if (!Number.isInteger(S) || S < 1) throw new HydraError(`--samples must be a positive integer, got ${S}`);
-  if (S > available) throw new HydraError(`resample ablation with S=${S} needs at least ${S} source prompts, but there are ${available}; lower --samples or add prompts`);
+  const need = ownPool ? S + 1 : S;
+  if (poolSize < need) throw new HydraError(`resample ablation with S=${S} needs at least ${need} ${ownPool ? '' : 'source '}prompts, but there are ${poolSize}; lower --samples or add prompts`);
 }
 
 /** Given source lists: one per prompt, all of one length, pool indices (never the prompt itself when the pool is the prompt set). */

@@ -127,7 +127,7 @@ export async function runSweep(opts: SweepOptions): Promise<SweepSummary> {
       await store.writeDropped({ index: d.index, reason: d.reason, dataset_id: records[d.index].id, text: records[d.index].prompt, answer: records[d.index].answer ?? null });
     }
     if (kept.length === 0) throw new HydraError(`no prompts left after filtering ${records.length} prompts of ${ds.name}; use a model that answers them, or --no-filter to keep them all`);
-    if (kind.pool === 'sources') checkSamples(S, kept.length - 1); // fails early when S is too large
+    if (kind.pool === 'sources') checkSamples(S, kept.length, true); // fails early when S is too large
     const noise = kind.name === 'noise' ? await datasetNoise(model, records, tokens, kept, B) : undefined;
 
     const keptIds = kept.map((k) => tokens[k]);
