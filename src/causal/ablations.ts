@@ -118,8 +118,9 @@ const resampleKind: AblationKindDef = {
     const seed = opts.seed ?? 0;
     const given = opts.sources ? checkSources(opts.sources, prompts.length, pool.size, ownPool) : null;
     if (!given) checkSamples(S, pool.size, ownPool);
-    // The draw excludes sources sharing the prompt's clean token: it needs every pool token.
-    if (!given && !opts.allowSameAnswer) await pool.ensure(pool.prompts.keys());
+    // The draw excludes sources sharing the prompt's clean token: it needs every pool token
+    // (and the targets' outputs, kept from the same run).
+    if (!given && !opts.allowSameAnswer) await pool.ensure(pool.prompts.keys(), targets);
     return {
       async forBatch(chunk, _ids, clean) {
         const sources = chunk.map((n, p) =>
