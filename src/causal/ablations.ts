@@ -6,7 +6,7 @@
 import { HydraError } from '../io/errors.js';
 import type { Component } from '../models/components.js';
 import type { HookedModel, PromptActivations } from '../models/model.js';
-import type { CleanBank } from './bank.js';
+import { needsHeads, type CleanBank } from './bank.js';
 import { gaussian, mulberry32, sampleFrom, seedOf } from './random.js';
 
 export type AblationKind = 'zero' | 'mean' | 'noise' | 'resample' | 'custom';
@@ -73,6 +73,8 @@ export interface AblationKindDef {
   samples: string | null;
   /** Offered by the CLI and the explorer (custom takes vectors, so only the library). */
   cli: boolean;
+  /** Whether the prompts' subjects decide its patches (noise: the subject's tokens get the noise). */
+  usesSubjects: boolean;
   /** The rules this kind applies, as recorded with a run (empty when there is no choice). */
   rules(ctx: RuleContext): Record<string, string>;
   plan(setup: PatchSetup): Promise<PatchPlan>;
@@ -84,6 +86,7 @@ const zeroKind: AblationKindDef = {
   pool: null,
   samples: null,
   cli: true,
+  usesSubjects: false,
   rules: () => ({}),
   async plan({ model }) {
     const zero = new Float32Array(model.spec.dModel);
@@ -93,10 +96,11 @@ const zeroKind: AblationKindDef = {
 
 const meanKind: AblationKindDef = {
   name: 'mean',
-  summary: "the output's mean over a pool of prompts (the prompt set, or --sources)",
+  summary: "the output's mean over a pool of prompts",
   pool: 'mean',
   samples: null,
   cli: true,
+  usesSubjects: false,
   rules: () => ({}),
   async plan({ pool, targets }) {
     if (pool.size === 0) throw new HydraError('mean ablation needs prompts to average over, and the pool is empty; give source prompts the model can run');
@@ -113,6 +117,7 @@ const resampleKind: AblationKindDef = {
   pool: 'sources',
   samples: 'resample sources per prompt',
   cli: true,
+  usesSubjects: false,
   rules: (ctx) => ({ same_answer_sources: ctx.sourcesGiven ? 'as given' : ctx.allowSameAnswer ? 'allowed' : 'excluded' }),
   async plan({ prompts, targets, opts, S, pool, ownPool }) {
     const seed = opts.seed ?? 0;
@@ -135,10 +140,11 @@ const resampleKind: AblationKindDef = {
 
 const noiseKind: AblationKindDef = {
   name: 'noise',
-  summary: "the output when Gaussian noise (3 × the embeddings' std) is added to the subject's input embeddings (ROME)",
+  summary: "the output when Gaussian noise (3 × the embeddings' std) is added to the input embeddings of the subject's tokens, or of every token without a subject (ROME)",
   pool: 'std',
   samples: 'noise samples per prompt',
   cli: true,
+  usesSubjects: true,
   rules: (ctx) => ({
     noise: ctx.subjects
       ? `subject tokens; std ${NOISE_SCALE} x the std of the embeddings of all subject tokens of the prompt set`
@@ -153,7 +159,6 @@ const noiseKind: AblationKindDef = {
     const d = model.spec.dModel;
     return {
       async forBatch(chunk, ids) {
-        const withHeads = targets.some((t) => t.kind === 'head' || t.kind === 'attn_bias');
         const out = ids.map(() => new Map<string, Float32Array[]>(targets.map((t) => [t.name, []])));
         for (let s = 0; s < S; s++) {
           const noise = ids.map((p, b) => {
@@ -162,7 +167,7 @@ const noiseKind: AblationKindDef = {
             for (const i of positions?.[chunk[b]] ?? p.keys()) for (let j = 0; j < d; j++) add[i * d + j] = std * g();
             return add;
           });
-          const res = await model.forward(ids, { heads: withHeads, embedAdd: noise });
+          const res = await model.forward(ids, { heads: needsHeads(targets), embedAdd: noise });
           res.prompts.forEach((a, b) => {
             for (const t of targets) out[b].get(t.name)!.push(a.components.get(t.name)!);
           });
@@ -179,6 +184,7 @@ const customKind: AblationKindDef = {
   pool: null,
   samples: null,
   cli: false,
+  usesSubjects: false,
   rules: () => ({}),
   async plan({ model, targets, opts }) {
     const d = model.spec.dModel;

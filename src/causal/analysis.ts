@@ -2,7 +2,7 @@ import { HydraError } from '../io/errors.js';
 import { headComponents, parseComponent } from '../models/components.js';
 import type { HookedModel } from '../models/model.js';
 import { ablationKind, samplesOf, type PatchOptions } from './ablations.js';
-import { CleanBank, DEFAULT_BATCH_PROMPTS } from './bank.js';
+import { CleanBank, DEFAULT_BATCH_PROMPTS, needsHeads } from './bank.js';
 import { averagePatches, cleanContext, patchEffects, type CleanContext } from './effects.js';
 import { runFastPath, type AblationRow } from './fastpath.js';
 import { runNaivePath } from './naive.js';
@@ -60,7 +60,7 @@ export async function analyze(model: HookedModel, prompts: number[][], opts: Abl
   const kind = ablationKind(opts.kind);
   const targets = (opts.targets ?? defaultTargets(model, !!opts.heads)).map((t) => parseComponent(t, model.spec));
   if (targets.length === 0) throw new HydraError('no components to ablate');
-  const withHeads = !!opts.heads || targets.some((t) => t.kind === 'head' || t.kind === 'attn_bias');
+  const withHeads = !!opts.heads || needsHeads(targets);
   const S = samplesOf(opts.kind, opts.samples, opts.sources);
   const batchPrompts = opts.batchPrompts ?? DEFAULT_BATCH_PROMPTS;
   const pool = opts.pool ?? new CleanBank(model, prompts, batchPrompts);

@@ -4,6 +4,11 @@ import type { HookedModel, PromptActivations } from '../models/model.js';
 
 export const DEFAULT_BATCH_PROMPTS = 8;
 
+/** Whether reading these targets needs the clean run split into heads. */
+export function needsHeads(targets: Component[]): boolean {
+  return targets.some((t) => t.kind === 'head' || t.kind === 'attn_bias');
+}
+
 /**
  * The clean runs of a fixed list of prompts, kept as much as patches need: each prompt's clean
  * token and its components' outputs at the last position. Resample and mean patches depend only
@@ -41,8 +46,7 @@ export class CleanBank {
       const have = this.stored[k];
       if (have && targets.every((t) => have.has(t.name))) continue;
       const idx = [...this.prompts.keys()].slice(k * B, (k + 1) * B);
-      const heads = targets.some((t) => t.kind === 'head' || t.kind === 'attn_bias');
-      const res = await this.model.forward(idx.map((n) => this.prompts[n]), { heads });
+      const res = await this.model.forward(idx.map((n) => this.prompts[n]), { heads: needsHeads(targets) });
       const names = new Set([...layerComponents(this.model.spec), ...targets.map((t) => t.name), ...(have ?? [])]);
       res.prompts.forEach((a, b) => this.keep(idx[b], a, names));
       this.stored[k] = names;

@@ -46,7 +46,7 @@ async function runEffects(opts: EffectsCliOptions): Promise<void> {
   const model = await loadModelFromOptions(opts);
   const prompts = entries.map((e, i) => promptIds(model, e, `${opts.prompts} entry ${i}`));
   const subjects = entries.map((e) => e.subject);
-  const noisePositions = kind.name === 'noise' ? noisePositionsOf(model, prompts, subjects, (i) => `${opts.prompts} entry ${i}`) : undefined;
+  const noisePositions = kind.usesSubjects ? noisePositionsOf(model, prompts, subjects, (i) => `${opts.prompts} entry ${i}`) : undefined;
   const results = await analyze(model, prompts, {
     kind: opts.ablation,
     samples: opts.samples,

@@ -128,7 +128,7 @@ export async function runSweep(opts: SweepOptions): Promise<SweepSummary> {
     }
     if (kept.length === 0) throw new HydraError(`no prompts left after filtering ${records.length} prompts of ${ds.name}; use a model that answers them, or --no-filter to keep them all`);
     if (kind.pool === 'sources') checkSamples(S, kept.length, true); // fails early when S is too large
-    const noise = kind.name === 'noise' ? await datasetNoise(model, records, tokens, kept, B) : undefined;
+    const noise = kind.usesSubjects ? await datasetNoise(model, records, tokens, kept, B) : undefined;
 
     const keptIds = kept.map((k) => tokens[k]);
     const mine = (pos: number) => !shard || Math.floor(pos / B) % shard.n === shard.i;

@@ -201,7 +201,7 @@ async function ablateAll() {
       tr.dataset.component = c;
       tr.insertCell().textContent = c;
       cell(tr.insertCell(), r.de[c]);
-      for (const f of ['te', 'ce', 'ce_attn', 'ce_mlp', 'ne']) cell(tr.insertCell(), a[f]);
+      for (const e of state.info.effects) cell(tr.insertCell(), a[e.key]);
       tr.addEventListener('click', () => ablate(c));
     }
   } catch (e) {
@@ -249,12 +249,14 @@ async function main() {
     o.title = k.summary;
     $('#kind').append(o);
   }
-  // The effects table's columns are the server's declared effect fields.
+  // The effects tables' columns are the server's declared effect fields.
   for (const e of info.effects) {
-    const th = document.createElement('th');
-    th.textContent = e.label;
-    th.title = e.doc;
-    $('#effects thead tr').append(th);
+    for (const table of ['#effects', '#all-table']) {
+      const th = document.createElement('th');
+      th.textContent = e.label;
+      th.title = e.doc;
+      $(`${table} thead tr`).append(th);
+    }
     $('#effects tbody tr').insertCell().dataset.field = e.key;
   }
   $('#samples').value = String(Math.min(info.default_samples, info.max_samples || info.default_samples));
