@@ -126,11 +126,12 @@ const resampleKind: AblationKindDef = {
     // The draw excludes sources sharing the prompt's clean token: it needs every pool token
     // (and the targets' outputs, kept from the same run).
     if (!given && !opts.allowSameAnswer) await pool.ensure(pool.prompts.keys(), targets);
+    const allow = !!opts.allowSameAnswer;
+    // A prompt set that is its own pool is drawn up front, so that a prompt without enough sources fails before any work.
+    const upfront = given ?? (ownPool ? prompts.map((_, n) => drawSources(n, allow ? -1 : pool.token(n), S, seed, pool, true, allow)) : null);
     return {
       async forBatch(chunk, _ids, clean) {
-        const sources = chunk.map((n, p) =>
-          given ? given[n] : drawSources(n, clean[p].token, S, seed, pool, ownPool, !!opts.allowSameAnswer),
-        );
+        const sources = chunk.map((n, p) => (upfront ? upfront[n] : drawSources(n, clean[p].token, S, seed, pool, false, allow)));
         await pool.ensure(sources.flat(), targets);
         return (p, t, s) => ({ patch: pool.output(sources[p][s], t.name), source: sources[p][s] });
       },
