@@ -5,7 +5,7 @@
  */
 import { HydraError } from '../io/errors.js';
 import type { Component } from '../models/components.js';
-import type { HookedModel, PromptActivations } from '../models/model.js';
+import { interventionSite, type HookedModel, type PromptActivations } from '../models/model.js';
 import { needsHeads, type CleanBank } from './bank.js';
 import { gaussian, mulberry32, sampleFrom, seedOf } from './random.js';
 
@@ -170,7 +170,7 @@ const noiseKind: AblationKindDef = {
           });
           const res = await model.forward(ids, { heads: needsHeads(targets), embedAdd: noise });
           res.prompts.forEach((a, b) => {
-            for (const t of targets) out[b].get(t.name)!.push(a.components.get(t.name)!);
+            for (const t of targets) out[b].get(t.name)!.push(interventionSite(a, t.name));
           });
         }
         return (p, t, s) => ({ patch: out[p].get(t.name)![s], source: null });

@@ -1,6 +1,6 @@
 import { HydraError } from '../io/errors.js';
 import { layerComponents, type Component } from '../models/components.js';
-import type { HookedModel, PromptActivations } from '../models/model.js';
+import { interventionSite, type HookedModel, type PromptActivations } from '../models/model.js';
 
 export const DEFAULT_BATCH_PROMPTS = 8;
 
@@ -56,7 +56,8 @@ export class CleanBank {
   private keep(n: number, a: PromptActivations, names: Set<string>): void {
     this.tokens[n] = a.token;
     for (const name of names) {
-      const v = a.components.get(name);
+      // The value an intervention replaces (a post-norm head's pre-norm output), as the patch.
+      const v = a.components.has(name) ? interventionSite(a, name) : undefined;
       if (!v) continue;
       let list = this.outputs.get(name);
       if (!list) this.outputs.set(name, (list = new Array<Float32Array>(this.prompts.length)));

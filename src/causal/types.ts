@@ -23,6 +23,8 @@ export const EFFECT_FIELDS: readonly EffectField[] = EFFECTS.map((e) => e.key);
 export const PATCH_FIELDS = ['sigma_prime', 'pi_hat_prime'] as const;
 
 export type Effects = Record<EffectField, number> & {
+  /** Only for models with final-logit soft-capping: TE on the real (capped) centred logits; every other effect is on the raw logits. */
+  te_capped?: number;
   /** DE'_k(c), keyed by component name (embed, attn.{l}, mlp.{l}, head.{l}.{h}, attn_bias.{l}). */
   de_prime: Record<string, number>;
   /** Only with the own-scale option: û_σ'(c') = (σ/σ') DE'_k(c), the ablated run unembedded with its own scale. */
