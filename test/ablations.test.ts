@@ -201,3 +201,20 @@ test('mean ablation needs a pool: an empty one is refused, never the prompt itse
   assert.equal(r.stderr.trim().split('\n').length, 1);
   assert.match(r.stderr, /^hydra: error: mean ablation needs source prompts, and none is usable/);
 });
+
+test('hydra effects --json records the rule it applied', () => {
+  const dir = tmpDir();
+  const file = path.join(dir, 'prompts.json');
+  fs.writeFileSync(file, JSON.stringify([
+    { text: 'Once upon a time, Lily met Ben. Ben said hi to', subject: 'Lily' },
+    { text: 'One day, Tom saw a cat. The cat ran to', subject: 'Tom' },
+  ]));
+  const run = (...args: string[]) => {
+    const r = spawnSync(process.execPath, [cli, 'effects', '--prompts', file, '--targets', 'attn.1', '--samples', '1', '--json', ...args], { encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    return JSON.parse(r.stdout);
+  };
+  assert.match(run('--ablation', 'noise').rules.noise, /^subject tokens/);
+  assert.deepEqual(run('--ablation', 'resample', '--allow-same-answer').rules, { same_answer_sources: 'allowed' });
+  assert.deepEqual(run('--ablation', 'zero').rules, {});
+});
