@@ -27,7 +27,10 @@ export { defaultModelDir } from './io/paths.js';
 
 // Readouts and effects
 export { Readout, directEffect, centredLogit, softmax, topTokens } from './causal/readout.js';
-export { analyze, defaultTargets, resampleSources, DEFAULT_SAMPLES, DEFAULT_BATCH_PROMPTS, NOISE_SCALE } from './causal/analysis.js';
+export { analyze, defaultTargets, DEFAULT_BATCH_PROMPTS } from './causal/analysis.js';
+export { ABLATIONS, ablationKind, DEFAULT_SAMPLES, NOISE_SCALE } from './causal/ablations.js';
+export type { AblationKindDef } from './causal/ablations.js';
+export { CleanBank } from './causal/bank.js';
 export type { AblationOptions } from './causal/analysis.js';
 export type { AblationKind, AblationResult, Effects, PatchEffects, PromptResult } from './causal/types.js';
 

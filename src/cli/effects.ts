@@ -1,13 +1,15 @@
 import fs from 'node:fs';
-import { Command, Option } from 'commander';
-import { analyze, DEFAULT_SAMPLES } from '../causal/analysis.js';
+import { Command } from 'commander';
+import { ablationKind, noisePositionsOf, samplesOf } from '../causal/ablations.js';
+import { analyze } from '../causal/analysis.js';
 import type { AblationKind, PromptResult } from '../causal/types.js';
 import { readPromptSet } from '../experiments/prompts.js';
 import { HydraError } from '../io/errors.js';
 import type { HookedModel } from '../models/model.js';
+import { EFFECTS } from '../causal/types.js';
 import { createProgress } from './progress.js';
 import { addAnswerColumn, PROMPTS_HELP } from './prompts.js';
-import { addModelOptions, fmt, loadModelFromOptions, nonNegativeInt, positiveInt, printJson, type ModelOptions } from './util.js';
+import { addAblationOptions, addModelOptions, fmt, loadModelFromOptions, printJson, type ModelOptions } from './util.js';
 
 export interface EffectsCliOptions extends ModelOptions {
   prompts: string;
@@ -15,6 +17,7 @@ export interface EffectsCliOptions extends ModelOptions {
   ablation: AblationKind;
   samples: number;
   seed: number;
+  allowSameAnswer?: boolean;
   sources?: string;
   targets?: string;
   heads?: boolean;
@@ -26,14 +29,13 @@ export interface EffectsCliOptions extends ModelOptions {
 /** `hydra effects`: DE, TE, CE, NE, IE of ablating every layer (or given components), per prompt. */
 export function registerEffects(program: Command): void {
   const cmd = addModelOptions(
-    program
-      .command('effects')
-      .description('ablate every attention and MLP layer (or --targets) on each prompt and measure direct, total, compensatory, norm and indirect effects')
-      .requiredOption('--prompts <name|file>', PROMPTS_HELP)
-      .addOption(new Option('--ablation <kind>', 'patch kind').choices(['zero', 'mean', 'noise', 'resample']).default('resample'))
-      .option('--samples <S>', 'patches per prompt for resample and noise ablation', positiveInt('--samples'), DEFAULT_SAMPLES)
-      .option('--seed <N>', 'seed for the choice of resample sources and for noise', nonNegativeInt('--seed'), 0)
-      .option('--sources <file>', 'JSON list, one entry per prompt, of the prompt indices to resample from (overrides the seeded choice)')
+    addAblationOptions(
+      program
+        .command('effects')
+        .description('ablate every attention and MLP layer (or --targets) on each prompt and measure direct, total, compensatory, norm and indirect effects')
+        .requiredOption('--prompts <name|file>', `${PROMPTS_HELP} (noise goes to the subject's tokens when every prompt has a "subject")`),
+    )
+      .option('--sources <file>', 'JSON list, one entry per prompt, of the prompt indices to resample from (used as given, instead of the seeded choice)')
       .option('--targets <list>', 'comma-separated components to ablate, e.g. attn.3,mlp.5,head.2.1 (default: every attn and mlp layer, and every head with --heads)')
       .option('--heads', 'split attention into heads: report DE and DE\' per head, and ablate every head')
       .option('--own-scale', 'also report DE\' with the ablated run\'s own final-norm scale (field de_prime_own_scale)')
@@ -45,14 +47,19 @@ export function registerEffects(program: Command): void {
 
 async function runEffects(opts: EffectsCliOptions): Promise<void> {
   const sources = opts.sources ? readSourcesFile(opts.sources) : undefined;
-  if (sources && opts.ablation !== 'resample') throw new HydraError('--sources only applies to --ablation resample');
+  const kind = ablationKind(opts.ablation);
+  if (sources && kind.pool !== 'sources') throw new HydraError('--sources only applies to --ablation resample');
   const model = await loadModelFromOptions(opts);
   const { records, ids: prompts } = await readPromptSet(model, opts.prompts, { answerColumn: opts.answerColumn });
+  const subjects = records.map((r) => r.subject);
+  const noisePositions = kind.usesSubjects ? noisePositionsOf(model, prompts, subjects, (i) => `${opts.prompts} record ${i}`) : undefined;
   const bar = createProgress(prompts.length, 'effects');
   const results = await analyze(model, prompts, {
     kind: opts.ablation,
     samples: opts.samples,
     seed: opts.seed,
+    allowSameAnswer: opts.allowSameAnswer,
+    noisePositions,
     sources,
     targets: opts.targets?.split(',').map((s) => s.trim()).filter(Boolean),
     heads: opts.heads,
@@ -66,8 +73,9 @@ async function runEffects(opts: EffectsCliOptions): Promise<void> {
     printJson({
       model: model.source.repo ?? model.source.dir,
       ablation: opts.ablation,
-      samples: opts.ablation === 'resample' || opts.ablation === 'noise' ? (sources?.[0].length ?? opts.samples) : 1,
+      samples: samplesOf(opts.ablation, opts.samples, sources),
       seed: opts.seed,
+      rules: kind.rules({ sourcesGiven: !!sources, allowSameAnswer: opts.allowSameAnswer, subjects: subjects.some((x) => x !== undefined) }),
       prompts: results.map((r) => ({ ...r, text: text(r.index), token_text: model.tokenizer?.tokenText(r.token) })),
     });
   } else {
@@ -94,10 +102,10 @@ export function effectsTable(model: HookedModel, r: PromptResult, text?: string)
   const tok = model.tokenizer?.tokenText(r.token);
   const lines = [
     `prompt ${r.index}${text !== undefined ? ` ${JSON.stringify(text)}` : ''}: clean token ${r.token}${tok !== undefined ? ` ${JSON.stringify(tok)}` : ''}, σ = ${fmt(r.sigma)}, π̂ = ${fmt(r.pi_hat)}`,
-    `  ${'component'.padEnd(12)}${['DE', 'TE', 'ΔDE self', 'CE', 'CE attn', 'CE mlp', 'NE', 'IE'].map((h) => h.padStart(10)).join('')}`,
+    `  ${'component'.padEnd(12)}${['DE', ...EFFECTS.map((e) => e.label)].map((h) => h.padStart(10)).join('')}`,
   ];
   for (const [c, a] of Object.entries(r.ablations)) {
-    const vals = [r.de[c], a.te, a.dde_self, a.ce, a.ce_attn, a.ce_mlp, a.ne, a.ie];
+    const vals = [r.de[c], ...EFFECTS.map((e) => a[e.key])];
     lines.push(`  ${c.padEnd(12)}${vals.map((v) => fmt(v, 4, 10)).join('')}`);
   }
   return lines.join('\n');

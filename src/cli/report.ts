@@ -1,5 +1,5 @@
-import { Command, Option } from 'commander';
-import { DEFAULT_SAMPLES } from '../causal/analysis.js';
+import { Command } from 'commander';
+import { ablationKind } from '../causal/ablations.js';
 import type { AblationKind, PromptResult } from '../causal/types.js';
 import { profilePrompt, sourcePool } from '../experiments/profile.js';
 import { reportFromDatabase } from '../experiments/report.js';
@@ -10,7 +10,7 @@ import { profileFigure } from '../report/figures.js';
 import { writeFigure } from '../report/render.js';
 import { waiting } from './progress.js';
 import { addPromptPick, pickPrompt, type PromptOptions } from './prompts.js';
-import { addModelOptions, fmt, loadModelFromOptions, nonNegativeInt, positiveInt, printJson, type ModelOptions } from './util.js';
+import { addAblationOptions, addModelOptions, fmt, loadModelFromOptions, positiveInt, printJson, type ModelOptions } from './util.js';
 
 /** `hydra report` (dataset figures and HTML from a sweep) and `hydra profile` (Figure 1 for one prompt). */
 export function registerReport(program: Command): void {
@@ -28,14 +28,13 @@ export function registerReport(program: Command): void {
     });
 
   const profile = addModelOptions(
-    program
-      .command('profile')
-      .description('Figure 1 for one prompt: clean DE per layer, and DE\' per patch and averaged after ablating one component')
-      .option('--text <text>', 'the prompt (or --prompts FILE --index I)')
-      .requiredOption('--ablate <component>', 'component to ablate, e.g. attn.3, mlp.2, head.1.0')
-      .addOption(new Option('--ablation <kind>', 'patch kind').choices(['zero', 'mean', 'noise', 'resample']).default('resample'))
-      .option('--samples <S>', 'patches for resample and noise', positiveInt('--samples'), DEFAULT_SAMPLES)
-      .option('--seed <N>', 'seed', nonNegativeInt('--seed'), 0)
+    addAblationOptions(
+      program
+        .command('profile')
+        .description('Figure 1 for one prompt: clean DE per layer, and DE\' per patch and averaged after ablating one component')
+        .option('--text <text>', 'the prompt (or --prompts FILE --index I)')
+        .requiredOption('--ablate <component>', 'component to ablate, e.g. attn.3, mlp.2, head.1.0'),
+    )
       .option('--sources <dataset>', 'prompts that resample and mean patches come from (default: the bundled story prompts for the bundled model, else known_1000)')
       .option('--out <dir>', 'folder for profile.svg and profile.png', 'hydra-profile')
       .option('--json', 'print the prompt\'s `hydra effects --json` entry and the figure paths instead of a table'),
@@ -51,6 +50,7 @@ interface ProfileOptions extends ModelOptions, PromptOptions {
   ablation: AblationKind;
   samples: number;
   seed: number;
+  allowSameAnswer?: boolean;
   sources?: string;
   out: string;
 }
@@ -62,11 +62,12 @@ async function runProfile(opts: ProfileOptions): Promise<void> {
   const { ids, text } = opts.prompts !== undefined ? await pickPrompt(model, opts) : { ids: model.encode(opts.text!), text: opts.text! };
   if (ids.length === 0) throw new HydraError('--text gives no tokens; the prompt is empty');
   model.checkPrompt(ids, '--text prompt');
-  const pool = opts.ablation === 'resample' || opts.ablation === 'mean' ? await sourcePool(model, opts.sources) : [];
+  const pool = ablationKind(opts.ablation).pool ? await sourcePool(model, opts.sources) : [];
   const result = await waiting(`ablating ${target}`, () => profilePrompt(model, ids, {
     kind: opts.ablation,
     samples: opts.samples,
     seed: opts.seed,
+    allowSameAnswer: opts.allowSameAnswer,
     targets: [target],
     heads: target.startsWith('head.') || target.startsWith('attn_bias.'),
     pool,

@@ -1,17 +1,17 @@
-import { Command, Option } from 'commander';
-import { DEFAULT_SAMPLES } from '../causal/analysis.js';
+import { Command } from 'commander';
 import type { AblationKind } from '../causal/types.js';
 import { exportParquet, mergeStores } from '../experiments/store.js';
 import { parseShard, shardFromEnvironment, runSweep } from '../experiments/sweep.js';
 import { sweepProgress, waiting } from './progress.js';
 import { addAnswerColumn, PROMPTS_HELP } from './prompts.js';
-import { addModelOptions, loadModelFromOptions, nonNegativeInt, positiveInt, printJson, type ModelOptions } from './util.js';
+import { addAblationOptions, addModelOptions, loadModelFromOptions, positiveInt, printJson, type ModelOptions } from './util.js';
 
 export interface SweepCliOptions extends ModelOptions {
   dataset: string;
   ablation: AblationKind;
   samples: number;
   seed: number;
+  allowSameAnswer?: boolean;
   out: string;
   heads?: boolean;
   limit?: number;
@@ -26,13 +26,12 @@ export interface SweepCliOptions extends ModelOptions {
 /** `hydra sweep`, `hydra merge` and `hydra export`: the dataset-wide experiment and its database. */
 export function registerSweep(program: Command): void {
   const sweep = addModelOptions(
-    program
-      .command('sweep')
-      .description('ablate every attention and MLP layer (and head with --heads) on every kept prompt of a dataset; results go to DuckDB, and a rerun resumes')
-      .option('--dataset <name|file>', `${PROMPTS_HELP}, or a counterfact.json`, 'known_1000')
-      .addOption(new Option('--ablation <kind>', 'patch kind').choices(['zero', 'mean', 'noise', 'resample']).default('resample'))
-      .option('--samples <S>', 'patches per prompt for resample and noise', positiveInt('--samples'), DEFAULT_SAMPLES)
-      .option('--seed <N>', 'seed for resample sources and noise', nonNegativeInt('--seed'), 0)
+    addAblationOptions(
+      program
+        .command('sweep')
+        .description('ablate every attention and MLP layer (and head with --heads) on every kept prompt of a dataset; results go to DuckDB, and a rerun resumes')
+        .option('--dataset <name|file>', `${PROMPTS_HELP}, or a counterfact.json`, 'known_1000'),
+    )
       .option('--out <file>', 'results database', 'results.duckdb')
       .option('--heads', 'also ablate every attention head')
       .option('--limit <N>', 'only the first N prompts of the dataset (a larger N later extends the same --out)', positiveInt('--limit'))
@@ -60,6 +59,7 @@ export function registerSweep(program: Command): void {
       ablation: opts.ablation,
       samples: opts.samples,
       seed: opts.seed,
+      allowSameAnswer: opts.allowSameAnswer,
       heads: opts.heads,
       limit: opts.limit,
       shard: opts.shard,

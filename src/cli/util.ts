@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { InvalidArgumentError, Option, type Command } from 'commander';
+import { CLI_KINDS, DEFAULT_SAMPLES, kindsHelp, samplesHelp } from '../causal/ablations.js';
 import { HydraError } from '../io/errors.js';
 import { toJson } from '../io/json.js';
 
@@ -133,4 +134,13 @@ export function withFlags(message: string): string {
     if (!flag) return whole;
     return value === undefined || flag.startsWith('--no-') ? flag : `${flag} ${value}`;
   });
+}
+
+/** --ablation, --samples and --seed, with choices and help from the ablation registry. */
+export function addAblationOptions(cmd: Command): Command {
+  return cmd
+    .addOption(new Option('--ablation <kind>', `patch kind (${kindsHelp()})`).choices(CLI_KINDS).default('resample'))
+    .option('--samples <S>', samplesHelp(), positiveInt('--samples'), DEFAULT_SAMPLES)
+    .option('--seed <N>', 'seed for the choice of resample sources and for noise', nonNegativeInt('--seed'), 0)
+    .option('--allow-same-answer', "resample: also draw sources whose clean token is the prompt's own (excluded by default)");
 }

@@ -1,6 +1,6 @@
 import { concatOutputs } from '../io/matrix.js';
 import { GraphBuilder, type Graph } from './onnx.js';
-import type { ArchSpec, LayerVectors, LayerWeights, ModelWeights, NormWeights, RopeSpec } from './spec.js';
+import type { ArchSpec, LayerVectors, LayerWeights, NormWeights, RopeSpec } from './spec.js';
 
 /**
  * ONNX graphs for the blocks of a transformer: the pieces the residual plan

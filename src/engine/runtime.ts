@@ -33,7 +33,6 @@ export async function createSession(graph: Graph, opts: EngineOptions): Promise<
     // halved the fast path's MLP throughput on small row batches (81 vs 204 GFLOP/s).
     extra: {
       'session.intra_op.allow_spinning': opts.spin ? '1' : '0',
-      ...(process.env.HYDRA_NO_PREPACK ? { 'session.disable_prepacking': '1' } : {}),
     },
   });
 }

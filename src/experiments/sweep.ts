@@ -1,7 +1,8 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { analyze, DEFAULT_BATCH_PROMPTS, DEFAULT_SAMPLES, resampleSources } from '../causal/analysis.js';
+import { ablationKind, checkSamples, noisePositionsOf, noiseStd, samplesOf } from '../causal/ablations.js';
+import { analyze, DEFAULT_BATCH_PROMPTS } from '../causal/analysis.js';
 import type { AblationKind, PromptResult } from '../causal/types.js';
 import { loadDataset, summarizeFilter, type PromptRecord } from '../io/datasets.js';
 import { HydraError } from '../io/errors.js';
@@ -26,6 +27,8 @@ export interface SweepOptions {
   ablation: AblationKind;
   samples?: number;
   seed?: number;
+  /** Resample: also draw sources whose clean token is the prompt's own (excluded by default). */
+  allowSameAnswer?: boolean;
   heads?: boolean;
   /** Only the first N prompts of the dataset. A larger limit on an existing store extends it. */
   limit?: number;
@@ -122,7 +125,8 @@ export async function runSweep(opts: SweepOptions): Promise<SweepSummary> {
   const log = opts.log ?? (() => {});
   const { model } = opts;
   const shard = parseShard(opts.shard);
-  const S = opts.ablation === 'resample' || opts.ablation === 'noise' ? (opts.samples ?? DEFAULT_SAMPLES) : 1;
+  const kind = ablationKind(opts.ablation);
+  const S = samplesOf(opts.ablation, opts.samples);
   const seed = opts.seed ?? 0;
   const filter = opts.filter ?? true;
   const B = opts.batchPrompts ?? DEFAULT_BATCH_PROMPTS;
@@ -130,6 +134,7 @@ export async function runSweep(opts: SweepOptions): Promise<SweepSummary> {
   const ds = await loadDataset(opts.dataset, { answerColumn: opts.answerColumn });
   const records = opts.limit !== undefined ? ds.records.slice(0, opts.limit) : ds.records;
   if (records.length === 0) throw new HydraError(`dataset ${opts.dataset} has no prompts${opts.limit !== undefined ? ` within \`limit\` ${opts.limit}` : ''}`);
+  const subjects = records.some((r) => r.subject !== undefined);
 
   const config: RunConfig = {
     model: opts.modelName,
@@ -143,9 +148,10 @@ export async function runSweep(opts: SweepOptions): Promise<SweepSummary> {
     limit: opts.limit ?? null,
     shard: opts.shard ?? null,
     // Batch shapes change float sums in the last digits, so a resume must batch alike. The limit
-    // is not compared (a larger one extends the run), except for mean patches, which average
-    // every kept prompt.
-    options: { filter, batch_prompts: B, ...(opts.ablation === 'mean' ? { limit: opts.limit ?? null } : {}) },
+    // is not compared (a larger one extends the run), except where the patches depend on the
+    // whole prompt set (mean patches average it, noise takes its std from it). The kind's rules
+    // (same-answer sources, where noise goes) change the numbers too.
+    options: { filter, batch_prompts: B, ...(kind.pool === 'mean' || kind.pool === 'std' ? { limit: opts.limit ?? null } : {}), ...kind.rules({ allowSameAnswer: opts.allowSameAnswer, subjects }) },
   };
   // A new store is made only once some prompt is kept, so a sweep that keeps none leaves no file.
   let store = fs.existsSync(opts.out) ? await ResultsStore.open(opts.out, config) : null;
@@ -158,12 +164,13 @@ export async function runSweep(opts: SweepOptions): Promise<SweepSummary> {
     if (kept.length === 0) {
       throw new HydraError(`no prompts left after filtering ${records.length} prompts of ${ds.name} (${Object.entries(summary.dropReasons).map(([r, n]) => `${n} ${r}`).join(', ')}); use a model that answers them, more prompts, or \`filter=false\` to keep them all`);
     }
-    if (opts.ablation === 'resample') resampleSources(kept.length, S, seed); // fails early when S is too large
     store ??= await ResultsStore.open(opts.out, config);
     for (const d of dropped) {
       if (decided.has(d.index)) continue;
       await store.writeDropped({ index: d.index, reason: d.reason, dataset_id: records[d.index].id, text: records[d.index].prompt, answer: records[d.index].answer ?? null });
     }
+    if (kind.pool === 'sources') checkSamples(S, kept.length, true); // fails early when S is too large
+    const noise = kind.usesSubjects ? await datasetNoise(model, records, tokens, kept, B) : undefined;
 
     const keptIds = kept.map((k) => tokens[k]);
     const mine = (pos: number) => !shard || Math.floor(pos / B) % shard.n === shard.i;
@@ -184,6 +191,8 @@ export async function runSweep(opts: SweepOptions): Promise<SweepSummary> {
         kind: opts.ablation,
         samples: S,
         seed,
+        allowSameAnswer: opts.allowSameAnswer,
+        ...noise,
         heads: opts.heads,
         skip,
         batchPrompts: B,
@@ -226,6 +235,20 @@ function dropSummary(kept: number, dropped: { index: number; reason: string }[],
   const dropReasons: Record<string, number> = {};
   for (const d of dropped) dropReasons[dropCategory(d.reason)] = (dropReasons[dropCategory(d.reason)] ?? 0) + 1;
   return { dropReasons, droppedPrompts: dropped.map((d) => ({ index: d.index, id: records[d.index].id, reason: d.reason })) };
+}
+
+/**
+ * ROME's noise over a dataset: each kept prompt's subject tokens (every position without
+ * subjects), and the std from the embeddings of all the dataset's runnable prompts at those
+ * positions (so the std does not depend on the model's answers).
+ */
+async function datasetNoise(model: HookedModel, records: PromptRecord[], tokens: number[][], kept: number[], batch: number) {
+  const runnable = [...records.keys()].filter((i) => tokens[i].length > 0 && tokens[i].length <= model.spec.nCtx);
+  const label = (i: number) => `dataset record ${records[runnable[i]].id}`;
+  const positions = noisePositionsOf(model, runnable.map((i) => tokens[i]), runnable.map((i) => records[i].subject), label);
+  const std = await noiseStd(model, runnable.map((i) => tokens[i]), positions, batch);
+  const at = new Map(runnable.map((r, j) => [r, j]));
+  return { noiseStd: std, noisePositions: positions && kept.map((k) => positions[at.get(k)!]) };
 }
 
 /** The analysis numbers prompts by their place among the kept ones; the store by dataset index. */

@@ -91,24 +91,6 @@ export function meanRow(m: Matrix): Float64Array {
   return mean;
 }
 
-/** Mean and population std of all entries, in float64, read in chunks. */
-export function entryMoments(m: Matrix): { mean: number; std: number } {
-  let s1 = 0;
-  let s2 = 0;
-  const size = DTYPE_SIZE[m.dtype];
-  const chunk = 1 << 22;
-  const n = m.rows * m.cols;
-  for (let i0 = 0; i0 < n; i0 += chunk) {
-    const v = decode(m.data.subarray(i0 * size, Math.min(n, i0 + chunk) * size), m.dtype);
-    for (let i = 0; i < v.length; i++) {
-      s1 += v[i];
-      s2 += v[i] * v[i];
-    }
-  }
-  const mean = s1 / n;
-  return { mean, std: Math.sqrt(Math.max(0, s2 / n - mean * mean)) };
-}
-
 /** Rows [from, to) of a matrix, sharing its bytes (no copy). */
 export function rowsOf(m: Matrix, from: number, to: number): Matrix {
   const row = m.cols * DTYPE_SIZE[m.dtype];
