@@ -8,6 +8,7 @@ import { WeightStore } from '../io/safetensors.js';
 import { hasTokenizer, loadTokenizer, type HydraTokenizer } from '../io/tokenizer.js';
 import { layerComponents } from './components.js';
 import { familyFor, readConfig } from './registry.js';
+import { validateLayers, validateSpec } from './validate.js';
 
 export interface LoadOptions extends EngineOptions, ResolveOptions {}
 
@@ -88,7 +89,9 @@ export class HookedModel {
     const family = familyFor(config);
     const spec = family.arch(config);
     validateSpec(spec, config._path);
-    const weights = family.weights(WeightStore.open(source.dir), spec, config);
+    const store = WeightStore.open(source.dir);
+    validateLayers(store.names(), spec, config._path);
+    const weights = family.weights(store, spec, config);
     const tokenizer = hasTokenizer(source.dir) ? await loadTokenizer(source.dir) : null;
     const L = [...Array(spec.nLayers).keys()];
     const [embed, unembed, attn, mlp] = await Promise.all([
@@ -345,12 +348,6 @@ export class HookedModel {
       }
     });
   }
-}
-
-function validateSpec(spec: ArchSpec, path: string): void {
-  if (spec.nHeads % spec.nKvHeads !== 0) throw new HydraError(`${path}: num_attention_heads (${spec.nHeads}) is not a multiple of num_key_value_heads (${spec.nKvHeads})`);
-  if (spec.rope && spec.rope.dim % 2 !== 0) throw new HydraError(`${path}: rotary dimension ${spec.rope.dim} is odd`);
-  if (!Number.isInteger(spec.dHead)) throw new HydraError(`${path}: hidden size ${spec.dModel} is not divisible by ${spec.nHeads} heads`);
 }
 
 export function addInto(a: Float32Array, b: Float32Array): void {
