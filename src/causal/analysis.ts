@@ -2,6 +2,7 @@ import { HydraError } from '../io/errors.js';
 import { headComponents, parseComponent, type Component } from '../models/components.js';
 import type { HookedModel, PromptActivations } from '../models/model.js';
 import { averagePatches, cleanContext, patchEffects, type CleanContext } from './effects.js';
+import { checkActivations, checkResult } from './finite.js';
 import { runFastPath, type AblationRow } from './fastpath.js';
 import { runNaivePath } from './naive.js';
 import { gaussian, mulberry32, sampleOthers, seedOf } from './random.js';
@@ -53,6 +54,14 @@ export function defaultTargets(model: HookedModel, heads: boolean): string[] {
   return out;
 }
 
+/** A component to ablate, named exactly as results name it (mlp.01 is refused, not read as mlp.1). */
+function parseTarget(name: string, model: HookedModel): Component {
+  const c = parseComponent(name, model.spec);
+  const canonical = c.kind === 'embed' ? 'embed' : c.kind === 'head' ? `head.${c.layer}.${c.head}` : `${c.kind}.${c.layer}`;
+  if (canonical !== name) throw new HydraError(`unknown component '${name}': write it as '${canonical}'`);
+  return c;
+}
+
 /**
  * Ablate every target on every prompt and measure DE, TE, CE, NE and IE (METHOD.md),
  * per patch and averaged over patches.
@@ -60,7 +69,7 @@ export function defaultTargets(model: HookedModel, heads: boolean): string[] {
 export async function analyze(model: HookedModel, prompts: number[][], opts: AblationOptions): Promise<PromptResult[]> {
   if (prompts.length === 0) throw new HydraError('the prompt list is empty; give at least one prompt');
   prompts.forEach((p, n) => model.checkPrompt(p, `prompt ${n}`));
-  const targets = (opts.targets ?? defaultTargets(model, !!opts.heads)).map((t) => parseComponent(t, model.spec));
+  const targets = (opts.targets ?? defaultTargets(model, !!opts.heads)).map((t) => parseTarget(t, model));
   if (targets.length === 0) throw new HydraError('no components to ablate');
   const withHeads = !!opts.heads || targets.some((t) => t.kind === 'head' || t.kind === 'attn_bias');
   const S = opts.kind === 'resample' || opts.kind === 'noise' ? (opts.sources?.[0]?.length ?? opts.samples ?? DEFAULT_SAMPLES) : 1;
@@ -78,6 +87,7 @@ export async function analyze(model: HookedModel, prompts: number[][], opts: Abl
     if (chunk.every((n) => opts.skip?.has(n))) continue;
     const ids = chunk.map((n) => prompts[n]);
     const clean = await model.forward(ids, { heads: withHeads });
+    clean.prompts.forEach((a, p) => checkActivations(a, `prompt ${chunk[p]}`));
     const ctxs = clean.prompts.map((a) => cleanContext(a, readout.vector(a.token), centredLogit(a.logits, a.token)));
     const noise = opts.kind === 'noise' ? await noisePatches(model, ids, chunk, targets, S, seed, withHeads) : null;
 
@@ -112,6 +122,7 @@ export async function analyze(model: HookedModel, prompts: number[][], opts: Abl
         const at = (p * targets.length + ti) * S;
         result.ablations[t.name] = averagePatches(effects.slice(at, at + S));
       });
+      checkResult(result);
       batch.push(result);
       await opts.onPrompt?.(result);
     }

@@ -23,6 +23,7 @@ import http from 'node:http';
 import path from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { DEFAULT_SAMPLES, defaultTargets } from '../causal/analysis.js';
+import { checkActivations } from '../causal/finite.js';
 import { centredLogit, directEffect, Readout, softmax, topTokens } from '../causal/readout.js';
 import type { AblationKind, PromptResult } from '../causal/types.js';
 import { profilePrompt } from '../experiments/profile.js';
@@ -188,6 +189,7 @@ class Explorer {
     const { text, ids } = this.encode(body);
     const { model } = this.opts;
     const clean = (await this.queue.run(() => model.forward([ids], { heads: true }))).prompts[0];
+    checkActivations(clean, 'the prompt');
     const de = directEffect(new Readout(model), clean);
     const p = softmax(clean.logits);
     const tokenText = (id: number) => model.tokenizer?.tokenText(id) ?? String(id);
