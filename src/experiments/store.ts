@@ -148,6 +148,13 @@ function configDiff(stored: RunConfig, wanted: RunConfig, ignore: string[] = [])
   return null;
 }
 
+/** What a differing fingerprint means, for the error that reports it. */
+function diffMeaning(k: string): string {
+  if (k === 'model_hash') return ' (the content of the model files, weights, config or tokenizer, changed)';
+  if (k === 'dataset_hash') return ' (the content of the dataset records changed)';
+  return '';
+}
+
 /** DuckDB's open errors, as one line saying what to do. */
 function openError(file: string, e: unknown, readOnly = false): HydraError {
   const m = errText(e);
@@ -330,7 +337,7 @@ export class ResultsStore {
         const d = configDiff(stored, config);
         if (d) {
           const show = (v: unknown) => (v === null ? 'none' : String(v));
-          throw new HydraError(`${file} was made with ${d[0]}=${show(d[1])}, this run asks for ${show(d[2])}; use another --out or the same settings`);
+          throw new HydraError(`${file} was made with ${d[0]}=${show(d[1])}, this run asks for ${show(d[2])}${diffMeaning(d[0])}; use another --out or the same settings`);
         }
       }
       return new ResultsStore(file, stored, instance, con, false);
@@ -561,7 +568,7 @@ export async function mergeStores(inputs: string[], out: string): Promise<void> 
   for (let i = 1; i < inputs.length; i++) {
     const d = configDiff(configs[0], configs[i], ['shard']);
     if (d) {
-      throw new HydraError(`${inputs[0]} and ${inputs[i]} differ in ${d[0]} (${String(d[1])} vs ${String(d[2])}); only shards of the same run can be merged`);
+      throw new HydraError(`${inputs[0]} and ${inputs[i]} differ in ${d[0]} (${String(d[1])} vs ${String(d[2])})${diffMeaning(d[0])}; only shards of the same run can be merged`);
     }
   }
   const store = await ResultsStore.open(out, { ...configs[0], shard: null });

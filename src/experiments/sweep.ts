@@ -61,26 +61,37 @@ export function parseShard(spec: string | undefined): { i: number; n: number } |
   return { i, n };
 }
 
-/** sha256 of config.json and the safetensors headers: identifies the weights without reading them all. */
+/** The files whose content fixes a model's numbers: its config, weights and tokenizer. */
+const MODEL_FILE_RE = /^(config\.json|tokenizer\.json|tokenizer_config\.json|model\.safetensors\.index\.json|.*\.safetensors)$/;
+
+/**
+ * The model's fingerprint: sha256 over the full content of config.json, every safetensors file
+ * (and shard index) and the tokenizer files, each with its name. Reading everything costs about
+ * a second per GB, once per sweep; sizes, mtimes or a sample could miss an edit in place.
+ */
 export function modelHash(dir: string): string {
   const h = crypto.createHash('sha256');
-  for (const f of fs.readdirSync(dir).sort()) {
-    if (f === 'config.json') h.update(fs.readFileSync(path.join(dir, f)));
-    if (f.endsWith('.safetensors')) {
-      const fd = fs.openSync(path.join(dir, f), 'r');
-      try {
-        const len = Buffer.alloc(8);
-        fs.readSync(fd, len, 0, 8, 0);
-        const n = Math.min(Number(len.readBigUInt64LE(0)), 1 << 26);
-        const hdr = Buffer.alloc(n);
-        fs.readSync(fd, hdr, 0, n, 8);
-        h.update(f).update(hdr);
-      } finally {
-        fs.closeSync(fd);
-      }
+  const buf = Buffer.alloc(1 << 22);
+  for (const f of fs.readdirSync(dir).filter((f) => MODEL_FILE_RE.test(f)).sort()) {
+    h.update(`${f}\0`);
+    const fd = fs.openSync(path.join(dir, f), 'r');
+    try {
+      for (let n; (n = fs.readSync(fd, buf, 0, buf.length, null)) > 0; ) h.update(buf.subarray(0, n));
+    } finally {
+      fs.closeSync(fd);
     }
   }
-  return h.digest('hex');
+  return `sha256:${h.digest('hex')}`;
+}
+
+/** The dataset's fingerprint: sha256 of the records the sweep reads (prompts, answers, ids), whatever file they came from. */
+export function datasetHash(records: PromptRecord[]): string {
+  return `sha256:${crypto.createHash('sha256').update(JSON.stringify(records)).digest('hex')}`;
+}
+
+/** A local model directory is recorded by its absolute path, so that ./m, /abs/m and m/ are one model. */
+function modelId(name: string, model: HookedModel): string {
+  return model.source.repo === null && path.resolve(name) === path.resolve(model.source.dir) ? path.resolve(name) : name;
 }
 
 export async function runSweep(opts: SweepOptions): Promise<SweepSummary> {
@@ -97,7 +108,7 @@ export async function runSweep(opts: SweepOptions): Promise<SweepSummary> {
   if (records.length === 0) throw new HydraError(`dataset ${opts.dataset} has no prompts${opts.limit !== undefined ? ` within --limit ${opts.limit}` : ''}`);
 
   const config: RunConfig = {
-    model: opts.modelName,
+    model: modelId(opts.modelName, model),
     model_revision: model.source.commit,
     model_hash: modelHash(model.source.dir),
     dataset: ds.name,
@@ -109,7 +120,7 @@ export async function runSweep(opts: SweepOptions): Promise<SweepSummary> {
     shard: opts.shard ?? null,
     // The kept set (and so the resample sources) depends on these.
     // Batch shapes change float sums in the last digits, so a resume must batch alike.
-    options: { filter, limit: opts.limit ?? null, n_records: records.length, batch_prompts: B },
+    options: { filter, limit: opts.limit ?? null, n_records: records.length, batch_prompts: B, dataset_hash: datasetHash(records) },
   };
   const store = await ResultsStore.open(opts.out, config);
   try {
