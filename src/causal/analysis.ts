@@ -5,7 +5,7 @@ import { averagePatches, cleanContext, patchEffects, type CleanContext } from '.
 import { checkActivations, checkResult } from './finite.js';
 import { runFastPath, type AblationRow } from './fastpath.js';
 import { runNaivePath } from './naive.js';
-import { gaussian, mulberry32, sampleOthers, seedOf } from './random.js';
+import { checkSeed, gaussian, mulberry32, sampleOthers, seedOf } from './random.js';
 import { centredLogit, Readout } from './readout.js';
 import type { AblationKind, PatchEffects, PromptResult } from './types.js';
 
@@ -44,6 +44,8 @@ export interface AblationOptions {
 }
 
 export const DEFAULT_SAMPLES = 15;
+/** Most patches per ablation: each is a run of the model per target and prompt (the paper uses 15). */
+export const MAX_SAMPLES = 1000;
 export const DEFAULT_BATCH_PROMPTS = 8;
 
 /** The default targets: every attention and MLP layer, and with heads every head. */
@@ -73,7 +75,8 @@ export async function analyze(model: HookedModel, prompts: number[][], opts: Abl
   if (targets.length === 0) throw new HydraError('no components to ablate');
   const withHeads = !!opts.heads || targets.some((t) => t.kind === 'head' || t.kind === 'attn_bias');
   const S = opts.kind === 'resample' || opts.kind === 'noise' ? (opts.sources?.[0]?.length ?? opts.samples ?? DEFAULT_SAMPLES) : 1;
-  const seed = opts.seed ?? 0;
+  if (!Number.isSafeInteger(S) || S < 1 || S > MAX_SAMPLES) throw new HydraError(`samples must be an integer from 1 to ${MAX_SAMPLES}, got ${S}`);
+  const seed = checkSeed(opts.seed ?? 0);
   const sources = opts.kind === 'resample' ? resampleSources(prompts.length, S, seed, opts.sources) : null;
   const wanted = [...prompts.keys()].filter((n) => !opts.skip?.has(n));
   const needed = sources ? new Set(wanted.flatMap((n) => sources[n])) : undefined;

@@ -1,5 +1,6 @@
 import path from 'node:path';
 import { Command } from 'commander';
+import { MAX_SAMPLES } from '../causal/analysis.js';
 import { reportFromDatabase } from '../experiments/report.js';
 import { runSweep } from '../experiments/sweep.js';
 import { defaultModelDir, storiesRecallPath } from '../io/paths.js';
@@ -12,7 +13,7 @@ export function registerDemo(program: Command): void {
     .command('demo')
     .description('run the Hydra analysis on the bundled stories260k model and story prompts, and write the report')
     .option('--out <dir>', 'output folder', 'hydra-demo')
-    .option('--samples <S>', 'resample patches per prompt', positiveInt('--samples'), 15)
+    .option('--samples <S>', 'resample patches per prompt', positiveInt('--samples', MAX_SAMPLES), 15)
     .option('--threads <n>', 'CPU threads per operator', positiveInt('--threads'))
     .action(async (opts: { out: string; samples: number; threads?: number }) => {
       const model = await loadModelFromOptions({ model: defaultModelDir, threads: opts.threads });

@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import { Command, Option } from 'commander';
-import { analyze, DEFAULT_SAMPLES } from '../causal/analysis.js';
+import { analyze, DEFAULT_SAMPLES, MAX_SAMPLES } from '../causal/analysis.js';
+import { MAX_SEED } from '../causal/random.js';
 import type { AblationKind, PromptResult } from '../causal/types.js';
 import { HydraError } from '../io/errors.js';
 import type { HookedModel } from '../models/model.js';
@@ -27,8 +28,8 @@ export function registerEffects(program: Command): void {
       .description('ablate every attention and MLP layer (or --targets) on each prompt and measure direct, total, compensatory, norm and indirect effects')
       .requiredOption('--prompts <file>', 'JSON list of prompts: [{"ids": [1, 2, 3]} or {"text": "..."}]')
       .addOption(new Option('--ablation <kind>', 'patch kind').choices(['zero', 'mean', 'noise', 'resample']).default('resample'))
-      .option('--samples <S>', 'patches per prompt for resample and noise ablation', positiveInt('--samples'), DEFAULT_SAMPLES)
-      .option('--seed <N>', 'seed for the choice of resample sources and for noise', nonNegativeInt('--seed'), 0)
+      .option('--samples <S>', 'patches per prompt for resample and noise ablation', positiveInt('--samples', MAX_SAMPLES), DEFAULT_SAMPLES)
+      .option('--seed <N>', 'seed for the choice of resample sources and for noise', nonNegativeInt('--seed', MAX_SEED), 0)
       .option('--sources <file>', 'JSON list, one entry per prompt, of the prompt indices to resample from (overrides the seeded choice)')
       .option('--targets <list>', 'comma-separated components to ablate, e.g. attn.3,mlp.5,head.2.1 (default: every attn and mlp layer, and every head with --heads)')
       .option('--heads', 'split attention into heads: report DE and DE\' per head, and ablate every head')

@@ -1,8 +1,10 @@
 import { Command, Option } from 'commander';
-import { DEFAULT_SAMPLES } from '../causal/analysis.js';
+import { DEFAULT_SAMPLES, MAX_SAMPLES } from '../causal/analysis.js';
+import { MAX_SEED } from '../causal/random.js';
 import type { AblationKind, PromptResult } from '../causal/types.js';
 import { profilePrompt, sourcePool } from '../experiments/profile.js';
 import { reportFromDatabase } from '../experiments/report.js';
+import { MAX_BOOTSTRAP } from '../experiments/stats.js';
 import { HydraError } from '../io/errors.js';
 import { makeDir } from '../io/paths.js';
 import { parseComponent } from '../models/components.js';
@@ -17,7 +19,7 @@ export function registerReport(program: Command): void {
     .description('statistics, the paper\'s Figures 1, 2, 3, 7 and 8, and an HTML report from a sweep database')
     .requiredOption('--db <file>', 'results database written by hydra sweep')
     .option('--out <dir>', 'report folder', 'hydra-report')
-    .option('--bootstrap <B>', 'bootstrap resamples for the 95% intervals', positiveInt('--bootstrap'), 1000)
+    .option('--bootstrap <B>', 'bootstrap resamples for the 95% intervals', positiveInt('--bootstrap', MAX_BOOTSTRAP), 1000)
     .action(async (opts: { db: string; out: string; bootstrap: number }) => {
       const index = await reportFromDatabase(opts.db, opts.out, { bootstrap: opts.bootstrap });
       process.stdout.write(`report: ${index}\n`);
@@ -30,8 +32,8 @@ export function registerReport(program: Command): void {
       .requiredOption('--text <text>', 'the prompt')
       .requiredOption('--ablate <component>', 'component to ablate, e.g. attn.3, mlp.2, head.1.0')
       .addOption(new Option('--ablation <kind>', 'patch kind').choices(['zero', 'mean', 'noise', 'resample']).default('resample'))
-      .option('--samples <S>', 'patches for resample and noise', positiveInt('--samples'), DEFAULT_SAMPLES)
-      .option('--seed <N>', 'seed', nonNegativeInt('--seed'), 0)
+      .option('--samples <S>', 'patches for resample and noise', positiveInt('--samples', MAX_SAMPLES), DEFAULT_SAMPLES)
+      .option('--seed <N>', 'seed', nonNegativeInt('--seed', MAX_SEED), 0)
       .option('--sources <dataset>', 'prompts that resample and mean patches come from (default: the bundled story prompts for the bundled model, else known_1000)')
       .option('--out <dir>', 'folder for profile.svg and profile.png', 'hydra-profile'),
   ).action(async (opts: ProfileOptions) => runProfile(opts));

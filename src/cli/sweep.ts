@@ -1,5 +1,6 @@
 import { Command, Option } from 'commander';
-import { DEFAULT_SAMPLES } from '../causal/analysis.js';
+import { DEFAULT_SAMPLES, MAX_SAMPLES } from '../causal/analysis.js';
+import { MAX_SEED } from '../causal/random.js';
 import type { AblationKind } from '../causal/types.js';
 import { exportParquet, mergeStores } from '../experiments/store.js';
 import { parseShard, runSweep } from '../experiments/sweep.js';
@@ -27,8 +28,8 @@ export function registerSweep(program: Command): void {
       .description('ablate every attention and MLP layer (and head with --heads) on every kept prompt of a dataset; results go to DuckDB, and a rerun resumes')
       .option('--dataset <name|file>', 'known_1000 (bundled), a counterfact.json, or a .jsonl/.csv/.json file of {prompt, answer}', 'known_1000')
       .addOption(new Option('--ablation <kind>', 'patch kind').choices(['zero', 'mean', 'noise', 'resample']).default('resample'))
-      .option('--samples <S>', 'patches per prompt for resample and noise', positiveInt('--samples'), DEFAULT_SAMPLES)
-      .option('--seed <N>', 'seed for resample sources and noise', nonNegativeInt('--seed'), 0)
+      .option('--samples <S>', 'patches per prompt for resample and noise', positiveInt('--samples', MAX_SAMPLES), DEFAULT_SAMPLES)
+      .option('--seed <N>', 'seed for resample sources and noise', nonNegativeInt('--seed', MAX_SEED), 0)
       .option('--out <file>', 'results database', 'results.duckdb')
       .option('--heads', 'also ablate every attention head')
       .option('--limit <N>', 'only the first N prompts of the dataset', positiveInt('--limit'))

@@ -27,20 +27,26 @@ export function packageVersion(): string {
   }
 }
 
-/** A commander argument parser for a positive integer option, e.g. `.option('--threads <n>', '...', positiveInt('--threads'))`. */
-export function positiveInt(flag: string): (value: string) => number {
-  return (value: string) => {
-    const v = value.trim();
-    if (!/^\d+$/.test(v) || Number(v) < 1) throw new InvalidArgumentError(`${flag} must be a positive integer, got ${JSON.stringify(value)}`);
-    return Number(v);
-  };
+/** The default bound of an integer flag: what DuckDB's INTEGER columns and typed arrays hold. */
+const MAX_INT_FLAG = 2 ** 31 - 1;
+/** Most CPU threads per operator that --threads accepts. */
+export const MAX_THREADS = 1024;
+
+/** A commander argument parser for a positive integer option, e.g. `.option('--threads <n>', '...', positiveInt('--threads', MAX_THREADS))`. */
+export function positiveInt(flag: string, max = MAX_INT_FLAG): (value: string) => number {
+  return intFlag(flag, 1, max, 'a positive integer');
 }
 
 /** A commander argument parser for a non-negative integer option. */
-export function nonNegativeInt(flag: string): (value: string) => number {
+export function nonNegativeInt(flag: string, max = MAX_INT_FLAG): (value: string) => number {
+  return intFlag(flag, 0, max, 'a non-negative integer');
+}
+
+function intFlag(flag: string, min: number, max: number, what: string): (value: string) => number {
   return (value: string) => {
     const v = value.trim();
-    if (!/^\d+$/.test(v)) throw new InvalidArgumentError(`${flag} must be a non-negative integer, got ${JSON.stringify(value)}`);
+    if (!/^\d+$/.test(v) || Number(v) < min) throw new InvalidArgumentError(`${flag} must be ${what}, got ${JSON.stringify(value)}`);
+    if (Number(v) > max) throw new InvalidArgumentError(`${flag} ${v} is over the limit of ${max}`);
     return Number(v);
   };
 }
@@ -54,7 +60,7 @@ export function addModelOptions(cmd: Command): Command {
         'the bundled stories260k',
       ),
     )
-    .option('--threads <n>', 'CPU threads per operator (default: all cores)', positiveInt('--threads'))
+    .option('--threads <n>', 'CPU threads per operator (default: all cores)', positiveInt('--threads', MAX_THREADS))
     .option('--offline', 'use only the local Hugging Face cache, never the network')
     .option('--cache-dir <dir>', 'Hugging Face cache directory (default: $HYDRA_CACHE, $HF_HUB_CACHE, $HF_HOME/hub or ~/.cache/huggingface/hub)');
 }

@@ -2,6 +2,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { analyze, DEFAULT_BATCH_PROMPTS, DEFAULT_SAMPLES, resampleSources } from '../causal/analysis.js';
+import { checkSeed } from '../causal/random.js';
 import type { AblationKind, PromptResult } from '../causal/types.js';
 import { loadDataset, summarizeFilter, type PromptRecord } from '../io/datasets.js';
 import { HydraError } from '../io/errors.js';
@@ -99,7 +100,7 @@ export async function runSweep(opts: SweepOptions): Promise<SweepSummary> {
   const { model } = opts;
   const shard = parseShard(opts.shard);
   const S = opts.ablation === 'resample' || opts.ablation === 'noise' ? (opts.samples ?? DEFAULT_SAMPLES) : 1;
-  const seed = opts.seed ?? 0;
+  const seed = checkSeed(opts.seed ?? 0);
   const filter = opts.filter ?? true;
   const B = opts.batchPrompts ?? DEFAULT_BATCH_PROMPTS;
 

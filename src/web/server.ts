@@ -24,6 +24,7 @@ import path from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { DEFAULT_SAMPLES, defaultTargets } from '../causal/analysis.js';
 import { checkActivations } from '../causal/finite.js';
+import { MAX_SEED } from '../causal/random.js';
 import { centredLogit, directEffect, Readout, softmax, topTokens } from '../causal/readout.js';
 import type { AblationKind, PromptResult } from '../causal/types.js';
 import { profilePrompt } from '../experiments/profile.js';
@@ -214,7 +215,7 @@ class Explorer {
     const kind = body.kind ?? 'resample';
     if (typeof kind !== 'string' || !KINDS.includes(kind as AblationKind)) throw new RequestError(400, `kind must be one of ${KINDS.join(', ')}`);
     const samples = intField(body, 'samples', DEFAULT_SAMPLES, 1, MAX_SAMPLES);
-    const seed = intField(body, 'seed', 0, 0, 2 ** 31 - 1);
+    const seed = intField(body, 'seed', 0, 0, MAX_SEED);
     if (typeof body.component !== 'string') throw new RequestError(400, 'component must be a string such as attn.3, mlp.2, head.1.0 or all');
     const targets = body.component === 'all' ? defaultTargets(model, false) : [parseComponent(body.component, model.spec).name];
     if ((kind === 'resample' || kind === 'mean') && pool.length === 0) throw new RequestError(400, `${kind} ablation needs source prompts; start hydra serve with --sources`);
