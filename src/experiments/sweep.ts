@@ -191,7 +191,13 @@ interface Selection {
 
 /** Tokenize, drop prompts that cannot run, and with `filter` keep those the model answers correctly. */
 async function selectPrompts(model: HookedModel, records: PromptRecord[], filter: boolean): Promise<Selection> {
-  const tokens = records.map((r) => r.ids ?? model.encode(r.prompt));
+  const tokens = records.map((r, i) => {
+    try {
+      return r.ids ?? model.encode(r.prompt);
+    } catch (e) {
+      throw e instanceof HydraError ? new HydraError(`dataset record ${i} (id ${r.id}): ${e.message}`) : e;
+    }
+  });
   const dropped: Selection['dropped'] = [];
   const runnable: number[] = [];
   tokens.forEach((ids, i) => {
