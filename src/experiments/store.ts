@@ -155,18 +155,23 @@ function diffMeaning(k: string): string {
   return '';
 }
 
-/** DuckDB's open errors, as one line saying what to do. */
+/** DuckDB's open errors, as one line saying what is wrong and what to do. */
 function openError(file: string, e: unknown, readOnly = false): HydraError {
   const m = errText(e);
-  if (/lock/i.test(m)) {
+  const other = readOnly ? '' : ' or use another --out';
+  if (/Could not set lock|Conflicting lock/i.test(m)) {
     const pid = /PID (\d+)/.exec(m)?.[1];
-    return new HydraError(`${file} is in use by another process${pid ? ` (pid ${pid})` : ''}; wait for it to finish${readOnly ? '' : ' or use another --out'}`);
+    return new HydraError(`${file} is locked by another process${pid ? ` (pid ${pid})` : ''}; wait for it to finish${other}`);
   }
-  if (/not a valid DuckDB database|Serialization Error|Catalog Error/i.test(m)) {
-    return new HydraError(`${file} is not a hydra results database (${m}); use another --out`);
-  }
-  return new HydraError(`cannot open results database ${file} (${m}); check the path is writable or use another --out`);
+  if (/Corrupt database|checksum/i.test(m)) return new HydraError(`${file} is a corrupt DuckDB database (${m}); restore it from a copy${other}`);
+  // DuckDB recognises SQLite files and would need its sqlite extension: not ours either way.
+  if (/not a valid DuckDB database|sqlite|Extension .* not found/i.test(m)) return new HydraError(`${file} is not a hydra results database (not a DuckDB file at all); pass a database written by hydra sweep${other}`);
+  if (/Serialization Error|Catalog Error/i.test(m)) return new HydraError(`${file} is not a hydra results database (${m})${other ? `; use another --out` : ''}`);
+  return new HydraError(`cannot open results database ${file} (${m}); check the path is writable${other}`);
 }
+
+/** DuckDB never fetches or loads extensions on its own: a results file needs none, and hydra works offline. */
+const DUCKDB_OPTIONS = { autoload_known_extensions: 'false', autoinstall_known_extensions: 'false' };
 
 /** Paths open in this process: two DuckDB instances on one file would corrupt it. */
 const openPaths = new Set<string>();
@@ -176,7 +181,7 @@ async function openInstance(file: string, readOnly: boolean): Promise<{ instance
   check(!openPaths.has(abs), `${file} is already open in this process; close it first`);
   let instance: DuckDBInstance | undefined;
   try {
-    instance = await DuckDBInstance.create(abs, readOnly ? { access_mode: 'READ_ONLY' } : {});
+    instance = await DuckDBInstance.create(abs, readOnly ? { ...DUCKDB_OPTIONS, access_mode: 'READ_ONLY' } : DUCKDB_OPTIONS);
     const con = await instance.connect();
     openPaths.add(abs);
     return { instance, con };
