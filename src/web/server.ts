@@ -14,7 +14,8 @@
  *                                Closing the request cancels the work between two components.
  *   GET  /api/dataset            with --db: Figures 2, 7 and 8 and the prompts' texts
  *
- * Requests are validated and answered 4xx with {"error"} when malformed; nothing from the browser
+ * Only requests whose Host (and Origin, when sent) is this server's own address and port are
+ * answered (403 otherwise: no DNS rebinding). Requests are validated and answered 4xx with {"error"} when malformed; nothing from the browser
  * is used as a path. Model work is queued one unit (one component's ablation) at a time, so a long
  * request never holds the model for long and other requests interleave with it.
  */
@@ -88,6 +89,8 @@ class ModelQueue {
 
 export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   const host = opts.host ?? '127.0.0.1';
+  // A bad --db fails at start, not on the first visit to the dataset view.
+  if (opts.db) await (await ResultsStore.openReadOnly(opts.db)).close();
   const app = new Explorer(opts);
   const server = http.createServer((req, res) => {
     app.handle(req, res).catch((e: unknown) => app.fail(res, e));
@@ -117,7 +120,15 @@ class Explorer {
   constructor(private readonly opts: ServeOptions) {}
 
   async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
-    const url = new URL(req.url ?? '/', 'http://localhost');
+    checkHost(req);
+    let url: URL;
+    try {
+      // Origin-form ("/path", "//path" included) or absolute-form; anything else is malformed.
+      const target = req.url ?? '/';
+      url = new URL(target.startsWith('/') ? `http://localhost${target}` : target);
+    } catch {
+      throw new RequestError(400, 'malformed request target');
+    }
     const route = `${req.method} ${url.pathname}`;
     if (req.method === 'GET' && url.pathname in STATIC) return this.file(res, ...STATIC[url.pathname]);
     switch (route) {
@@ -282,6 +293,22 @@ class Explorer {
     this.dataset.catch(() => (this.dataset = undefined));
     return this.dataset;
   }
+}
+
+/**
+ * Answer only requests addressed to this server: Host must be the address and port the
+ * connection came in on (or localhost on a loopback address), and Origin, when sent, the
+ * same. Otherwise any web page could reach the API through DNS rebinding.
+ */
+function checkHost(req: http.IncomingMessage): void {
+  const { localAddress, localPort } = req.socket;
+  const addr = (localAddress ?? '').replace(/^::ffff:/, '');
+  const hosts = [`${addr.includes(':') ? `[${addr}]` : addr}:${localPort}`];
+  if (addr === '127.0.0.1' || addr === '::1') hosts.push(`localhost:${localPort}`);
+  const host = (req.headers.host ?? '').toLowerCase();
+  if (!hosts.includes(host)) throw new RequestError(403, `Host ${JSON.stringify(req.headers.host ?? '')} is not this server (${hosts.join(' or ')})`);
+  const origin = req.headers.origin;
+  if (origin !== undefined && origin.toLowerCase() !== `http://${host}`) throw new RequestError(403, `Origin ${JSON.stringify(origin)} is not this server's page`);
 }
 
 function intField(body: Record<string, unknown>, name: string, dflt: number, min: number, max: number): number {
