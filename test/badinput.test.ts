@@ -221,3 +221,152 @@ test('token id outside the vocabulary', async () => {
   await cliFails(['forward', '--model', TINY, '--ids', '1,320'], '--ids', '320', 'vocabulary');
   await cliFails(['forward', '--model', TINY, '--ids', '1,abc'], '--ids', 'abc');
 });
+
+// ---- safetensors: the header is checked strictly ----
+
+type Header = Record<string, { dtype: string; shape: unknown[]; data_offsets: unknown[] } | Record<string, string>>;
+
+/** Rewrite a safetensors file's header (the data area is kept byte for byte). */
+function editHeader(file: string, edit: (h: Header) => void): void {
+  const buf = fs.readFileSync(file);
+  const n = Number(buf.readBigUInt64LE(0));
+  const header = JSON.parse(buf.subarray(8, 8 + n).toString('utf8')) as Header;
+  edit(header);
+  const json = Buffer.from(JSON.stringify(header));
+  const len = Buffer.alloc(8);
+  len.writeBigUInt64LE(BigInt(json.length));
+  fs.writeFileSync(file, Buffer.concat([len, json, buf.subarray(8 + n)]));
+}
+
+const FC = 'transformer.h.1.mlp.c_fc.weight';
+const tensor = (h: Header, name: string) => h[name] as { dtype: string; shape: unknown[]; data_offsets: number[] };
+
+test('safetensors offsets: overlapping, negative, fractional, shifted, gaps and uncovered bytes are refused', async () => {
+  const cases: [string, (h: Header) => void, (string | RegExp)[]][] = [
+    ['overlapping', (h) => {
+      // Point one tensor at another of the same size: both would read the same bytes.
+      const a = tensor(h, 'transformer.h.0.ln_1.bias');
+      const b = tensor(h, 'transformer.h.0.ln_1.weight');
+      a.data_offsets = [...b.data_offsets];
+    }, ['overlaps']],
+    ['negative', (h) => {
+      const t = tensor(h, FC);
+      t.data_offsets = [t.data_offsets[0] - 8 - 1000000, t.data_offsets[1] - 8 - 1000000];
+    }, [`'${FC}'`, 'non-negative integers']],
+    ['fractional', (h) => {
+      const t = tensor(h, FC);
+      t.data_offsets = [t.data_offsets[0] + 0.5, t.data_offsets[1] + 0.5];
+    }, [`'${FC}'`, 'non-negative integers']],
+    ['shifted by 4 bytes', (h) => {
+      const t = tensor(h, FC);
+      t.data_offsets = [t.data_offsets[0] + 4, t.data_offsets[1] + 4];
+    }, [/overlaps|belong to no tensor/]],
+    ['end before begin', (h) => {
+      const t = tensor(h, FC);
+      t.data_offsets = [t.data_offsets[1], t.data_offsets[0]];
+    }, [`'${FC}'`, 'before it begins']],
+    ['a tensor dropped from the header (a gap)', (h) => delete h['transformer.h.0.ln_2.bias'], ['belong to no tensor']],
+    ['unknown dtype', (h) => (tensor(h, FC).dtype = 'F33'), [`'${FC}'`, 'unknown dtype', 'F33']],
+    ['fractional shape', (h) => (tensor(h, FC).shape = [32.5, 512]), [`'${FC}'`, 'shape', 'non-negative integers']],
+    ['size not dtype × shape', (h) => (tensor(h, FC).dtype = 'F16'), [`'${FC}'`, 'needs']],
+  ];
+  for (const [what, edit, fragments] of cases) {
+    const dir = copyTiny();
+    const file = path.join(dir, WEIGHTS);
+    editHeader(file, edit);
+    await apiLoadFails(dir, file, 'corrupt safetensors header', ...fragments).catch((e) => assert.fail(`${what}: ${(e as Error).message}`));
+  }
+  // Bytes after the last tensor are refused too.
+  const dir = copyTiny();
+  const file = path.join(dir, WEIGHTS);
+  fs.appendFileSync(file, Buffer.alloc(12));
+  await bothFail(dir, file, 'the last 12 bytes of the data area belong to no tensor');
+});
+
+test('a directory in place of model.safetensors, and bad shard names in the index', async () => {
+  const dir = copyTiny();
+  const file = path.join(dir, WEIGHTS);
+  fs.rmSync(file);
+  fs.mkdirSync(file);
+  await bothFail(dir, file, 'not a regular file');
+
+  const sharded = copyTiny();
+  const names = Object.keys(readAll(sharded));
+  fs.renameSync(path.join(sharded, WEIGHTS), path.join(sharded, 'model-00001-of-00001.safetensors'));
+  const index = path.join(sharded, 'model.safetensors.index.json');
+  const writeIndex = (shard: unknown) => fs.writeFileSync(index, JSON.stringify({ weight_map: Object.fromEntries(names.map((n) => [n, shard])) }));
+  writeIndex('model-00001-of-00001.safetensors');
+  await HookedModel.load(sharded, { threads: 1 }); // the well-formed index loads
+  writeIndex(1);
+  await bothFail(sharded, index, 'weight_map', 'shard 1', 'a file name in the model folder');
+  writeIndex('../tiny-gpt2/model.safetensors');
+  await bothFail(sharded, index, 'weight_map', 'a file name in the model folder');
+});
+
+test('non-finite weights are refused at load, naming the file and tensor', async () => {
+  for (const [value, dtype] of [[NaN, 'F32'], [Infinity, 'BF16'], [-Infinity, 'F16']] as const) {
+    const dir = copyTiny();
+    const file = path.join(dir, WEIGHTS);
+    const tensors = readAll(dir);
+    tensors[FC].data[77] = value;
+    writeSafetensors(file, tensors, dtype);
+    await bothFail(dir, file, `'${FC}'`, `${value}`, 'flat index 77', 'finite');
+  }
+});
+
+// ---- config.json: numbers validated, layers matched ----
+
+test('config numbers: positive integers, heads dividing the width, eps > 0, rope_theta > 0', async () => {
+  const gpt2: [string, unknown, (string | RegExp)[]][] = [
+    ['n_layer', 1.5, ['number of layers', '1.5', 'not a positive integer']],
+    ['n_layer', 0, ['number of layers', 'is 0']],
+    ['n_layer', -2, ['number of layers', '-2']],
+    ['n_head', -4, ['attention heads', '-4']],
+    ['n_head', 3, ['hidden size 64 is not divisible by 3 heads']],
+    ['n_embd', 64.5, ['hidden size', '64.5']],
+    ['vocab_size', 1e300, ['vocabulary size', '1e+300']],
+    ['layer_norm_epsilon', -1, ['norm epsilon', '-1', 'above 0']],
+    ['layer_norm_epsilon', 0, ['norm epsilon', 'is 0']],
+  ];
+  for (const [field, value, fragments] of gpt2) {
+    const dir = copyTiny();
+    editConfig(dir, (c) => (c[field] = value));
+    await apiLoadFails(dir, path.join(dir, 'config.json'), ...fragments);
+  }
+  const llama: [string, unknown, (string | RegExp)[]][] = [
+    ['rope_theta', 0, ['rope_theta', 'is 0', 'above 0']],
+    ['rope_theta', -10000, ['rope_theta', '-10000']],
+    ['rms_norm_eps', -1e-5, ['norm epsilon', '-0.00001']],
+    ['num_key_value_heads', 3, ['not a multiple of num_key_value_heads (3)']],
+    ['num_key_value_heads', 0.5, ['key/value heads', '0.5']],
+  ];
+  for (const [field, value, fragments] of llama) {
+    const dir = path.join(tmpDir('hydra-bad-'), 'llama');
+    fs.cpSync(fixtureModelDir('tiny-llama-gqa'), dir, { recursive: true });
+    editConfig(dir, (c) => (c[field] = value));
+    await apiLoadFails(dir, path.join(dir, 'config.json'), ...fragments);
+  }
+  const dir = copyTiny();
+  editConfig(dir, (c) => (c.n_layer = 1.5));
+  await cliFails(['forward', '--model', dir, '--ids', '1,2'], 'number of layers', '1.5');
+});
+
+test('the checkpoint must hold exactly the layers config.json names', async () => {
+  const dir = copyTiny();
+  editConfig(dir, (c) => (c.n_layer = 2));
+  await bothFail(dir, path.join(dir, 'config.json'), 'layer 2', 'names 2 layers', "'transformer.h.2.");
+  const more = copyTiny();
+  editConfig(more, (c) => (c.n_layer = 4));
+  await bothFail(more, "'transformer.h.3.", 'missing weight');
+});
+
+test('a number that overflows inside the model is an error naming the component, never NaN with exit 0', async () => {
+  const dir = copyTiny();
+  const tensors = readAll(dir);
+  tensors[FC].data.fill(3e38); // finite weights whose products overflow float32
+  writeSafetensors(path.join(dir, WEIGHTS), tensors);
+  await cliFails(['forward', '--model', dir, '--ids', '1,2,3', '--json'], '--ids prompt', 'mlp.1 holds', 'overflowed');
+  const prompts = path.join(tmpDir(), 'p.json');
+  fs.writeFileSync(prompts, JSON.stringify([{ ids: [1, 2, 3] }, { ids: [4, 5] }]));
+  await cliFails(['effects', '--model', dir, '--prompts', prompts, '--ablation', 'zero', '--json'], 'prompt 0', 'mlp.1 holds');
+});

@@ -92,14 +92,17 @@ function checkCoverage(entries: TensorEntry[], dataBytes: number, dataStart: num
   const sorted = [...entries].sort((x, y) => x.offset - y.offset || x.byteLength - y.byteLength);
   let at = 0;
   let prev = '';
+  let gap: HydraError | null = null;
   for (const e of sorted) {
     const b = e.offset - dataStart;
     if (b + e.byteLength > dataBytes) throw corrupt(`tensor '${e.name}' ends at byte ${e.offset + e.byteLength}, past the end of the ${dataStart + dataBytes}-byte file; the file is truncated`);
     if (b < at) throw corrupt(`tensor '${e.name}' (data bytes ${b}..${b + e.byteLength}) overlaps tensor '${prev}' (which ends at ${at})`);
-    if (b > at) throw corrupt(`data bytes ${at}..${b}, before tensor '${e.name}', belong to no tensor`);
+    // An overlap elsewhere says more than the gap it leaves: report gaps last.
+    if (b > at) gap ??= corrupt(`data bytes ${at}..${b}, before tensor '${e.name}', belong to no tensor`);
     at = b + e.byteLength;
     if (e.byteLength > 0) prev = e.name;
   }
+  if (gap) throw gap;
   if (at !== dataBytes) throw corrupt(`the last ${dataBytes - at} bytes of the data area belong to no tensor`);
 }
 
