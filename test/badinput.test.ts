@@ -1,12 +1,21 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
+import { DuckDBInstance } from '@duckdb/node-api';
+import { resampleSources } from '../src/causal/analysis.js';
+import { checkSeed, seedOf } from '../src/causal/random.js';
+import { ResultsStore } from '../src/experiments/store.js';
+import { datasetStatistics } from '../src/experiments/stats.js';
+import { loadDataset } from '../src/io/datasets.js';
 import { HydraError } from '../src/io/errors.js';
-import { gpt2TokenizerDir, packageRoot } from '../src/io/paths.js';
+import { defaultModelDir, gpt2TokenizerDir, packageRoot } from '../src/io/paths.js';
 import { WeightStore, writeSafetensors } from '../src/io/safetensors.js';
+import { MAX_PROMPT_CHARS } from '../src/io/tokenizer.js';
 import { HookedModel } from '../src/models/model.js';
+import { startServer } from '../src/web/server.js';
 import { fixtureModelDir, tmpDir } from './helpers.js';
 
 /**
@@ -369,4 +378,138 @@ test('a number that overflows inside the model is an error naming the component,
   const prompts = path.join(tmpDir(), 'p.json');
   fs.writeFileSync(prompts, JSON.stringify([{ ids: [1, 2, 3] }, { ids: [4, 5] }]));
   await cliFails(['effects', '--model', dir, '--prompts', prompts, '--ablation', 'zero', '--json'], 'prompt 0', 'mlp.1 holds');
+});
+
+// ---- bounds on flags and inputs ----
+
+test('huge flags are refused with their limit, before any work', async () => {
+  const prompts = path.join(tmpDir(), 'p.json');
+  fs.writeFileSync(prompts, JSON.stringify([{ ids: [1, 2] }]));
+  await cliFails(['forward', '--model', TINY, '--ids', '1', '--threads', '100000000000000000000'], '--threads', 'limit of 1024');
+  await cliFails(['effects', '--model', TINY, '--prompts', prompts, '--ablation', 'noise', '--samples', '1000000000'], '--samples', 'limit of 1000');
+  await cliFails(['report', '--db', 'x.duckdb', '--bootstrap', '99999999999999999999'], '--bootstrap', 'limit of 10000');
+  await cliFails(['sweep', '--model', TINY, '--seed', '18446744073709551616'], '--seed', 'limit of 9007199254740991');
+  await cliFails(['sweep', '--model', TINY, '--limit', '99999999999'], '--limit', 'limit of 2147483647');
+  await cliFails(['effects', '--model', TINY, '--prompts', prompts, '--ablation', 'zero', '--targets', 'mlp.01'], "'mlp.01'", "'mlp.1'");
+  // The library refuses them too.
+  assert.throws(() => datasetStatistics([], { bootstrap: 1e12 }), (e) => checkMessage(e, ['bootstrap', '10000']));
+});
+
+test('a prompt over the character limit is refused before it is tokenized', async () => {
+  const model = await HookedModel.load(defaultModelDir, { threads: 1 });
+  const long = 'a'.repeat(MAX_PROMPT_CHARS + 1);
+  assert.throws(() => model.encode(long), (e) => checkMessage(e, [String(MAX_PROMPT_CHARS + 1), `limit of ${MAX_PROMPT_CHARS}`]));
+  assert.ok(model.encode('a'.repeat(1000)).length > 1);
+});
+
+test('datasets nested too deep or too large are refused with the limit', async () => {
+  const dir = tmpDir();
+  const deep = path.join(dir, 'deep.json');
+  fs.writeFileSync(deep, '['.repeat(10000) + ']'.repeat(10000));
+  await assert.rejects(loadDataset(deep), (e) => checkMessage(e, ['deep.json', 'more than 32 levels']));
+  const deepLine = path.join(dir, 'deep.jsonl');
+  fs.writeFileSync(deepLine, `{"prompt": "a", "x": ${'['.repeat(10000)}${']'.repeat(10000)}}\n`);
+  await assert.rejects(loadDataset(deepLine), (e) => checkMessage(e, ['deep.jsonl line 1', 'more than 32 levels']));
+  // Brackets inside strings are text, not nesting.
+  const brackets = path.join(dir, 'brackets.json');
+  fs.writeFileSync(brackets, JSON.stringify([{ prompt: '[[[[{{{{'.repeat(100) + '\\"]' }]));
+  assert.equal((await loadDataset(brackets)).records.length, 1);
+  const huge = path.join(dir, 'huge.jsonl');
+  fs.writeFileSync(huge, '');
+  fs.truncateSync(huge, 300 * 1024 * 1024); // sparse: no disk used
+  await assert.rejects(loadDataset(huge), (e) => checkMessage(e, ['huge.jsonl', `${300 * 1024 * 1024} bytes`, 'limit of 268435456']));
+  await cliFails(['sweep', '--model', TINY, '--dataset', deep, '--out', path.join(dir, 'r.duckdb')], 'deep.json', 'more than 32 levels');
+});
+
+// ---- seeds ----
+
+test('seeds are full 53-bit integers: seed 2^32 differs from seed 0, seeds below 2^32 draw as before', () => {
+  assert.notDeepEqual(resampleSources(20, 3, 2 ** 32), resampleSources(20, 3, 0));
+  assert.notDeepEqual(resampleSources(20, 3, 2 ** 32 + 5), resampleSources(20, 3, 5));
+  assert.notDeepEqual(resampleSources(20, 3, 2 ** 53 - 1), resampleSources(20, 3, 2 ** 32 - 1));
+  assert.notEqual(seedOf(2 ** 32, 1, 2), seedOf(0, 1, 2));
+  // The draws of earlier releases for seeds below 2^32 (so stored sweeps still resume identically).
+  assert.deepEqual(resampleSources(6, 2, 7), [[2, 3], [0, 4], [5, 4], [1, 2], [0, 1], [1, 4]]);
+  assert.equal(seedOf(0, 1, 2), 722861143);
+  assert.equal(seedOf(4294967295, 3, 1), 475551005);
+  assert.equal(checkSeed(2 ** 53 - 1), 2 ** 53 - 1);
+  for (const bad of [2 ** 53, -1, 1.5, NaN]) assert.throws(() => checkSeed(bad), (e) => checkMessage(e, ['--seed', '9007199254740991']));
+});
+
+// ---- results databases ----
+
+test('database errors say what is wrong: not a DuckDB file, corrupt, locked by a pid', async () => {
+  const dir = tmpDir();
+  const text = path.join(dir, 'text.duckdb');
+  fs.writeFileSync(text, 'hello\n');
+  await assert.rejects(ResultsStore.openReadOnly(text), (e) => checkMessage(e, ['text.duckdb', 'not a DuckDB file']));
+  // An SQLite file: DuckDB would want its sqlite extension (never fetched or loaded here).
+  const sqlite = path.join(dir, 'sqlite.duckdb');
+  fs.writeFileSync(sqlite, Buffer.concat([Buffer.from('SQLite format 3\0'), Buffer.alloc(4096 - 16)]));
+  await assert.rejects(ResultsStore.openReadOnly(sqlite), (e) => checkMessage(e, ['sqlite.duckdb', 'not a DuckDB file']));
+
+  const good = path.join(dir, 'good.duckdb');
+  const inst = await DuckDBInstance.create(good);
+  const con = await inst.connect();
+  await con.run('CREATE TABLE t AS SELECT range AS x, range::VARCHAR AS y FROM range(200000)');
+  con.closeSync();
+  inst.closeSync();
+  const corrupt = path.join(dir, 'corrupt.duckdb');
+  const bytes = fs.readFileSync(good);
+  bytes.fill(0xff, 5000, 25000); // the database headers and the first block
+  fs.writeFileSync(corrupt, bytes);
+  await assert.rejects(ResultsStore.openReadOnly(corrupt), (e) => checkMessage(e, ['corrupt.duckdb', 'corrupt DuckDB database']));
+
+  // Another process holds the write lock.
+  const holder = spawn(process.execPath, ['--input-type=module', '-e',
+    `import { DuckDBInstance } from '@duckdb/node-api'; const i = await DuckDBInstance.create(${JSON.stringify(good)}); await i.connect(); console.log('ready'); setTimeout(() => {}, 60000);`],
+  { cwd: packageRoot, stdio: ['ignore', 'pipe', 'inherit'] });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      holder.stdout.on('data', (d: Buffer) => d.toString().includes('ready') && resolve());
+      holder.on('exit', (code) => reject(new Error(`lock holder exited with ${code}`)));
+    });
+    await assert.rejects(ResultsStore.openReadOnly(good), (e) => checkMessage(e, ['good.duckdb', `locked by another process (pid ${holder.pid})`]));
+  } finally {
+    holder.kill('SIGKILL');
+  }
+});
+
+// ---- the explorer's server ----
+
+/** One raw HTTP/1.1 request; the status code of the answer. */
+function rawStatus(port: number, request: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const c = net.connect(port, '127.0.0.1', () => c.end(request));
+    let body = '';
+    c.on('data', (d) => (body += d.toString()));
+    c.on('error', reject);
+    c.on('close', () => resolve(Number(/^HTTP\/1\.1 (\d+)/.exec(body)?.[1] ?? 0)));
+  });
+}
+
+test('the server answers only its own Host and Origin (403 otherwise), 400 to malformed targets, and checks --db at start', async () => {
+  const model = await HookedModel.load(TINY, { threads: 1 });
+  const server = await startServer({ model, modelName: 'tiny-gpt2', pool: [] });
+  try {
+    const port = Number(new URL(server.url).port);
+    const get = (target: string, headers: string) => rawStatus(port, `GET ${target} HTTP/1.1\r\n${headers}Connection: close\r\n\r\n`);
+    const own = `Host: 127.0.0.1:${port}\r\n`;
+    assert.equal(await get('/api/info', own), 200);
+    assert.equal(await get('/api/info', `Host: localhost:${port}\r\n`), 200);
+    assert.equal(await get('/api/info', `${own}Origin: http://127.0.0.1:${port}\r\n`), 200);
+    assert.equal(await get('/api/info', 'Host: evil.example\r\n'), 403);
+    assert.equal(await get('/api/dataset', `Host: evil.example:${port}\r\n`), 403);
+    assert.equal(await get('/', `Host: 127.0.0.1:${port + 1}\r\n`), 403);
+    assert.equal(await get('/api/info', `${own}Origin: http://evil.example\r\n`), 403);
+    assert.equal(await get('/api/info', `${own}Origin: null\r\n`), 403);
+    assert.equal(await get('http://[', own), 400);
+    assert.equal(await get('*', own), 400);
+    assert.equal(await get('//evil.example/', own), 404);
+  } finally {
+    await server.close();
+  }
+  const junk = path.join(tmpDir(), 'junk.duckdb');
+  fs.writeFileSync(junk, 'junk');
+  await assert.rejects(startServer({ model, modelName: 'tiny-gpt2', pool: [], db: junk }), (e) => checkMessage(e, ['junk.duckdb', 'not a DuckDB file']));
 });
