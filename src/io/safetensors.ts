@@ -141,7 +141,7 @@ function halfToFloat(h: number): number {
 }
 
 /** model.safetensors.index.json's weight_map: tensor name -> shard file name in the same folder. */
-function readWeightMap(index: string): Record<string, string> {
+export function readWeightMap(index: string): Record<string, string> {
   let map: unknown;
   try {
     map = JSON.parse(fs.readFileSync(index, 'utf8')).weight_map;
