@@ -6,11 +6,12 @@
  * embed, attn.{l}, mlp.{l}, head.{l}.{h}, attn_bias.{l}. Effects follow METHOD.md.
  *
  *   run_config  one row: the settings the numbers depend on.
- *     schema_version INTEGER, model VARCHAR, model_revision VARCHAR, model_hash VARCHAR,
+ *     schema_version INTEGER, model VARCHAR (a local model: its absolute path), model_revision VARCHAR,
+ *     model_hash VARCHAR ('sha256:...' of the model files' content; experiments/sweep.ts modelHash),
  *     dataset VARCHAR, ablation VARCHAR (zero|mean|noise|resample|custom), samples INTEGER (S),
  *     seed BIGINT, heads BOOLEAN, "limit" INTEGER, shard VARCHAR ('i/n' or NULL),
  *     hydra_version VARCHAR, created_at TIMESTAMPTZ, config_json VARCHAR (the whole config,
- *     options included; this is what a reopen compares).
+ *     options included, e.g. the sweep's dataset_hash; this is what a reopen and a merge compare).
  *   prompts     one row per prompt handled, kept or dropped by the filter.
  *     prompt_idx INTEGER PRIMARY KEY, dataset_id VARCHAR, text VARCHAR, ids INTEGER[],
  *     answer VARCHAR, token INTEGER (clean argmax i), token_text VARCHAR, sigma DOUBLE (clean σ),

@@ -68,7 +68,7 @@ const MODEL_FILE_RE = /^(config\.json|tokenizer\.json|tokenizer_config\.json|mod
 /**
  * The model's fingerprint: sha256 over the full content of config.json, every safetensors file
  * (and shard index) and the tokenizer files, each with its name. Reading everything costs about
- * a second per GB, once per sweep; sizes, mtimes or a sample could miss an edit in place.
+ * 2 s per GB, once per sweep; sizes, mtimes or a sample could miss an edit in place.
  */
 export function modelHash(dir: string): string {
   const h = crypto.createHash('sha256');
