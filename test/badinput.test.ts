@@ -327,9 +327,10 @@ test('non-finite weights are refused at load, naming the file and tensor', async
 
 test('config numbers: positive integers, heads dividing the width, eps > 0, rope_theta > 0', async () => {
   const gpt2: [string, unknown, (string | RegExp)[]][] = [
-    ['n_layer', 1.5, ['number of layers', '1.5', 'not a positive integer']],
-    ['n_layer', 0, ['number of layers', 'is 0']],
-    ['n_layer', -2, ['number of layers', '-2']],
+    ['n_layer', 1.5, ['n_layer is 1.5', 'number of layers must be an integer from 1 to 1000']],
+    ['n_layer', 0, ['n_layer is 0', 'number of layers']],
+    ['n_layer', -2, ['n_layer is -2', 'number of layers']],
+    ['n_layer', 2 ** 31, ['n_layer is 2147483648', 'from 1 to 1000']],
     ['n_head', -4, ['attention heads', '-4']],
     ['n_head', 3, ['hidden size 64 is not divisible by 3 heads']],
     ['n_embd', 64.5, ['hidden size', '64.5']],
@@ -357,7 +358,7 @@ test('config numbers: positive integers, heads dividing the width, eps > 0, rope
   }
   const dir = copyTiny();
   editConfig(dir, (c) => (c.n_layer = 1.5));
-  await cliFails(['forward', '--model', dir, '--ids', '1,2'], 'number of layers', '1.5');
+  await cliFails(['forward', '--model', dir, '--ids', '1,2'], 'n_layer is 1.5', 'number of layers');
 });
 
 test('the checkpoint must hold exactly the layers config.json names', async () => {
@@ -390,7 +391,7 @@ test('huge flags are refused with their limit, before any work', async () => {
   await cliFails(['report', '--db', 'x.duckdb', '--bootstrap', '99999999999999999999'], '--bootstrap', 'limit of 10000');
   await cliFails(['sweep', '--model', TINY, '--seed', '18446744073709551616'], '--seed', 'limit of 9007199254740991');
   await cliFails(['sweep', '--model', TINY, '--limit', '99999999999'], '--limit', 'limit of 2147483647');
-  await cliFails(['effects', '--model', TINY, '--prompts', prompts, '--ablation', 'zero', '--targets', 'mlp.01'], "'mlp.01'", "'mlp.1'");
+  await cliFails(['effects', '--model', TINY, '--prompts', prompts, '--ablation', 'zero', '--targets', 'mlp.01'], "'mlp.01'", 'not a component name');
   // The library refuses them too.
   assert.throws(() => datasetStatistics([], { bootstrap: 1e12 }), (e) => checkMessage(e, ['bootstrap', '10000']));
 });

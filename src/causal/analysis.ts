@@ -1,12 +1,12 @@
 import { HydraError } from '../io/errors.js';
-import { headComponents, parseComponent, type Component } from '../models/components.js';
-import type { HookedModel, PromptActivations } from '../models/model.js';
+import { defaultTargets as targetsOf, parseComponent, type Component } from '../models/components.js';
+import { interventionSite, type HookedModel, type PromptActivations } from '../models/model.js';
 import { averagePatches, cleanContext, patchEffects, type CleanContext } from './effects.js';
 import { checkActivations, checkResult } from './finite.js';
 import { runFastPath, type AblationRow } from './fastpath.js';
 import { runNaivePath } from './naive.js';
 import { checkSeed, gaussian, mulberry32, sampleOthers, seedOf } from './random.js';
-import { centredLogit, Readout } from './readout.js';
+import { centredLogit, Readout, softcap } from './readout.js';
 import type { AblationKind, PatchEffects, PromptResult } from './types.js';
 
 export interface AblationOptions {
@@ -50,18 +50,7 @@ export const DEFAULT_BATCH_PROMPTS = 8;
 
 /** The default targets: every attention and MLP layer, and with heads every head. */
 export function defaultTargets(model: HookedModel, heads: boolean): string[] {
-  const out: string[] = [];
-  for (let l = 0; l < model.spec.nLayers; l++) out.push(`attn.${l}`, `mlp.${l}`);
-  if (heads) out.push(...headComponents(model.spec).filter((c) => c.startsWith('head.')));
-  return out;
-}
-
-/** A component to ablate, named exactly as results name it (mlp.01 is refused, not read as mlp.1). */
-function parseTarget(name: string, model: HookedModel): Component {
-  const c = parseComponent(name, model.spec);
-  const canonical = c.kind === 'embed' ? 'embed' : c.kind === 'head' ? `head.${c.layer}.${c.head}` : `${c.kind}.${c.layer}`;
-  if (canonical !== name) throw new HydraError(`unknown component '${name}': write it as '${canonical}'`);
-  return c;
+  return targetsOf(model.spec, heads);
 }
 
 /**
@@ -71,7 +60,7 @@ function parseTarget(name: string, model: HookedModel): Component {
 export async function analyze(model: HookedModel, prompts: number[][], opts: AblationOptions): Promise<PromptResult[]> {
   if (prompts.length === 0) throw new HydraError('the prompt list is empty; give at least one prompt');
   prompts.forEach((p, n) => model.checkPrompt(p, `prompt ${n}`));
-  const targets = (opts.targets ?? defaultTargets(model, !!opts.heads)).map((t) => parseTarget(t, model));
+  const targets = (opts.targets ?? defaultTargets(model, !!opts.heads)).map((t) => parseComponent(t, model.spec));
   if (targets.length === 0) throw new HydraError('no components to ablate');
   const withHeads = !!opts.heads || targets.some((t) => t.kind === 'head' || t.kind === 'attn_bias');
   const S = opts.kind === 'resample' || opts.kind === 'noise' ? (opts.sources?.[0]?.length ?? opts.samples ?? DEFAULT_SAMPLES) : 1;
@@ -109,8 +98,10 @@ export async function analyze(model: HookedModel, prompts: number[][], opts: Abl
     for (const [r0, r1] of rowParts(rows, batchRows)) {
       const part = rows.slice(r0, r1);
       const runs = opts.path === 'naive' ? await runNaivePath(model, ids, ctxs, part, withHeads) : await runFastPath(model, ctxs, clean.cache, part, withHeads);
+      const capped = model.spec.finalSoftcap === null ? null : await cappedTotalEffects(model, ctxs, part, runs.map((r) => r.z));
       part.forEach((row, i) => {
-        const e = patchEffects(model.spec, ctxs[row.prompt], row.target, row.patch, runs[i], (z) => model.normScale(z), row.source);
+        const e = patchEffects(model.plan, ctxs[row.prompt], row.target, row.patch, runs[i], (z) => model.normScale(z), row.source);
+        if (capped) e.te_capped = capped[i];
         if (opts.ownScale) e.de_prime_own_scale = ownScale(e, ctxs[row.prompt].acts.sigma);
         effects.push(e);
       });
@@ -152,6 +143,18 @@ export function rowParts(rows: { prompt: number }[], max: number): [number, numb
     start = end;
   }
   return parts;
+}
+
+/** TE on the model's real (soft-capped) centred logits, for each run's final residual z'. */
+async function cappedTotalEffects(model: HookedModel, ctxs: CleanContext[], rows: AblationRow[], zs: ArrayLike<number>[]): Promise<number[]> {
+  const { dModel: d, vocab: V, finalSoftcap: c } = model.spec;
+  const flat = new Float32Array(rows.length * d);
+  zs.forEach((z, i) => flat.set(z, i * d));
+  const logits = await model.logits(flat, rows.length);
+  return rows.map((r, i) => {
+    const { acts } = ctxs[r.prompt];
+    return centredLogit(softcap(logits.subarray(i * V, (i + 1) * V), c!), acts.token) - centredLogit(softcap(acts.logits, c!), acts.token);
+  });
 }
 
 /** DE' with the ablated run's own scale: û_σ'(c') = (σ/σ') DE'(c). */
@@ -213,7 +216,7 @@ async function patchBank(
     if (opts.kind === 'resample' && needed && !idx.some((n) => needed.has(n))) continue;
     const res = await model.forward(idx.map((n) => set[n]), { heads: withHeads });
     res.prompts.forEach((a, b) => {
-      for (const t of targets) outputs.get(t.name)![idx[b]] = a.components.get(t.name)!;
+      for (const t of targets) outputs.get(t.name)![idx[b]] = interventionSite(a, t.name);
     });
   }
   if (opts.kind === 'resample') return outputs;
@@ -265,7 +268,7 @@ async function noisePatches(
     });
     const res = await model.forward(ids, { heads: withHeads, embedAdd: noise });
     res.prompts.forEach((a: PromptActivations, b) => {
-      for (const t of targets) out[b].get(t.name)!.push(a.components.get(t.name)!);
+      for (const t of targets) out[b].get(t.name)!.push(interventionSite(a, t.name));
     });
   }
   return out;

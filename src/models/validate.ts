@@ -1,5 +1,6 @@
-import type { ArchSpec } from '../engine/spec.js';
+import type { ArchSpec, RopeSpec } from '../engine/spec.js';
 import { HydraError } from '../io/errors.js';
+import type { Family, HfConfig } from './family.js';
 
 /**
  * Checks of a model's shape before any weight is read: the ArchSpec a family made from
@@ -22,6 +23,38 @@ const COUNTS: [keyof ArchSpec, string][] = [
 const positiveInt = (x: unknown) => Number.isSafeInteger(x) && (x as number) > 0;
 const positiveFinite = (x: unknown) => typeof x === 'number' && Number.isFinite(x) && x > 0;
 
+/**
+ * The family's ArchSpec of config.json, validated. A family sizes arrays from the config before
+ * any check (a layer list of 1e300 entries), so a RangeError there is the config's fault too.
+ */
+export function archSpec(family: Family, config: HfConfig): ArchSpec {
+  checkLayerCount(config);
+  let spec: ArchSpec;
+  try {
+    spec = family.arch(config);
+  } catch (e) {
+    if (e instanceof RangeError) throw new HydraError(`${config._path}: a number is out of range (${e.message}); fix config.json`);
+    throw e;
+  }
+  validateSpec(spec, config._path);
+  return spec;
+}
+
+/** More layers than any released model has (Llama-3.1-405B: 126). */
+export const MAX_LAYERS = 1000;
+/** config.json's names for the number of layers (GPT-2, GPT-Neo, the rest). */
+const LAYER_FIELDS = ['n_layer', 'num_layers', 'num_hidden_layers'];
+
+/** Families build one entry per layer before the spec can be checked: bound the count first (2^31 layers exhaust memory). */
+function checkLayerCount(config: HfConfig): void {
+  for (const f of LAYER_FIELDS) {
+    const v = config[f];
+    if (typeof v === 'number' && (!Number.isSafeInteger(v) || v < 1 || v > MAX_LAYERS)) {
+      throw new HydraError(`${config._path}: ${f} is ${v}; the number of layers must be an integer from 1 to ${MAX_LAYERS}; fix config.json`);
+    }
+  }
+}
+
 export function validateSpec(spec: ArchSpec, path: string): void {
   const bad = (why: string) => new HydraError(`${path}: ${why}; fix config.json`);
   for (const [field, what] of COUNTS) {
@@ -30,19 +63,36 @@ export function validateSpec(spec: ArchSpec, path: string): void {
     if (field === 'dHead' && Number.isFinite(spec.dHead)) throw bad(`hidden size ${spec.dModel} is not divisible by ${spec.nHeads} heads`);
     throw bad(`${what} is ${String(spec[field])}, not a positive integer`);
   }
+  if (spec.nLayers > MAX_LAYERS) throw bad(`number of layers ${spec.nLayers} is over the limit of ${MAX_LAYERS}`);
   if (spec.nHeads % spec.nKvHeads !== 0) throw bad(`num_attention_heads (${spec.nHeads}) is not a multiple of num_key_value_heads (${spec.nKvHeads})`);
   if (!positiveFinite(spec.normEps)) throw bad(`norm epsilon (layer_norm_epsilon / rms_norm_eps) is ${spec.normEps}; it must be a number above 0`);
+  if (!Number.isSafeInteger(spec.posOffset) || spec.posOffset < 0) throw bad(`position offset is ${spec.posOffset}, not a non-negative integer`);
+  if (!positiveFinite(spec.attnScale)) throw bad(`attention scale (query_pre_attn_scalar) gives ${spec.attnScale}; it must be a number above 0`);
+  for (const [what, v] of [['attn_logit_softcapping', spec.attnSoftcap], ['final_logit_softcapping', spec.finalSoftcap]] as const) {
+    if (v !== null && !positiveFinite(v)) throw bad(`${what} is ${v}; it must be a number above 0 (or null)`);
+  }
   if (spec.embedScale !== null && !Number.isFinite(spec.embedScale)) throw bad(`embedding scale is ${spec.embedScale}`);
-  if (spec.slidingWindow !== null && !positiveInt(spec.slidingWindow)) throw bad(`sliding_window is ${spec.slidingWindow}, not a positive integer`);
-  if (spec.rope) validateRope(spec.rope, spec.dHead, bad);
+  if (spec.layers.length !== spec.nLayers) throw bad(`${spec.layers.length} per-layer settings (layer_types) for ${spec.nLayers} layers`);
+  for (const { window, rope } of spec.layers) {
+    if (window !== null && !positiveInt(window)) throw bad(`sliding_window is ${window}, not a positive integer`);
+    if (rope) validateRope(rope, spec.dHead, bad);
+  }
 }
 
-function validateRope(rope: NonNullable<ArchSpec['rope']>, dHead: number, bad: (why: string) => HydraError): void {
+function validateRope(rope: RopeSpec, dHead: number, bad: (why: string) => HydraError): void {
   if (!positiveFinite(rope.theta)) throw bad(`rope_theta (rotary_emb_base) is ${rope.theta}; it must be a number above 0`);
   if (!positiveInt(rope.dim) || rope.dim > dHead) throw bad(`rotary dimension ${rope.dim} is not a positive integer of at most the head width ${dHead}`);
   if (rope.dim % 2 !== 0) throw bad(`rotary dimension ${rope.dim} is odd`);
   const s = rope.scaling;
   if (!s) return;
+  if (s.type === 'longrope') {
+    for (const [what, f] of [['short_factor', s.shortFactor], ['long_factor', s.longFactor]] as const) {
+      if (!Array.isArray(f) || f.length !== rope.dim / 2 || !f.every(positiveFinite)) throw bad(`rope_scaling.${what} must be ${rope.dim / 2} numbers above 0`);
+    }
+    if (!positiveFinite(s.attentionFactor)) throw bad(`rope_scaling attention factor is ${String(s.attentionFactor)}; it must be a number above 0`);
+    if (!positiveInt(s.originalMaxPositions)) throw bad(`original_max_position_embeddings is ${String(s.originalMaxPositions)}, not a positive integer`);
+    return;
+  }
   if (!positiveFinite(s.factor)) throw bad(`rope_scaling.factor is ${String(s.factor)}; it must be a number above 0`);
   if (s.type === 'llama3') {
     const { lowFreqFactor: lo, highFreqFactor: hi, originalMaxPositions: n } = s;
