@@ -481,7 +481,9 @@ test('database errors say what is wrong: not a DuckDB file, corrupt, locked by a
 /** One raw HTTP/1.1 request; the status code of the answer. */
 function rawStatus(port: number, request: string): Promise<number> {
   return new Promise((resolve, reject) => {
-    const c = net.connect(port, '127.0.0.1', () => c.end(request));
+    // Written, not ended: a half-closed socket may lose the answer to a slow request.
+    const c = net.connect(port, '127.0.0.1', () => c.write(request));
+    c.setTimeout(60_000, () => c.destroy(new Error('no answer within 60 s')));
     let body = '';
     c.on('data', (d) => (body += d.toString()));
     c.on('error', reject);

@@ -307,7 +307,9 @@ test('fuzz: 60 generated dataset files load as valid records or fail with one cl
 
 function rawRequest(port: number, request: string): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
-    const c = net.connect(port, '127.0.0.1', () => c.end(request));
+    // Written, not ended: a half-closed socket may lose the answer to a slow request.
+    const c = net.connect(port, '127.0.0.1', () => c.write(request));
+    c.setTimeout(60_000, () => c.destroy(new Error('no answer within 60 s')));
     let text = '';
     c.on('data', (d) => (text += d.toString()));
     c.on('error', reject);

@@ -5,7 +5,7 @@ import { reportFromDatabase } from '../experiments/report.js';
 import { runSweep } from '../experiments/sweep.js';
 import { defaultModelDir, storiesRecallPath } from '../io/paths.js';
 import { sweepProgress } from './progress.js';
-import { loadModelFromOptions, positiveInt } from './util.js';
+import { loadModelFromOptions, MAX_THREADS, positiveInt } from './util.js';
 
 /** `hydra demo`: the whole Hydra analysis on the bundled model and prompt set, ending in a report. */
 export function registerDemo(program: Command): void {
@@ -14,7 +14,7 @@ export function registerDemo(program: Command): void {
     .description('run the Hydra analysis on the bundled stories260k model and story prompts, and write the report')
     .option('--out <dir>', 'output folder', 'hydra-demo')
     .option('--samples <S>', 'resample patches per prompt', positiveInt('--samples', MAX_SAMPLES), 15)
-    .option('--threads <n>', 'CPU threads per operator', positiveInt('--threads'))
+    .option('--threads <n>', 'CPU threads per operator', positiveInt('--threads', MAX_THREADS))
     .action(async (opts: { out: string; samples: number; threads?: number }) => {
       const model = await loadModelFromOptions({ model: defaultModelDir, threads: opts.threads });
       const db = path.join(opts.out, 'results.duckdb');
