@@ -2,7 +2,6 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import { DuckDBInstance } from '@duckdb/node-api';
 import { resampleSources } from '../src/causal/analysis.js';
@@ -16,7 +15,7 @@ import { WeightStore, writeSafetensors } from '../src/io/safetensors.js';
 import { MAX_PROMPT_CHARS } from '../src/io/tokenizer.js';
 import { HookedModel } from '../src/models/model.js';
 import { startServer } from '../src/web/server.js';
-import { fixtureModelDir, tmpDir } from './helpers.js';
+import { fixtureModelDir, rawRequest, tmpDir } from './helpers.js';
 
 /**
  * Every bad input gives a HydraError whose one-line message names the file (or flag) and the
@@ -478,25 +477,12 @@ test('database errors say what is wrong: not a DuckDB file, corrupt, locked by a
 
 // ---- the explorer's server ----
 
-/** One raw HTTP/1.1 request; the status code of the answer. */
-function rawStatus(port: number, request: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    // Written, not ended: a half-closed socket may lose the answer to a slow request.
-    const c = net.connect(port, '127.0.0.1', () => c.write(request));
-    c.setTimeout(60_000, () => c.destroy(new Error('no answer within 60 s')));
-    let body = '';
-    c.on('data', (d) => (body += d.toString()));
-    c.on('error', reject);
-    c.on('close', () => resolve(Number(/^HTTP\/1\.1 (\d+)/.exec(body)?.[1] ?? 0)));
-  });
-}
-
 test('the server answers only its own Host and Origin (403 otherwise), 400 to malformed targets, and checks --db at start', async () => {
   const model = await HookedModel.load(TINY, { threads: 1 });
   const server = await startServer({ model, modelName: 'tiny-gpt2', pool: [] });
   try {
     const port = Number(new URL(server.url).port);
-    const get = (target: string, headers: string) => rawStatus(port, `GET ${target} HTTP/1.1\r\n${headers}Connection: close\r\n\r\n`);
+    const get = async (target: string, headers: string) => (await rawRequest(port, `GET ${target} HTTP/1.1\r\n${headers}Connection: close\r\n\r\n`)).status;
     const own = `Host: 127.0.0.1:${port}\r\n`;
     assert.equal(await get('/api/info', own), 200);
     assert.equal(await get('/api/info', `Host: localhost:${port}\r\n`), 200);

@@ -1,7 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import { analyze } from '../src/causal/analysis.js';
 import { mulberry32 } from '../src/causal/random.js';
@@ -14,7 +13,7 @@ import { defaultModelDir } from '../src/io/paths.js';
 import { writeSafetensors } from '../src/io/safetensors.js';
 import { HookedModel } from '../src/models/model.js';
 import { startServer } from '../src/web/server.js';
-import { fixtureModelDir, fixturesDir, maxAbsDiff, tmpDir } from './helpers.js';
+import { fixtureModelDir, fixturesDir, maxAbsDiff, rawRequest, tmpDir } from './helpers.js';
 
 /**
  * Seeded fuzzing of every input family: safetensors headers, config.json, CLI flags and
@@ -310,18 +309,6 @@ test('fuzz: 60 generated dataset files load as valid records or fail with one cl
 });
 
 // ---- HTTP requests to the explorer ----
-
-function rawRequest(port: number, request: string): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    // Written, not ended: a half-closed socket may lose the answer to a slow request.
-    const c = net.connect(port, '127.0.0.1', () => c.write(request));
-    c.setTimeout(60_000, () => c.destroy(new Error('no answer within 60 s')));
-    let text = '';
-    c.on('data', (d) => (text += d.toString()));
-    c.on('error', reject);
-    c.on('close', () => resolve({ status: Number(/^HTTP\/1\.1 (\d+)/.exec(text)?.[1] ?? 0), body: text.slice(text.indexOf('\r\n\r\n') + 4) }));
-  });
-}
 
 test('fuzz: 40 HTTP requests get 2xx or a 4xx JSON error, and 403 unless addressed to the server', async () => {
   const model = await HookedModel.load(defaultModelDir, { threads: 1 });
