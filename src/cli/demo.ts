@@ -1,11 +1,11 @@
 import path from 'node:path';
 import { Command } from 'commander';
-import { MAX_SAMPLES } from '../causal/analysis.js';
+import { MAX_SAMPLES } from '../causal/ablations.js';
 import { reportFromDatabase } from '../experiments/report.js';
 import { runSweep } from '../experiments/sweep.js';
 import { defaultModelDir, storiesRecallPath } from '../io/paths.js';
-import { sweepProgress } from './progress.js';
-import { loadModelFromOptions, MAX_THREADS, positiveInt } from './util.js';
+import { sweepProgress, waiting } from './progress.js';
+import { loadModelFromOptions, MAX_THREADS, positiveInt, printJson } from './util.js';
 
 /** `hydra demo`: the whole Hydra analysis on the bundled model and prompt set, ending in a report. */
 export function registerDemo(program: Command): void {
@@ -15,10 +15,11 @@ export function registerDemo(program: Command): void {
     .option('--out <dir>', 'output folder', 'hydra-demo')
     .option('--samples <S>', 'resample patches per prompt', positiveInt('--samples', MAX_SAMPLES), 15)
     .option('--threads <n>', 'CPU threads per operator', positiveInt('--threads', MAX_THREADS))
-    .action(async (opts: { out: string; samples: number; threads?: number }) => {
+    .option('--json', 'print {"results", "report", "kept", "dropped", ...} instead of two lines')
+    .action(async (opts: { out: string; samples: number; threads?: number; json?: boolean }) => {
       const model = await loadModelFromOptions({ model: defaultModelDir, threads: opts.threads });
       const db = path.join(opts.out, 'results.duckdb');
-      await runSweep({
+      const summary = await runSweep({
         model,
         modelName: 'stories260k (bundled)',
         dataset: storiesRecallPath,
@@ -29,7 +30,8 @@ export function registerDemo(program: Command): void {
         log: (line) => process.stderr.write(`hydra: ${line}\n`),
         progress: sweepProgress('demo sweep'),
       });
-      const index = await reportFromDatabase(db, path.join(opts.out, 'report'));
-      process.stdout.write(`results: ${db}\nreport:  ${index}\n`);
+      const index = await waiting('writing the report', () => reportFromDatabase(db, path.join(opts.out, 'report')));
+      if (opts.json) printJson({ results: db, report: index, kept: summary.kept, dropped: summary.dropped, drop_reasons: summary.dropReasons });
+      else process.stdout.write(`results: ${db}\nreport:  ${index}\n`);
     });
 }
