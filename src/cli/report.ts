@@ -3,6 +3,7 @@ import { ablationKind } from '../causal/ablations.js';
 import type { AblationKind, PromptResult } from '../causal/types.js';
 import { profilePrompt, sourcePool } from '../experiments/profile.js';
 import { reportFromDatabase } from '../experiments/report.js';
+import { MAX_BOOTSTRAP } from '../experiments/stats.js';
 import { HydraError } from '../io/errors.js';
 import { makeDir } from '../io/paths.js';
 import { parseComponent } from '../models/components.js';
@@ -19,7 +20,7 @@ export function registerReport(program: Command): void {
     .description('statistics, the paper\'s Figures 1, 2, 3, 7 and 8, and an HTML report from a sweep database')
     .requiredOption('--db <file>', 'results database written by hydra sweep')
     .option('--out <dir>', 'report folder', 'hydra-report')
-    .option('--bootstrap <B>', 'bootstrap resamples for the 95% intervals', positiveInt('--bootstrap'), 1000)
+    .option('--bootstrap <B>', 'bootstrap resamples for the 95% intervals', positiveInt('--bootstrap', MAX_BOOTSTRAP), 1000)
     .option('--json', 'print {"report": index.html path} instead of a line')
     .action(async (opts: { db: string; out: string; bootstrap: number; json?: boolean }) => {
       const index = await waiting(`writing the report of ${opts.db}`, () => reportFromDatabase(opts.db, opts.out, { bootstrap: opts.bootstrap }));

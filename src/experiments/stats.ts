@@ -86,6 +86,9 @@ export interface StatsOptions {
 export const DEFAULT_BOOTSTRAP = 1000;
 export const DEFAULT_SEED = 0;
 
+/** Most bootstrap resamples: B × n indices are held at once (10,000 × 1,209 prompts ≈ 100 MB). */
+export const MAX_BOOTSTRAP = 10_000;
+
 /** The bootstrap's generator: the same seeded mulberry32 as the resample sources. */
 export { mulberry32 };
 
@@ -295,7 +298,7 @@ export function datasetStatistics(prompts: PromptResult[], opts: StatsOptions = 
     info = { B: resamples.length, seed: null, generator: 'given', percentiles: [2.5, 97.5] };
   } else {
     const B = opts.bootstrap ?? DEFAULT_BOOTSTRAP;
-    if (!Number.isInteger(B) || B < 0) throw new HydraError(`bootstrap resamples must be a non-negative integer, got ${B}`);
+    if (!Number.isInteger(B) || B < 0 || B > MAX_BOOTSTRAP) throw new HydraError(`bootstrap resamples must be an integer from 0 to ${MAX_BOOTSTRAP}, got ${B}`);
     const seed = opts.seed ?? DEFAULT_SEED;
     resamples = n > 0 ? bootstrapIndices(n, B, seed) : [];
     info = { B: resamples.length, seed, generator: 'mulberry32', percentiles: [2.5, 97.5] };

@@ -178,6 +178,12 @@ function floatToHalf(x: number): number {
   return (mant & 0x1000) !== 0 ? h + 1 : h;
 }
 
+/** Index of the first NaN or ±Inf in an array of numbers, or −1. */
+export function firstNonFiniteValue(a: ArrayLike<number>): number {
+  for (let i = 0; i < a.length; i++) if (a[i] - a[i] !== 0) return i;
+  return -1;
+}
+
 /** The first non-finite value's index, or −1 (checked once at load, on the raw bits, two-byte values two at a time). */
 export function firstNonFinite(m: Matrix): number {
   const bytes = m.data.byteOffset % 4 === 0 ? m.data : m.data.slice();

@@ -11,6 +11,7 @@ import { hasTokenizer, loadTokenizer, type HydraTokenizer } from '../io/tokenize
 import { attnBiasName, headName, layerComponents, parseComponent } from './components.js';
 import { ResidualPlan, scaleBy, type BlockStep, type CleanLast } from './plan.js';
 import { familyFor, readConfig } from './registry.js';
+import { archSpec, validateLayers } from './validate.js';
 
 export type WeightsDtype = 'float32' | 'bfloat16' | 'float16';
 export const WEIGHTS_DTYPES: Record<WeightsDtype, WeightDType> = { float32: 'F32', bfloat16: 'BF16', float16: 'F16' };
@@ -140,11 +141,11 @@ export class HookedModel {
     const source = await resolveModel(model, opts);
     const config = readConfig(source.dir);
     const family = familyFor(config);
-    const spec = family.arch(config);
-    validateSpec(spec, config._path);
+    const spec = archSpec(family, config);
     if (opts.weightsDtype !== undefined && !(opts.weightsDtype in WEIGHTS_DTYPES))
       throw new HydraError(`weightsDtype '${String(opts.weightsDtype)}' is not one of ${Object.keys(WEIGHTS_DTYPES).join(', ')}`);
     const store = WeightStore.open(source.dir, opts.weightsDtype ? WEIGHTS_DTYPES[opts.weightsDtype] : null);
+    validateLayers(store.names(), spec, config._path);
     checkMemory(spec, store, opts);
     const weights = family.weights(store, spec, config);
     const tokenizer = hasTokenizer(source.dir) ? await loadTokenizer(source.dir) : null;
@@ -608,12 +609,6 @@ function checkMemory(spec: ArchSpec, store: WeightStore, opts: LoadOptions): voi
     const hint = narrow || opts.weightsDtype === 'float32' ? '' : '; weights held in bfloat16 (weightsDtype, --weights-dtype) need half the memory';
     throw new HydraError(`the model needs about ${gb(need)} (${gb(weights)} of weights${scratch ? `, ${gb(scratch)} scratch` : ''}) but only ${gb(limit)} is available${hint}`);
   }
-}
-
-function validateSpec(spec: ArchSpec, path: string): void {
-  if (spec.nHeads % spec.nKvHeads !== 0) throw new HydraError(`${path}: num_attention_heads (${spec.nHeads}) is not a multiple of num_key_value_heads (${spec.nKvHeads})`);
-  for (const { rope } of spec.layers) if (rope && rope.dim % 2 !== 0) throw new HydraError(`${path}: rotary dimension ${rope.dim} is odd`);
-  if (!Number.isInteger(spec.dHead)) throw new HydraError(`${path}: hidden size ${spec.dModel} is not divisible by ${spec.nHeads} heads`);
 }
 
 /** The small tensors of a layer: everything but its matrices. */
