@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { HydraError } from './errors.js';
-import { decode, DTYPE_SIZE, firstNonFinite, firstNonFiniteValue, toDType, type Matrix, type WeightDType } from './matrix.js';
+import { decode, DTYPE_SIZE, encode, firstNonFinite, firstNonFiniteValue, toDType, type Matrix, type WeightDType } from './matrix.js';
 
 /**
  * Reads Hugging Face safetensors weights: one `model.safetensors`, or shards listed
@@ -111,32 +111,15 @@ function nonFinite(e: TensorEntry, value: number, at: number): HydraError {
   return new HydraError(`${e.file}: tensor '${e.name}' holds ${value} at flat index ${at}; weights must be finite, re-export or re-download them`);
 }
 
-/** bfloat16 and float16 to float32. */
+/** Any float dtype to float32 (exact for float16 and bfloat16; float64 rounds). */
 function toFloat32(bytes: Buffer, dtype: DType, numel: number): Float32Array {
-  const out = new Float32Array(numel);
-  if (dtype === 'F32') {
-    new Uint8Array(out.buffer).set(bytes);
-  } else if (dtype === 'BF16') {
-    // bf16 is the top half of a float32.
-    const u32 = new Uint32Array(out.buffer);
-    for (let i = 0; i < numel; i++) u32[i] = bytes.readUInt16LE(2 * i) << 16;
-  } else if (dtype === 'F16') {
-    for (let i = 0; i < numel; i++) out[i] = halfToFloat(bytes.readUInt16LE(2 * i));
-  } else if (dtype === 'F64') {
+  if (dtype === 'F64') {
+    const out = new Float32Array(numel);
     for (let i = 0; i < numel; i++) out[i] = bytes.readDoubleLE(8 * i);
-  } else {
-    throw new HydraError(`tensor of dtype ${dtype} cannot be used as float weights`);
+    return out;
   }
-  return out;
-}
-
-function halfToFloat(h: number): number {
-  const s = h & 0x8000 ? -1 : 1;
-  const e = (h >> 10) & 0x1f;
-  const f = h & 0x3ff;
-  if (e === 0) return s * f * 2 ** -24;
-  if (e === 31) return f ? NaN : s * Infinity;
-  return s * (1 + f / 1024) * 2 ** (e - 15);
+  if (dtype === 'F32' || dtype === 'F16' || dtype === 'BF16') return decode(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength), dtype);
+  throw new HydraError(`tensor of dtype ${dtype} cannot be used as float weights`);
 }
 
 /** model.safetensors.index.json's weight_map: tensor name -> shard file name in the same folder. */
@@ -283,7 +266,7 @@ export function writeSafetensors(file: string, tensors: Record<string, { shape: 
   for (const [name, t] of Object.entries(tensors)) {
     const numel = t.shape.reduce((a, d) => a * d, 1);
     if (numel !== t.data.length) throw new Error(`writeSafetensors: '${name}' has ${t.data.length} values for shape [${t.shape}]`);
-    const buf = encode(t.data, dtype);
+    const buf = Buffer.from(encode(t.data, dtype));
     header[name] = { dtype, shape: t.shape, data_offsets: [off, off + buf.length] };
     parts.push(buf);
     off += buf.length;
@@ -293,36 +276,4 @@ export function writeSafetensors(file: string, tensors: Record<string, { shape: 
   const len = Buffer.alloc(8);
   len.writeBigUInt64LE(BigInt(Buffer.byteLength(json)));
   fs.writeFileSync(file, Buffer.concat([len, Buffer.from(json), ...parts]));
-}
-
-function encode(data: Float32Array, dtype: 'F32' | 'F16' | 'BF16'): Buffer {
-  if (dtype === 'F32') return Buffer.from(data.buffer, data.byteOffset, data.byteLength);
-  const out = Buffer.alloc(2 * data.length);
-  const u32 = new Uint32Array(Float32Array.from(data).buffer);
-  for (let i = 0; i < data.length; i++) {
-    if (dtype === 'BF16') {
-      // round to nearest even
-      const x = u32[i];
-      out.writeUInt16LE(((x + 0x7fff + ((x >> 16) & 1)) >>> 16) & 0xffff, 2 * i);
-    } else {
-      out.writeUInt16LE(floatToHalf(data[i]), 2 * i);
-    }
-  }
-  return out;
-}
-
-function floatToHalf(x: number): number {
-  const f = new Float32Array([x]);
-  const u = new Uint32Array(f.buffer)[0];
-  const sign = (u >> 16) & 0x8000;
-  const exp = ((u >> 23) & 0xff) - 127 + 15;
-  let mant = u & 0x7fffff;
-  if (exp <= 0) {
-    if (exp < -10) return sign;
-    mant = (mant | 0x800000) >> (1 - exp);
-    return sign | ((mant + 0x1000) >> 13);
-  }
-  if (exp >= 31) return sign | 0x7c00;
-  const h = sign | (exp << 10) | (mant >> 13);
-  return (mant & 0x1000) !== 0 ? h + 1 : h;
 }
