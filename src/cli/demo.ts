@@ -1,6 +1,6 @@
 import path from 'node:path';
 import { Command } from 'commander';
-import { reportFromDatabase } from '../experiments/report.js';
+import { reportFromDatabase } from '../report/database.js';
 import { runSweep } from '../experiments/sweep.js';
 import { defaultModelDir, storiesRecallPath } from '../io/paths.js';
 import { sweepProgress } from './progress.js';

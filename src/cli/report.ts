@@ -2,7 +2,7 @@ import { Command, Option } from 'commander';
 import { DEFAULT_SAMPLES } from '../causal/analysis.js';
 import type { AblationKind, PromptResult } from '../causal/types.js';
 import { profilePrompt, sourcePool } from '../experiments/profile.js';
-import { reportFromDatabase } from '../experiments/report.js';
+import { reportFromDatabase } from '../report/database.js';
 import { HydraError } from '../io/errors.js';
 import { makeDir } from '../io/paths.js';
 import { parseComponent } from '../models/components.js';

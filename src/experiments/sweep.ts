@@ -118,7 +118,8 @@ export async function runSweep(opts: SweepOptions): Promise<SweepSummary> {
     log(summarizeFilter(kept.length, dropped.map((d) => ({ reason: d.category }))));
     for (const d of dropped) {
       if (done.has(d.index)) continue;
-      await store.writeDropped({ index: d.index, reason: d.reason, dataset_id: records[d.index].id, text: records[d.index].prompt, answer: records[d.index].answer ?? null });
+      const rec = records[d.index];
+      await store.writeDropped({ index: d.index, reason: d.reason, dataset_id: rec.id, text: rec.prompt, answer: rec.answer ?? null, group: rec.group ?? null });
     }
     if (kept.length === 0) throw new HydraError(`no prompts left after filtering ${records.length} prompts of ${ds.name}; use a model that answers them, or --no-filter to keep them all`);
     if (opts.ablation === 'resample') resampleSources(kept.length, S, seed); // fails early when S is too large
@@ -147,7 +148,7 @@ export async function runSweep(opts: SweepOptions): Promise<SweepSummary> {
       onBatch: async (rs) => {
         const list = rs.map((r) => {
           const rec = records[kept[r.index]];
-          return { result: toDatasetIndices(r, kept, rec), extra: { dataset_id: rec.id, answer: rec.answer ?? null, token_text: model.tokenizer?.tokenText(r.token) ?? null } };
+          return { result: toDatasetIndices(r, kept, rec), extra: { dataset_id: rec.id, answer: rec.answer ?? null, token_text: model.tokenizer?.tokenText(r.token) ?? null, group: rec.group ?? null } };
         });
         const write = store.writePrompts(list);
         writes.push(opts.verbose ? write.then(() => list.forEach((x) => log(`stored prompt ${x.result.index}`))) : write);

@@ -17,6 +17,8 @@ export interface PromptRecord {
   /** Expected continuation (known_1000 `attribute`, counterfact `target_true.str`), as written in the file. */
   answer?: string;
   subject?: string;
+  /** Prompts of one group (known_1000 relation_id, counterfact relation_id, a `group` field) are not independent: the report's bootstrap resamples groups. */
+  group?: string;
   /** Already-tokenized prompt, for .json files of {ids: [...]}; the caller must not re-tokenize it. */
   ids?: number[];
 }
@@ -154,6 +156,10 @@ function plainRecord(obj: unknown, index: number, where: string): PromptRecord {
     check(typeof obj.subject === 'string', `${where}: 'subject' must be a string, found ${typeof obj.subject}`);
     rec.subject = obj.subject;
   }
+  if (obj.group !== undefined && obj.group !== null && obj.group !== '') {
+    check(typeof obj.group === 'string' || typeof obj.group === 'number', `${where}: 'group' must be a string or a number`);
+    rec.group = String(obj.group);
+  }
   return rec;
 }
 
@@ -170,7 +176,9 @@ function knownRecord(obj: unknown, where: string): PromptRecord {
     check(typeof obj[f] === 'string' && (obj[f] as string).trim() !== '', `${where}: '${f}' is missing or not a non-empty string`);
   }
   check(typeof obj.known_id === 'number' || typeof obj.known_id === 'string', `${where}: 'known_id' is missing`);
-  return { id: String(obj.known_id), prompt: obj.prompt as string, answer: obj.attribute as string, subject: obj.subject as string };
+  const rec: PromptRecord = { id: String(obj.known_id), prompt: obj.prompt as string, answer: obj.attribute as string, subject: obj.subject as string };
+  if (typeof obj.relation_id === 'string' && obj.relation_id !== '') rec.group = obj.relation_id;
+  return rec;
 }
 
 /** A counterfact record: requested_rewrite.prompt is a template whose {} is the subject. */
@@ -187,7 +195,9 @@ function counterfactRecord(obj: unknown, where: string): PromptRecord {
   check(typeof id === 'number' || typeof id === 'string', `${where}: 'case_id' is missing`);
   // A function replacer, so that `$&` and friends in the subject are taken literally.
   const prompt = rw.prompt.replace('{}', () => rw.subject as string);
-  return { id: String(id), prompt, answer: tt.str, subject: rw.subject };
+  const rec: PromptRecord = { id: String(id), prompt, answer: tt.str, subject: rw.subject };
+  if (typeof rw.relation_id === 'string' && rw.relation_id !== '') rec.group = rw.relation_id;
+  return rec;
 }
 
 /** "line L column C" from a JSON.parse error, when it gives a position. */

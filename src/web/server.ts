@@ -260,7 +260,7 @@ class Explorer {
       try {
         const prompts = await store.readResults();
         if (prompts.length === 0) throw new HydraError(`${db} holds no computed prompts; run hydra sweep first`);
-        const stats = datasetStatistics(prompts, { bootstrap: 200 });
+        const stats = await datasetStatistics(prompts, { bootstrap: 200 });
         const kind = store.config.ablation;
         return {
           database: path.basename(db),
