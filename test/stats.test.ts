@@ -3,11 +3,12 @@ import assert from 'node:assert/strict';
 import { FIXTURE_MODELS, loadGolden } from './helpers.js';
 import { goldenPrompts, hydraName } from './fixtures/report/golden-prompts.js';
 import {
-  bootstrapIndices, datasetStatistics, mulberry32, statsToCsv, statsToCsvRows,
+  datasetStatistics, mulberry32, statsToCsv, statsToCsvRows, undefinedReason,
   type ComponentStats, type Interval, type Ols,
 } from '../src/experiments/stats.js';
 import { HydraError } from '../src/io/errors.js';
 import type { PromptResult } from '../src/causal/types.js';
+import { groupDraws, interval, mean, ols, pearson } from './recompute.js';
 
 const TOL = 1e-9;
 
@@ -110,24 +111,58 @@ test('pearson and OLS: nulls on zero variance, exact on a line', async () => {
   close(line.r2, 1, 'r2');
 });
 
-test('seeded resampling is deterministic, in range, and recorded', async () => {
-  const a = bootstrapIndices(8, 50, 7);
-  assert.deepEqual(a, bootstrapIndices(8, 50, 7));
-  assert.notDeepEqual(a, bootstrapIndices(8, 50, 8));
-  assert.ok(a.every((row) => row.length === 8 && row.every((i) => Number.isInteger(i) && i >= 0 && i < 8)));
+test('the seeded cluster bootstrap equals an independent recomputation with the same draws', async () => {
   // mulberry32 reference outputs for seed 1, from the generator's C form (uint32 arithmetic)
   const r = mulberry32(1);
   assert.equal(r() * 2 ** 32, 2693262067);
   assert.equal(r() * 2 ** 32, 11749833);
   const g = loadGolden('tiny-gpt2');
   const prompts = goldenPrompts(g, 'resample');
-  const s = await datasetStatistics(prompts, { bootstrap: 100, seed: 5 });
-  const t = s['attn.1'];
-  assert.deepEqual(t.bootstrap, { B: 100, seed: 5, generator: 'mulberry32', percentiles: [2.5, 97.5], unit: 'prompts', n_groups: prompts.length });
-  assert.equal(t.bootstrap95.mean_de.n_valid, 100);
-  assert.deepEqual(await datasetStatistics(prompts, { bootstrap: 100, seed: 5 }), s);
-  // the CI brackets the point estimate for a mean
-  assert.ok(t.bootstrap95.mean_de.lo! <= t.mean.de! && t.mean.de! <= t.bootstrap95.mean_de.hi!);
+  for (const groups of [null, ['a', 'a', 'b', 'b', 'b', 'c', null, 'c']]) {
+    const opts = { bootstrap: 100, seed: 5, ...(groups ? { groups } : {}) };
+    const s = await datasetStatistics(prompts, opts);
+    assert.deepEqual(await datasetStatistics(prompts, opts), s, 'deterministic');
+    const draws = groupDraws(groups ?? prompts.map(() => null), 100, 5);
+    if (groups) {
+      // every resample takes whole groups: 4 groups (a, b, c and the ungrouped prompt 6)
+      assert.ok(draws.every((d) => d.filter((i) => i === 2).length === d.filter((i) => i === 3).length));
+      assert.equal(s['attn.1'].bootstrap.unit, 'groups');
+      assert.equal(s['attn.1'].bootstrap.n_groups, 4);
+    } else assert.equal(s['attn.1'].bootstrap.unit, 'prompts');
+    for (const k of ['attn.0', 'attn.1', 'mlp.1']) {
+      const x = prompts.map((p) => -p.ablations[k].dde_self);
+      const y = prompts.map((p) => p.ablations[k].ce_attn);
+      const de = prompts.map((p) => p.de[k]);
+      const negTe = prompts.map((p) => -p.ablations[k].te);
+      const at = (v: number[], idx: number[]) => idx.map((i) => v[i]);
+      const checks: [string, (idx: number[]) => number | null][] = [
+        ['slope_ce_attn', (idx) => ols(at(x, idx), at(y, idx)).slope],
+        ['r2_ce_attn', (idx) => ols(at(x, idx), at(y, idx)).r2],
+        ['mean_de', (idx) => mean(at(de, idx))],
+        ['pearson_de_vs_neg_te', (idx) => pearson(at(de, idx), at(negTe, idx))],
+      ];
+      for (const [stat, f] of checks) {
+        const ref = interval(draws, f, 0.95);
+        const got = s[k].bootstrap95[stat as 'mean_de'];
+        assert.equal(got.n_valid, ref.n_valid, `${k} ${stat} n_valid`);
+        close(got.lo, ref.lo, `${k} ${stat} lo`);
+        close(got.hi, ref.hi, `${k} ${stat} hi`);
+      }
+      close(s[k].mean.de, mean(de), `${k} mean de`);
+      close(s[k].ols_ce_attn_on_removed.slope, ols(x, y).slope, `${k} slope`);
+    }
+  }
+});
+
+test('undefined statistics say why', async () => {
+  const g = loadGolden('tiny-gpt2');
+  const s = await datasetStatistics(goldenPrompts(g, 'zero'), { bootstrap: 20 });
+  // mlp.2 is the last layer: nothing downstream, CE is 0 in every prompt
+  assert.match(undefinedReason(s['mlp.2'], 'slope_ce')!, /nothing downstream of mlp\.2/);
+  assert.match(undefinedReason(s['attn.2'], 'slope_ce_attn')!, /no attention layer downstream of attn\.2/);
+  assert.equal(undefinedReason(s['attn.2'], 'slope_ce_mlp'), null);
+  assert.equal(undefinedReason(s['attn.0'], 'slope_ce_attn'), null);
+  assert.equal(s['mlp.2'].constant.ce, 0);
 });
 
 test('CSV rows carry every component and empty cells for nulls', async () => {

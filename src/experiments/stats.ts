@@ -116,11 +116,6 @@ export const DEFAULT_SEED = 0;
 /** The bootstrap's generator: the same seeded mulberry32 as the resample sources. */
 export { mulberry32 };
 
-/** B resamples of n prompt positions with replacement, from mulberry32(seed). */
-export function bootstrapIndices(n: number, B: number, seed: number): number[][] {
-  return groupBootstrapIndices(Array.from({ length: n }, () => null), B, seed);
-}
-
 /** Group of each position: equal non-null labels share a group, null is a group of its own. Returns group ids 0..G-1 in first-seen order. */
 export function groupIds(groups: readonly (string | null)[]): { ids: number[]; count: number } {
   const seen = new Map<string, number>();
@@ -137,23 +132,18 @@ export function groupIds(groups: readonly (string | null)[]): { ids: number[]; c
   return { ids, count };
 }
 
+const U32 = '4294967296::UBIGINT';
+
 /**
- * The cluster bootstrap: B resamples, each G groups drawn with replacement from mulberry32(seed)
- * (group g = floor(rand·G)), each drawn group contributing all its positions, in position order.
- * With every group a single prompt this is the plain bootstrap of n positions.
+ * CTEs r0..r2 computing mulberry32(seed)'s k-th output for k in 0..count−1, as `t` of r2 (the
+ * output is t / 2^32). The generator's state after k + 1 steps is seed + (k+1)·0x6d2b79f5 mod 2^32,
+ * so every draw is a pure function of k and the bootstrap is one set-based query; arithmetic is
+ * unsigned mod 2^32, as Math.imul's.
  */
-export function groupBootstrapIndices(groups: readonly (string | null)[], B: number, seed: number): number[][] {
-  const { ids, count } = groupIds(groups);
-  const members: number[][] = Array.from({ length: count }, () => []);
-  ids.forEach((g, pos) => members[g].push(pos));
-  const rand = mulberry32(seed);
-  const out: number[][] = [];
-  for (let b = 0; b < B; b++) {
-    const row: number[] = [];
-    for (let i = 0; i < count; i++) row.push(...members[Math.floor(rand() * count)]);
-    out.push(row);
-  }
-  return out;
+function mulberryCtes(seed: number, count: number): string {
+  return `r0 AS (SELECT range AS k, (${seed >>> 0}::UBIGINT + (range + 1)::UBIGINT * 1831565813::UBIGINT) % ${U32} AS a FROM range(${count})),
+    r1 AS (SELECT k, (xor(a, a >> 15) * (a | 1)) % ${U32} AS t FROM r0),
+    r2 AS (SELECT k, xor(t, (t + (xor(t, t >> 7) * (t | 61)) % ${U32}) % ${U32}) AS t FROM r1)`;
 }
 
 // ---------------------------------------------------------------- SQL
@@ -221,39 +211,39 @@ export class Statistics {
     check(n > 0, 'no prompts to compute statistics on; check the prompt filter');
     const groups = opts.groups ?? Array.from({ length: n }, () => null);
     check(groups.length === n, `${groups.length} groups for ${n} prompts; give one group per prompt`);
-    const { count: nGroups } = groupIds(groups);
-    const unit: BootstrapInfo['unit'] = nGroups < n ? 'groups' : 'prompts';
-    let resamples: number[][];
+    const { ids, count: G } = groupIds(groups);
+    const unit: BootstrapInfo['unit'] = G < n ? 'groups' : 'prompts';
+    const id = ++tableSeq;
+    const weights = `stat_w${id}`, boot = `stat_boot${id}`;
+    // Plain INSERTs: appenders are refused on a read-only database, even into temp tables.
+    const pairs = (xs: [number, number][]) => xs.map(([u, v]) => `${u}:${v}`).join(',');
+    const fromPairs = (param: string) => `(SELECT split_part(x, ':', 1)::INTEGER AS u, split_part(x, ':', 2)::INTEGER AS v FROM (SELECT unnest(string_split(${param}, ',')) AS x))`;
     let info: BootstrapInfo;
     if (opts.indices) {
-      for (const row of opts.indices) {
-        if (row.some((i) => !Number.isInteger(i) || i < 0 || i >= n)) throw new HydraError(`bootstrap indices must be integers in [0, ${n}) for ${n} prompts`);
-      }
-      resamples = opts.indices;
-      info = { B: resamples.length, seed: null, generator: 'given', percentiles: [2.5, 97.5], unit, n_groups: nGroups };
+      const flat: [number, number][] = [];
+      opts.indices.forEach((row, b) => {
+        for (const i of row) {
+          if (!Number.isInteger(i) || i < 0 || i >= n) throw new HydraError(`bootstrap indices must be integers in [0, ${n}) for ${n} prompts`);
+          flat.push([b + 1, i]);
+        }
+      });
+      info = { B: opts.indices.length, seed: null, generator: 'given', percentiles: [2.5, 97.5], unit: 'prompts', n_groups: n };
+      await con.run(`CREATE OR REPLACE TEMP TABLE ${weights} AS
+        SELECT b, pos, count(*)::INTEGER AS w FROM (SELECT u AS b, v AS pos FROM ${fromPairs('$1')} UNION ALL SELECT 0, range::INTEGER FROM range(${n}))
+        GROUP BY b, pos`, [pairs(flat)]);
     } else {
       const B = opts.bootstrap ?? DEFAULT_BOOTSTRAP;
       if (!Number.isInteger(B) || B < 0) throw new HydraError(`bootstrap resamples must be a non-negative integer, got ${B}`);
       const seed = opts.seed ?? DEFAULT_SEED;
-      resamples = groupBootstrapIndices(groups, B, seed);
-      info = { B, seed, generator: 'mulberry32', percentiles: [2.5, 97.5], unit, n_groups: nGroups };
+      check(Number.isInteger(seed) && seed >= 0, `bootstrap seed must be a non-negative integer, got ${seed}`);
+      info = { B, seed, generator: 'mulberry32', percentiles: [2.5, 97.5], unit, n_groups: G };
+      // resample b (1..B) draws G groups: draw i is group floor(u·G) with u the (b−1)·G + i-th output
+      await con.run(`CREATE OR REPLACE TEMP TABLE ${weights} AS
+        WITH pg AS (SELECT u AS pos, v AS gid FROM ${fromPairs('$1')}), ${mulberryCtes(seed, B * G)},
+        d AS (SELECT (k // ${G} + 1)::INTEGER AS b, floor(xor(t, t >> 14) / 4294967296.0 * ${G})::INTEGER AS gid FROM r2)
+        SELECT d.b, pg.pos, count(*)::INTEGER AS w FROM d JOIN pg USING (gid) GROUP BY d.b, pg.pos
+        UNION ALL SELECT 0, range::INTEGER, 1 FROM range(${n})`, [pairs(ids.map((g, pos) => [pos, g]))]);
     }
-    const id = ++tableSeq;
-    const weights = `stat_w${id}`, boot = `stat_boot${id}`;
-    await con.run(`CREATE OR REPLACE TEMP TABLE ${weights} (b INTEGER, pos INTEGER, w INTEGER)`);
-    const cols: number[][] = [[], [], []];
-    const addRow = (b: number, idx: number[]) => {
-      const w = new Map<number, number>();
-      for (const i of idx) w.set(i, (w.get(i) ?? 0) + 1);
-      for (const [pos, k] of w) {
-        cols[0].push(b);
-        cols[1].push(pos);
-        cols[2].push(k);
-      }
-    };
-    addRow(0, Array.from({ length: n }, (_, i) => i));
-    resamples.forEach((idx, b) => addRow(b + 1, idx));
-    await appendColumns(con, weights, [INTEGER, INTEGER, INTEGER], cols);
 
     const present = await rows(con, `SELECT component, count(*) AS c, min(rowid) AS r FROM ${series} GROUP BY component ORDER BY r`);
     const complete = present.filter((r) => Number(r.c) === n).map((r) => String(r.component));
