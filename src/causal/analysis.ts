@@ -1,6 +1,6 @@
 import { HydraError } from '../io/errors.js';
-import { headComponents, parseComponent, type Component } from '../models/components.js';
-import type { HookedModel, PromptActivations } from '../models/model.js';
+import { defaultTargets as targetsOf, parseComponent, type Component } from '../models/components.js';
+import { interventionSite, type HookedModel, type PromptActivations } from '../models/model.js';
 import { averagePatches, cleanContext, patchEffects, type CleanContext } from './effects.js';
 import { runFastPath, type AblationRow } from './fastpath.js';
 import { runNaivePath } from './naive.js';
@@ -47,10 +47,7 @@ export const DEFAULT_BATCH_PROMPTS = 8;
 
 /** The default targets: every attention and MLP layer, and with heads every head. */
 export function defaultTargets(model: HookedModel, heads: boolean): string[] {
-  const out: string[] = [];
-  for (let l = 0; l < model.spec.nLayers; l++) out.push(`attn.${l}`, `mlp.${l}`);
-  if (heads) out.push(...headComponents(model.spec).filter((c) => c.startsWith('head.')));
-  return out;
+  return targetsOf(model.spec, heads);
 }
 
 /**
@@ -97,7 +94,7 @@ export async function analyze(model: HookedModel, prompts: number[][], opts: Abl
       const part = rows.slice(r0, r1);
       const runs = opts.path === 'naive' ? await runNaivePath(model, ids, ctxs, part, withHeads) : await runFastPath(model, ctxs, clean.cache, part, withHeads);
       part.forEach((row, i) => {
-        const e = patchEffects(model.spec, ctxs[row.prompt], row.target, row.patch, runs[i], (z) => model.normScale(z), row.source);
+        const e = patchEffects(model.plan, ctxs[row.prompt], row.target, row.patch, runs[i], (z) => model.normScale(z), row.source);
         if (opts.ownScale) e.de_prime_own_scale = ownScale(e, ctxs[row.prompt].acts.sigma);
         effects.push(e);
       });
@@ -199,7 +196,7 @@ async function patchBank(
     if (opts.kind === 'resample' && needed && !idx.some((n) => needed.has(n))) continue;
     const res = await model.forward(idx.map((n) => set[n]), { heads: withHeads });
     res.prompts.forEach((a, b) => {
-      for (const t of targets) outputs.get(t.name)![idx[b]] = a.components.get(t.name)!;
+      for (const t of targets) outputs.get(t.name)![idx[b]] = interventionSite(a, t.name);
     });
   }
   if (opts.kind === 'resample') return outputs;
@@ -251,7 +248,7 @@ async function noisePatches(
     });
     const res = await model.forward(ids, { heads: withHeads, embedAdd: noise });
     res.prompts.forEach((a: PromptActivations, b) => {
-      for (const t of targets) out[b].get(t.name)!.push(a.components.get(t.name)!);
+      for (const t of targets) out[b].get(t.name)!.push(interventionSite(a, t.name));
     });
   }
   return out;

@@ -1,24 +1,8 @@
-import type { ArchSpec } from '../engine/spec.js';
 import type { Component } from '../models/components.js';
-import { layerComponents } from '../models/components.js';
 import type { PromptActivations } from '../models/model.js';
+import type { ResidualPlan } from '../models/plan.js';
 import { dot } from './readout.js';
 import type { AblationResult, PatchEffects } from './types.js';
-
-/**
- * The layer-level components causally downstream of `target` at the last position,
- * in the model's real compute graph (METHOD.md): in a parallel block, mlp.{l} reads
- * the same residual as attn.{l}, so it is not downstream of attn.{l} or its heads.
- */
-export function downstream(spec: ArchSpec, target: Component): { attn: string[]; mlp: string[] } {
-  const L = spec.nLayers;
-  const range = (from: number) => [...Array(Math.max(0, L - from)).keys()].map((i) => i + from);
-  if (target.kind === 'embed') return { attn: range(0).map((l) => `attn.${l}`), mlp: range(0).map((l) => `mlp.${l}`) };
-  const l = target.layer;
-  const attn = range(l + 1).map((m) => `attn.${m}`);
-  const mlpFrom = target.kind === 'mlp' || spec.parallel ? l + 1 : l;
-  return { attn, mlp: range(mlpFrom).map((m) => `mlp.${m}`) };
-}
 
 /** Everything about the clean run of one prompt that the effects are measured against. */
 export interface CleanContext {
@@ -47,6 +31,8 @@ export interface AblatedRun {
   dePrime: Record<string, number>;
   /** π̂'_i when the run unembedded itself; otherwise it is read from z'. */
   piHatPrime?: number;
+  /** The target's component in the ablated run, where it is not the patch (a post-norm head: p / s' ⊙ g). */
+  targetValue?: Float32Array;
 }
 
 /** σ of a residual, for the model's final norm. */
@@ -57,7 +43,7 @@ export type NormScale = (z: ArrayLike<number>) => number;
  * Closure TE = ΔDE(k) + CE + NE holds by construction up to float error.
  */
 export function patchEffects(
-  spec: ArchSpec,
+  plan: ResidualPlan,
   ctx: CleanContext,
   target: Component,
   patch: Float32Array,
@@ -70,7 +56,7 @@ export function patchEffects(
   const z = run.z;
   const sigmaPrime = normScale(z);
   const piHatPrime = run.piHatPrime ?? dot(z, q) / sigmaPrime + ctx.constant;
-  const { down, layers } = namesFor(spec, target);
+  const { down, layers } = namesFor(plan, target);
   const sumDelta = (names: string[]) => {
     let s = 0;
     for (const c of names) s += run.dePrime[c] - de[c];
@@ -80,12 +66,13 @@ export function patchEffects(
   const ceMlp = sumDelta(down.mlp);
   let layerSum = 0;
   for (const c of layers) layerSum += run.dePrime[c];
-  const ddeSelf = dot(patch, q) / sigma - de[target.name];
+  const value = run.targetValue ?? patch;
+  const ddeSelf = dot(value, q) / sigma - de[target.name];
   // IE: the target back at its clean value, everything downstream held at its ablated value.
   const clean = acts.components.get(target.name)!;
   if (scratch.length !== z.length) scratch = new Float64Array(z.length);
   const zIe = scratch;
-  for (let j = 0; j < zIe.length; j++) zIe[j] = z[j] - patch[j] + clean[j];
+  for (let j = 0; j < zIe.length; j++) zIe[j] = z[j] - value[j] + clean[j];
   const ie = dot(zIe, q) / normScale(zIe) + ctx.constant - ctx.piHat;
   return {
     source,
@@ -105,13 +92,13 @@ export function patchEffects(
 /** zIe of patchEffects, reused: one vector a patch run adds up to hundreds of MB a sweep. */
 let scratch = new Float64Array(0);
 
-/** downstream() and layerComponents() per spec and target, built once: patchEffects runs per patch. */
-const namesCache = new WeakMap<ArchSpec, Map<string, { down: { attn: string[]; mlp: string[] }; layers: string[] }>>();
-function namesFor(spec: ArchSpec, target: Component) {
-  let bySpec = namesCache.get(spec);
-  if (!bySpec) namesCache.set(spec, (bySpec = new Map()));
-  let e = bySpec.get(target.name);
-  if (!e) bySpec.set(target.name, (e = { down: downstream(spec, target), layers: layerComponents(spec) }));
+/** The plan's downstream sets and layer partition per target, built once: patchEffects runs per patch. */
+const namesCache = new WeakMap<ResidualPlan, Map<string, { down: { attn: string[]; mlp: string[] }; layers: string[] }>>();
+function namesFor(plan: ResidualPlan, target: Component) {
+  let byPlan = namesCache.get(plan);
+  if (!byPlan) namesCache.set(plan, (byPlan = new Map()));
+  let e = byPlan.get(target.name);
+  if (!e) byPlan.set(target.name, (e = { down: plan.downstream(target), layers: plan.layerPartition() }));
   return e;
 }
 

@@ -1,10 +1,9 @@
-import type { ArchSpec } from '../engine/spec.js';
 import { HydraError } from '../io/errors.js';
 
 /**
- * Component names, as in METHOD.md: `embed`, `attn.{l}`, `mlp.{l}`, `head.{l}.{h}`
- * (a head's share of the output projection, value bias included) and `attn_bias.{l}`
- * (the output projection's bias).
+ * Component names, as in METHOD.md, parsed and formatted here and nowhere else:
+ * `embed`, `attn.{l}`, `mlp.{l}`, `head.{l}.{h}` (a head's share of the output
+ * projection, value bias included) and `attn_bias.{l}` (the output projection's bias).
  */
 export type ComponentKind = 'embed' | 'attn' | 'mlp' | 'head' | 'attn_bias';
 
@@ -15,32 +14,78 @@ export interface Component {
   head: number; // -1 unless a head
 }
 
+/** The sizes a name is checked against. */
+export interface ComponentBounds {
+  nLayers: number;
+  nHeads: number;
+}
+
+export const EMBED = 'embed';
+export const attnName = (l: number): string => `attn.${l}`;
+export const mlpName = (l: number): string => `mlp.${l}`;
+export const headName = (l: number, h: number): string => `head.${l}.${h}`;
+export const attnBiasName = (l: number): string => `attn_bias.${l}`;
+
+/** The name of a block component of layer l. */
+export function blockName(kind: 'attn' | 'mlp', l: number): string {
+  return kind === 'attn' ? attnName(l) : mlpName(l);
+}
+
 /** The layer partition of the final residual: embed, attn.0, mlp.0, attn.1, ... (Σ = z). */
-export function layerComponents(spec: ArchSpec): string[] {
-  const out = ['embed'];
-  for (let l = 0; l < spec.nLayers; l++) out.push(`attn.${l}`, `mlp.${l}`);
+export function layerComponents(spec: ComponentBounds): string[] {
+  const out = [EMBED];
+  for (let l = 0; l < spec.nLayers; l++) out.push(attnName(l), mlpName(l));
   return out;
+}
+
+/** Every head of the given layers (default all). */
+export function headsOf(spec: ComponentBounds, layers?: number[]): string[] {
+  return (layers ?? [...Array(spec.nLayers).keys()]).flatMap((l) => [...Array(spec.nHeads).keys()].map((h) => headName(l, h)));
 }
 
 /** Every head and output bias, layer by layer. */
-export function headComponents(spec: ArchSpec, layers?: number[]): string[] {
-  const out: string[] = [];
-  for (const l of layers ?? [...Array(spec.nLayers).keys()]) {
-    for (let h = 0; h < spec.nHeads; h++) out.push(`head.${l}.${h}`);
-    out.push(`attn_bias.${l}`);
-  }
-  return out;
+export function headComponents(spec: ComponentBounds, layers?: number[]): string[] {
+  return (layers ?? [...Array(spec.nLayers).keys()]).flatMap((l) => [...headsOf(spec, [l]), attnBiasName(l)]);
 }
 
-export function parseComponent(name: string, spec: ArchSpec): Component {
-  const bad = (why: string) =>
-    new HydraError(`unknown component '${name}': ${why}; use embed, attn.L, mlp.L, head.L.H or attn_bias.L with L < ${spec.nLayers}, H < ${spec.nHeads}`);
-  if (name === 'embed') return { name, kind: 'embed', layer: -1, head: -1 };
-  const m = /^(attn|mlp|attn_bias)\.(\d+)$/.exec(name) ?? /^(head)\.(\d+)\.(\d+)$/.exec(name);
-  if (!m) throw bad('not a component name');
-  const layer = Number(m[2]);
-  if (layer >= spec.nLayers) throw bad(`layer ${layer} does not exist`);
-  const head = m[3] === undefined ? -1 : Number(m[3]);
-  if (head >= spec.nHeads) throw bad(`head ${head} does not exist`);
-  return { name, kind: m[1] as ComponentKind, layer, head };
+/** The default ablation targets: every attention and MLP layer, and with heads every head. */
+export function defaultTargets(spec: ComponentBounds, heads: boolean): string[] {
+  return [...layerComponents(spec).slice(1), ...(heads ? headsOf(spec) : [])];
+}
+
+const INDEX = '(0|[1-9][0-9]*)';
+const BLOCK = new RegExp(`^(attn|mlp|attn_bias)\\.${INDEX}$`);
+const HEAD = new RegExp(`^head\\.${INDEX}\\.${INDEX}$`);
+
+/** Parse a name (canonical form only: `mlp.01` is refused); with bounds, check that it exists. */
+export function parseComponent(name: string, bounds?: ComponentBounds): Component {
+  const limits = bounds ? ` with L < ${bounds.nLayers}, H < ${bounds.nHeads}` : '';
+  const bad = (why: string) => new HydraError(`unknown component '${name}': ${why}; use embed, attn.L, mlp.L, head.L.H or attn_bias.L${limits}`);
+  if (name === EMBED) return { name, kind: 'embed', layer: -1, head: -1 };
+  const block = BLOCK.exec(name);
+  const head = HEAD.exec(name);
+  if (!block && !head) throw bad('not a component name');
+  const c: Component = block
+    ? { name, kind: block[1] as ComponentKind, layer: Number(block[2]), head: -1 }
+    : { name, kind: 'head', layer: Number(head![1]), head: Number(head![2]) };
+  if (bounds && c.layer >= bounds.nLayers) throw bad(`layer ${c.layer} does not exist`);
+  if (bounds && c.head >= bounds.nHeads) throw bad(`head ${c.head} does not exist`);
+  return c;
+}
+
+/** Words for a component, for titles and captions. */
+export function componentLabel(name: string): string {
+  const c = parseComponent(name);
+  switch (c.kind) {
+    case 'embed':
+      return 'the embedding';
+    case 'attn':
+      return `attention layer ${c.layer}`;
+    case 'mlp':
+      return `MLP layer ${c.layer}`;
+    case 'head':
+      return `attention head ${c.layer}.${c.head}`;
+    case 'attn_bias':
+      return `the attention output bias of layer ${c.layer}`;
+  }
 }

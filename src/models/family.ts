@@ -1,4 +1,4 @@
-import type { ArchSpec, ModelWeights, NormWeights } from '../engine/spec.js';
+import type { ArchSpec, LayerSpec, LayerWeights, ModelWeights, NormWeights, RopeScaling, RopeSpec } from '../engine/spec.js';
 import { HydraError } from '../io/errors.js';
 import type { WeightStore } from '../io/safetensors.js';
 
@@ -66,8 +66,28 @@ export function activationOf(name: unknown, path: string): ArchSpec['act'] {
   }
 }
 
+/** The per-layer fields a family without post-norms or q/k norms leaves empty. */
+export const NO_EXTRA_NORMS: Pick<LayerWeights, 'attnPostNorm' | 'mlpPostNorm' | 'qNorm' | 'kNorm'> = { attnPostNorm: null, mlpPostNorm: null, qNorm: null, kNorm: null };
+
+/** n layers that share one window and one rotary spec. */
+export function sameLayers(n: number, window: number | null, rope: RopeSpec | null): LayerSpec[] {
+  return Array.from({ length: n }, () => ({ window, rope }));
+}
+
+/**
+ * The unembedding: the token embedding when tied, else `lm_head.weight`. `dflt` is the
+ * family's Hugging Face default for tie_word_embeddings (Llama's is false: a checkpoint
+ * with lm_head.weight and no key uses it).
+ */
+export function unembedding(store: WeightStore, config: HfConfig, wte: Float32Array, dflt: boolean, V: number, d: number, name = 'lm_head.weight'): Float32Array {
+  const tied = bool(config, 'tie_word_embeddings', dflt);
+  if (tied) return wte;
+  if (!store.has(name)) throw new HydraError(`${config._path}: tie_word_embeddings is false but the checkpoint has no ${name}; set tie_word_embeddings to true or add the unembedding`);
+  return store.get(name, [V, d], 'vocab_size, hidden_size');
+}
+
 /** Rotary scaling from config.rope_scaling: none, linear, or Llama-3. */
-export function ropeScaling(config: HfConfig): NonNullable<ArchSpec['rope']>['scaling'] {
+export function ropeScaling(config: HfConfig): RopeScaling {
   const s = config.rope_scaling as Record<string, unknown> | null | undefined;
   if (!s) return null;
   const type = (s.rope_type ?? s.type) as string;

@@ -1,6 +1,6 @@
-import type { ArchSpec, LayerWeights } from '../engine/spec.js';
+import { archDefaults, type ArchSpec, type LayerWeights } from '../engine/spec.js';
 import type { WeightStore } from '../io/safetensors.js';
-import { activationOf, num, optNum, type Family, type HfConfig } from './family.js';
+import { activationOf, NO_EXTRA_NORMS, num, optNum, sameLayers, type Family, type HfConfig } from './family.js';
 
 /** GPT-2: learned positions, LayerNorm, Conv1D weights stored [in, out], fused c_attn. */
 export const gpt2: Family = {
@@ -10,6 +10,7 @@ export const gpt2: Family = {
     const d = num(config, 'n_embd');
     const nHeads = num(config, 'n_head');
     return {
+      ...archDefaults(d / nHeads),
       family: 'gpt2',
       dModel: d,
       nLayers: num(config, 'n_layer'),
@@ -22,12 +23,9 @@ export const gpt2: Family = {
       norm: 'layernorm',
       normEps: num(config, 'layer_norm_epsilon'),
       positions: 'learned',
-      rope: null,
+      layers: sameLayers(num(config, 'n_layer'), null, null),
       act: activationOf(config.activation_function ?? 'gelu_new', config._path),
       gated: false,
-      parallel: false,
-      embedScale: null,
-      slidingWindow: null,
     };
   },
 
@@ -46,6 +44,7 @@ export const gpt2: Family = {
         return out;
       };
       layers.push({
+        ...NO_EXTRA_NORMS,
         ln1: ln(`${h}.ln_1`),
         ln2: ln(`${h}.ln_2`),
         wq: cols(cAttn, 0),

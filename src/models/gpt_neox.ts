@@ -1,6 +1,6 @@
-import type { ArchSpec, LayerWeights } from '../engine/spec.js';
+import { archDefaults, type ArchSpec, type LayerWeights } from '../engine/spec.js';
 import type { WeightStore } from '../io/safetensors.js';
-import { activationOf, bool, linear, normWeights, num, optNum, ropeScaling, type Family, type HfConfig } from './family.js';
+import { activationOf, bool, linear, NO_EXTRA_NORMS, normWeights, num, optNum, ropeScaling, sameLayers, type Family, type HfConfig } from './family.js';
 
 /**
  * GPT-NeoX / Pythia: LayerNorm, partial rotary, fused query_key_value interleaved per
@@ -15,7 +15,9 @@ export const gptNeox: Family = {
     const nHeads = num(config, 'num_attention_heads');
     const dHead = d / nHeads;
     const pct = optNum(config, 'partial_rotary_factor') ?? optNum(config, 'rotary_pct') ?? 1;
+    const rope = { dim: Math.floor(dHead * pct), theta: optNum(config, 'rope_theta') ?? optNum(config, 'rotary_emb_base') ?? 10000, style: 'half' as const, scaling: ropeScaling(config) };
     return {
+      ...archDefaults(dHead),
       family: 'gpt_neox',
       dModel: d,
       nLayers: num(config, 'num_hidden_layers'),
@@ -28,12 +30,10 @@ export const gptNeox: Family = {
       norm: 'layernorm',
       normEps: num(config, 'layer_norm_eps'),
       positions: 'rotary',
-      rope: { dim: Math.floor(dHead * pct), theta: optNum(config, 'rope_theta') ?? optNum(config, 'rotary_emb_base') ?? 10000, scaling: ropeScaling(config) },
+      layers: sameLayers(num(config, 'num_hidden_layers'), null, rope),
       act: activationOf(config.hidden_act ?? 'gelu', config._path),
       gated: false,
       parallel: bool(config, 'use_parallel_residual', true),
-      embedScale: null,
-      slidingWindow: null,
     };
   },
 
@@ -59,6 +59,7 @@ export const gptNeox: Family = {
       };
       const [q, k, v] = [part(0), part(1), part(2)];
       layers.push({
+        ...NO_EXTRA_NORMS,
         ln1: normWeights(store, `${p}.input_layernorm`, d, true),
         ln2: normWeights(store, `${p}.post_attention_layernorm`, d, true),
         wq: q.w, bq: q.b, wk: k.w, bk: k.b, wv: v.w, bv: v.b,
