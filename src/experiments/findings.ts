@@ -8,7 +8,8 @@
  *  - Over the m layers tested for one claim the level is 1 − 0.05/m.
  *  - For the model: found if any layer is found (erasure: both of its tests), else not found.
  */
-import { componentKind, componentLabel, fmtNum } from './names.js';
+import { componentLabel, parseComponent } from '../models/components.js';
+import { fmtNum } from './format.js';
 import { undefinedReason, type BootstrapStat, type ComponentStats, type Statistics } from './stats.js';
 
 export type LayerVerdict = 'found' | 'opposite' | 'inconclusive' | 'n/a' | 'reported';
@@ -152,9 +153,9 @@ function ruleText(t: TestDef[], m: number[], claim: ClaimId): string {
   if (claim === 'de_te_disagree') {
     return 'Reported per layer, with no verdict: the Pearson correlation of DE with −TE across prompts and the fraction of prompts where DE > −TE (ablation under-states the direct effect).';
   }
-  const parts = t.map((d, i) => `${d.what} ${d.side === '>' ? 'above' : 'below'} 0 for at least one ${d.kinds.map((k) => (k === 'attn' ? 'attention' : 'MLP')).join(' or ')} layer`
+  const parts = t.map((d, i) => `for at least one ${d.kinds.map((k) => (k === 'attn' ? 'attention' : 'MLP')).join(' or ')} layer the bootstrap interval of the ${d.what} lies entirely ${d.side === '>' ? 'above' : 'below'} 0`
     + ` (interval level ${m[i] > 0 ? pct(1 - 0.05 / m[i]) : 'n/a'}: 95% shared among the ${m[i]} layers tested, Bonferroni)`);
-  return `Found when the bootstrap interval of the ${parts.join(', and the ')} lies entirely on that side. A layer whose interval lies entirely on the other side is "opposite"; one whose interval contains 0 is "inconclusive"; a layer whose statistic is undefined is "n/a" and not counted in m.`;
+  return `Found when ${parts.join(', and ')}. A layer whose interval lies entirely on the other side of 0 is "opposite"; one whose interval contains 0 is "inconclusive"; a layer whose statistic is undefined is "n/a" and not counted in m.`;
 }
 
 /**
@@ -170,16 +171,17 @@ export async function computeFindings(run: Statistics, grouping: string, scale =
     const tests = TESTS.filter((t) => t.claim === claim);
     const ms: number[] = [];
     const foundPerTest: string[][] = [];
+    const oppositePerTest: string[][] = [];
     const found: string[] = [], opposite: string[] = [];
     for (const t of tests) {
-      const comps = Object.keys(stats).filter((k) => (t.kinds as string[]).includes(componentKind(k)));
+      const comps = Object.keys(stats).filter((k) => (t.kinds as string[]).includes(parseComponent(k).kind));
       const reasons = new Map(comps.map((k) => [k, undefinedReason(stats[k], t.stat) ?? (estimateOf(stats[k], t.stat) === null ? 'undefined in this sample' : null)]));
       const tested = comps.filter((k) => reasons.get(k) === null);
       const m = tested.length;
       ms.push(m);
       const level = t.side === null ? 0.95 : 1 - 0.05 / Math.max(m, 1);
       const ivs = await run.intervals([t.stat, ...t.also], level);
-      const mine: string[] = [];
+      const mine: string[] = [], against: string[] = [];
       for (const k of comps) {
         const s = stats[k];
         const iv = ivs.get(k)![t.stat];
@@ -206,23 +208,27 @@ export async function computeFindings(run: Statistics, grouping: string, scale =
           mine.push(k);
           found.push(k);
         }
-        if (f.verdict === 'opposite') opposite.push(k);
+        if (f.verdict === 'opposite') {
+          opposite.push(k);
+          against.push(k);
+        }
         layers.push(f);
       }
       foundPerTest.push(mine);
+      oppositePerTest.push(against);
     }
     const title = TITLES[claim];
     let verdict: ModelVerdict;
     if (claim === 'de_te_disagree') verdict = 'reported';
     else verdict = foundPerTest.every((f) => f.length > 0) ? 'found' : 'not found';
-    claims.push({ claim, title, verdict, found, opposite, rule: ruleText(tests, ms, claim), sentence: modelSentence(claim, verdict, tests, foundPerTest, opposite, layers) });
+    claims.push({ claim, title, verdict, found, opposite, rule: ruleText(tests, ms, claim), sentence: modelSentence(claim, verdict, tests, foundPerTest, oppositePerTest, layers) });
   }
   return { scale, grouping, bootstrap: first?.bootstrap ?? null, claims, layers };
 }
 
 const list = (ks: string[]) => ks.map(componentLabel).join(', ');
 
-function modelSentence(claim: ClaimId, verdict: ModelVerdict, tests: TestDef[], foundPerTest: string[][], opposite: string[], layers: LayerFinding[]): string {
+function modelSentence(claim: ClaimId, verdict: ModelVerdict, tests: TestDef[], foundPerTest: string[][], oppositePerTest: string[][], layers: LayerFinding[]): string {
   if (claim === 'de_te_disagree') {
     const mine = layers.filter((l) => l.claim === claim && l.estimate !== null);
     if (mine.length === 0) return 'No layer has a defined correlation of DE with −TE.';
@@ -230,8 +236,23 @@ function modelSentence(claim: ClaimId, verdict: ModelVerdict, tests: TestDef[], 
     const fr = mine.map((l) => l.also[0]?.estimate).filter((v): v is number => v !== null && v !== undefined);
     return `Across layers the correlation of DE with −TE ranges from ${fmtNum(lo)} to ${fmtNum(hi)}${fr.length ? `, and DE exceeds −TE in ${fmtNum(100 * Math.min(...fr))}% to ${fmtNum(100 * Math.max(...fr))}% of prompts` : ''}.`;
   }
-  const parts = tests.map((t, i) => (foundPerTest[i].length > 0 ? `${t.what} is above/below 0 as claimed for ${list(foundPerTest[i])}` : `no layer has its ${t.what} ${t.side === '>' ? 'above' : 'below'} 0`)
-    .replace('above/below', t.side === '>' ? 'above' : 'below'));
-  const opp = opposite.length ? ` The opposite is significant for ${list(opposite)}.` : '';
-  return `${TITLES[claim]}: ${verdict}. ${parts.join('; ')}.${opp}`.replace(/^./, (c) => c.toUpperCase());
+  const side = (t: TestDef) => (t.side === '>' ? 'above' : 'below');
+  const other = (t: TestDef) => (t.side === '>' ? 'below' : 'above');
+  const parts = tests.map((t, i) => (foundPerTest[i].length > 0
+    ? `The ${t.what} is ${side(t)} 0 for ${list(foundPerTest[i])}`
+    : `No layer has its ${t.what} ${side(t)} 0`)
+    + (oppositePerTest[i].length > 0 ? `; it is ${other(t)} 0 (the opposite) for ${list(oppositePerTest[i])}` : ''));
+  // the means reported beside a slope, where their intervals exclude 0
+  for (const t of tests) {
+    for (const a of t.also.filter((x) => x.startsWith('mean_'))) {
+      const rows = layers.filter((l) => l.claim === claim && l.test === t.test).map((l) => ({ k: l.component, e: l.also.find((x) => x.statistic === a)! }));
+      const below = rows.filter((r) => r.e.hi !== null && r.e.hi < 0).map((r) => r.k);
+      const above = rows.filter((r) => r.e.lo !== null && r.e.lo > 0).map((r) => r.k);
+      const label = a.slice('mean_'.length).toUpperCase().replace('CE_ATTN', 'CE_attn').replace('CE_MLP', 'CE_mlp');
+      if (below.length || above.length) {
+        parts.push(`Mean ${label} is ${[below.length ? `below 0 for ${list(below)}` : '', above.length ? `above 0 for ${list(above)}` : ''].filter(Boolean).join(' and ')}`);
+      }
+    }
+  }
+  return `${TITLES[claim]}: ${verdict}. ${parts.join('. ')}.`;
 }

@@ -440,7 +440,8 @@ export async function ownScaleSeries(con: DuckDBConnection): Promise<boolean> {
 
 // ---------------------------------------------------------------- undefined statistics
 
-const STAT_SERIES: Partial<Record<BootstrapStat, { y?: Series; x?: Series[] }>> = {
+const STAT_SERIES: Partial<Record<BootstrapStat, { y?: Series; x?: Series[]; mean?: boolean }>> = {
+  mean_ce: { y: 'ce', mean: true }, mean_ce_attn: { y: 'ce_attn', mean: true }, mean_ce_mlp: { y: 'ce_mlp', mean: true },
   slope_ce: { y: 'ce', x: ['removed'] }, r2_ce: { y: 'ce', x: ['removed'] },
   slope_ce_attn: { y: 'ce_attn', x: ['removed'] }, r2_ce_attn: { y: 'ce_attn', x: ['removed'] },
   slope_ce_mlp: { y: 'ce_mlp', x: ['removed'] }, r2_ce_mlp: { y: 'ce_mlp', x: ['removed'] },
@@ -453,15 +454,17 @@ const SERIES_LABEL: Record<Series, string> = {
 };
 
 /**
- * Why a statistic of `s` is undefined, or null when it is defined. A regression on a response
- * that is exactly 0 in every prompt has nothing downstream to measure; one on a constant x or
- * with a constant response has no variance to explain.
+ * Why a statistic of `s` is undefined, or null when it is defined. A regression on (or the mean
+ * of) a CE that is exactly 0 in every prompt has nothing downstream to measure; a regression on
+ * a constant x or with a constant response has no variance to explain.
  */
 export function undefinedReason(s: ComponentStats, stat: BootstrapStat): string | null {
   const d = STAT_SERIES[stat];
   if (!d) return null;
   if (d.y && s.constant[d.y] !== undefined) {
     const v = s.constant[d.y]!;
+    // a mean of a constant is defined, unless the constant 0 says that nothing was measured
+    if (d.mean && v !== 0) return null;
     if (v === 0 && d.y !== 'ne') {
       const part = d.y === 'ce_attn' ? 'no attention layer' : d.y === 'ce_mlp' ? 'no MLP layer' : 'nothing';
       return `${part} downstream of ${s.component} (${SERIES_LABEL[d.y]} is 0 in every prompt)`;

@@ -10,9 +10,9 @@
  */
 import type { TopLevelSpec } from 'vega-lite';
 import type { PromptResult } from '../causal/types.js';
-import type { ComponentStats, Interval, Ols } from '../experiments/stats.js';
+import { undefinedReason, type ComponentStats, type Interval, type Ols } from '../experiments/stats.js';
 import { HydraError } from '../io/errors.js';
-import { componentLabel, parseComponent } from '../experiments/names.js';
+import { componentLabel, parseComponent } from '../models/components.js';
 
 export { componentLabel, parseComponent };
 
@@ -49,8 +49,8 @@ function layerComponents(names: string[]): { name: string; layer: number; type: 
   const out: { name: string; layer: number; type: LayerType }[] = [];
   for (const n of names) {
     const c = parseComponent(n);
-    if (c.kind === 'attn') out.push({ name: n, layer: c.layer!, type: 'Attention' });
-    else if (c.kind === 'mlp') out.push({ name: n, layer: c.layer!, type: 'MLP' });
+    if (c.kind === 'attn') out.push({ name: n, layer: c.layer, type: 'Attention' });
+    else if (c.kind === 'mlp') out.push({ name: n, layer: c.layer, type: 'MLP' });
   }
   return out;
 }
@@ -84,7 +84,7 @@ function nLayers(names: string[]): number {
   let n = 0;
   for (const k of names) {
     const c = parseComponent(k);
-    if (c.layer !== null) n = Math.max(n, c.layer + 1);
+    n = Math.max(n, c.layer + 1);
   }
   return n;
 }
@@ -133,7 +133,7 @@ export function profileFigure(prompt: PromptResult, k: string, opts: ProfileOpti
     if (v !== undefined) rows.push({ layer: c.layer, type: c.type, series: PROFILE_SERIES.mean, patch: -1, value: v });
   }
   const target = parseComponent(k);
-  if (target.layer !== null) {
+  if (target.layer >= 0) {
     rows.push({ layer: target.layer, type: target.kind === 'mlp' ? 'MLP' : 'Attention', series: 'ablated', patch: -1, value: null });
   }
   const text = opts.promptText ?? prompt.text;
@@ -399,7 +399,10 @@ export function regressionRows(stats: Record<string, ComponentStats>, which: 'ce
     const b = s.bootstrap95;
     const slopeIv = which === 'ce' ? b.slope_ce : which === 'ce_attn' ? b.slope_ce_attn : b.slope_ce_mlp;
     const r2Iv = which === 'ce' ? b.r2_ce : which === 'ce_attn' ? b.r2_ce_attn : b.r2_ce_mlp;
-    rows.push({ layer: c.layer, x: nudge(c.layer, which === 'ce_mlp' || (which === 'ce' && c.type === 'MLP')), type: c.type, part, stat: STAT_SLOPE, value: o.slope, ...ciRows(slopeIv) });
+    // an undefined slope (nothing downstream) is left out, not drawn as 0
+    const na = undefinedReason(s, `slope_${which}`) !== null;
+    const slope = na ? { value: null, lo: null, hi: null } : { value: o.slope, ...ciRows(slopeIv) };
+    rows.push({ layer: c.layer, x: nudge(c.layer, which === 'ce_mlp' || (which === 'ce' && c.type === 'MLP')), type: c.type, part, stat: STAT_SLOPE, ...slope });
     rows.push({ layer: c.layer, x: nudge(c.layer, which === 'ce_mlp' || (which === 'ce' && c.type === 'MLP')), type: c.type, part, stat: STAT_R2, value: o.r2, ...ciRows(r2Iv) });
   }
   return rows;
@@ -555,7 +558,7 @@ export function headsFigure(prompt: PromptResult, k?: string, opts: { tokenText?
   if (k && !ab) throw new HydraError(`prompt ${prompt.index} has no ablation of ${k}`);
   const panel = (title: string, value: (n: string) => number) => ({
     title,
-    width: 26 * (Math.max(...heads.map((x) => x.c.head!)) + 1),
+    width: 26 * (Math.max(...heads.map((x) => x.c.head)) + 1),
     height: 22 * nLayers(heads.map((x) => x.n)),
     data: { values: heads.map(({ n, c }) => ({ component: n, layer: c.layer, head: c.head, value: value(n) })) },
     mark: { type: 'rect', stroke: 'white', strokeWidth: 1 },

@@ -8,7 +8,7 @@ import path from 'node:path';
 import type { TopLevelSpec } from 'vega-lite';
 import type { PromptResult } from '../causal/types.js';
 import { estimateOf, type Findings, type LayerFinding } from '../experiments/findings.js';
-import { fmtNum } from '../experiments/names.js';
+import { fmtNum } from '../experiments/format.js';
 import { statsToCsv, undefinedReason, type BootstrapStat, type ComponentStats, type Interval } from '../experiments/stats.js';
 import { HydraError } from '../io/errors.js';
 import { makeDir } from '../io/paths.js';
@@ -131,7 +131,7 @@ const componentName = (k: string) => escapeHtml(componentLabel(k));
 
 /** Figure 1 / 3 choice (METHOD.md "Findings"; issue: show a compensation case when there is one). */
 export function chooseProfiles(prompts: PromptResult[], stats: Record<string, ComponentStats>, figure1?: string): ProfilePick[] {
-  const layerOf = (k: string) => parseComponent(k).layer!;
+  const layerOf = (k: string) => parseComponent(k).layer;
   const attn = Object.keys(stats).filter((k) => parseComponent(k).kind === 'attn' && prompts.every((p) => k in p.ablations));
   if (figure1 !== undefined && !(figure1 in stats && prompts.every((p) => figure1 in p.ablations))) {
     const layers = Object.keys(stats).filter((k) => ['attn', 'mlp'].includes(parseComponent(k).kind));
