@@ -85,7 +85,7 @@ for (const model of ['stories260k', 'tiny-gpt2']) {
     const html = fs.readFileSync(index, 'utf8');
 
     const figs = fs.readdirSync(path.join(out, 'figures'));
-    for (const base of ['fig1_profile_attention', 'fig2_importance', 'fig3_profile_mlp', 'fig7_compensation', 'fig8_compensation_split']) {
+    for (const base of ['fig1_profile_attention', 'fig2_importance', 'fig3_profile_attention', 'fig7_compensation', 'fig8_compensation_split']) {
       assert.ok(figs.includes(`${base}.svg`) && figs.includes(`${base}.png`), `${base} written`);
       assert.ok(html.includes(`figures/${base}.svg`), `${base} referenced`);
     }

@@ -14,12 +14,14 @@ import { addModelOptions, fmt, loadModelFromOptions, nonNegativeInt, positiveInt
 export function registerReport(program: Command): void {
   program
     .command('report')
-    .description('statistics, the paper\'s Figures 1, 2, 3, 7 and 8, and an HTML report from a sweep database')
+    .description('findings, statistics, the paper\'s Figures 1, 2, 3, 7 and 8, and an HTML report from a sweep database')
     .requiredOption('--db <file>', 'results database written by hydra sweep')
     .option('--out <dir>', 'report folder', 'hydra-report')
-    .option('--bootstrap <B>', 'bootstrap resamples for the 95% intervals', positiveInt('--bootstrap'), 1000)
-    .action(async (opts: { db: string; out: string; bootstrap: number }) => {
-      const index = await reportFromDatabase(opts.db, opts.out, { bootstrap: opts.bootstrap });
+    .option('--bootstrap <B>', 'bootstrap resamples for the intervals (groups of prompts when the dataset has them)', positiveInt('--bootstrap'), 1000)
+    .option('--seed <N>', 'seed of the bootstrap resampling', nonNegativeInt('--seed'), 0)
+    .option('--figure1 <component>', 'the layer Figure 1 ablates, e.g. attn.18 (default: the attention layer with at least two attention layers downstream and the largest mean CE_attn)')
+    .action(async (opts: { db: string; out: string; bootstrap: number; seed: number; figure1?: string }) => {
+      const index = await reportFromDatabase(opts.db, opts.out, { bootstrap: opts.bootstrap, seed: opts.seed, figure1: opts.figure1 });
       process.stdout.write(`report: ${index}\n`);
     });
 

@@ -143,9 +143,13 @@ export function chooseProfiles(prompts: PromptResult[], stats: Record<string, Co
   const pool = candidates.length > 0 ? candidates : attn;
   const meanCeAttn = (k: string) => stats[k].mean.ce_attn ?? -Infinity;
   const meanRemoved = (k: string) => stats[k].mean.removed_de ?? -Infinity;
-  const compensating = pool.filter((k) => meanCeAttn(k) > 0).sort((x, y) => meanCeAttn(y) - meanCeAttn(x));
-  const rest = pool.filter((k) => !compensating.includes(k)).sort((x, y) => meanRemoved(y) - meanRemoved(x));
-  const ranked = [...compensating, ...rest];
+  const compensating = attn.filter((k) => meanCeAttn(k) > 0);
+  // compensation cases by mean CE_attn first, then the rest by mean removed DE; Figure 3 may go beyond the pool
+  const rank = (ks: string[]) => [
+    ...ks.filter((k) => compensating.includes(k)).sort((x, y) => meanCeAttn(y) - meanCeAttn(x)),
+    ...ks.filter((k) => !compensating.includes(k)).sort((x, y) => meanRemoved(y) - meanRemoved(x)),
+  ];
+  const ranked = [...rank(pool), ...rank(attn.filter((k) => !pool.includes(k)))];
   const order = figure1 !== undefined ? [figure1, ...ranked.filter((k) => k !== figure1)] : ranked;
   return order.slice(0, 2).map((k) => {
     const comp = meanCeAttn(k) > 0;
@@ -156,17 +160,24 @@ export function chooseProfiles(prompts: PromptResult[], stats: Record<string, Co
   });
 }
 
-/** Why this prompt and layer are shown, and its numbers. */
-function pickExplain(pick: ProfilePick, stats: Record<string, ComponentStats>): string {
+/** Why this prompt and layer are shown (Figure 1: first = true; Figure 3: the next by the same rule), and its numbers. */
+function pickExplain(pick: ProfilePick, stats: Record<string, ComponentStats>, first: boolean): string {
   const k = pick.component;
   const s = stats[k];
   const a = pick.prompt.ablations[k];
   const who = componentName(k);
-  const reason = pick.why === 'named'
-    ? `${who} was chosen with <code>--figure1</code>.`
-    : pick.why === 'compensation'
-      ? `Shown: ${who}, the attention layer with at least two attention layers downstream whose ablation gives the largest mean CE<sub>attn</sub> (${fmt(s.mean.ce_attn)}), on the prompt where CE<sub>attn</sub> is largest.`
-      : `No ${pick.candidates > 0 ? 'attention layer with at least two attention layers downstream' : 'attention layer'} has a positive mean CE<sub>attn</sub>, so there is no compensation case to show: this is ${who}, the one whose ablation removes the most direct effect on average (${fmt(s.mean.removed_de)}), on the prompt where it removes the most.`;
+  const pool = pick.candidates > 0 ? 'attention layer with at least two attention layers downstream' : 'attention layer';
+  let reason: string;
+  if (pick.why === 'named') reason = `${who} was chosen with <code>--figure1</code>.`;
+  else if (!first) {
+    reason = `The next attention layer by the rule of Figure 1: ${who}, ${pick.why === 'compensation'
+      ? `whose ablation gives a positive mean CE<sub>attn</sub> (${fmt(s.mean.ce_attn)}), on the prompt where CE<sub>attn</sub> is largest.`
+      : `which removes ${fmt(s.mean.removed_de)} of direct effect on average (its mean CE<sub>attn</sub> is not positive), on the prompt where it removes the most.`}`;
+  } else if (pick.why === 'compensation') {
+    reason = `Shown: ${who}, the ${pool} whose ablation gives the largest mean CE<sub>attn</sub> (${fmt(s.mean.ce_attn)}), on the prompt where CE<sub>attn</sub> is largest.`;
+  } else {
+    reason = `No ${pool} has a positive mean CE<sub>attn</sub>, so there is no compensation case to show: this is ${who}, the one whose ablation removes the most direct effect on average (${fmt(s.mean.removed_de)}), on the prompt where it removes the most.`;
+  }
   return `${reason} In this prompt: TE ${fmt(a.te)}, removed DE ${fmt(-a.dde_self)}, CE<sub>attn</sub> ${fmt(a.ce_attn)}, CE<sub>mlp</sub> ${fmt(a.ce_mlp)}, NE ${fmt(a.ne)}.`;
 }
 
@@ -293,7 +304,7 @@ export async function writeReport(outDir: string, input: ReportInput): Promise<s
       continue;
     }
     await add(ids[i], `Figure ${i === 0 ? 1 : 3} — one prompt, ablating ${componentLabel(pick.component)}`, profileSpec(pick),
-      `${pickExplain(pick, stats)} ${profileExplain(pick.component)}${i === 0 ? said('hydra_effect') : ''}`);
+      `${pickExplain(pick, stats, i === 0)} ${profileExplain(pick.component)}${i === 0 ? said('hydra_effect') : ''}`);
   }
 
   const hasLayers = Object.keys(stats).some((k) => ['attn', 'mlp'].includes(parseComponent(k).kind));
