@@ -28,6 +28,7 @@ function compare(label: string, got: any, want: any, names: string[]): void {
     const c = hydraName(n);
     assert.ok(Math.abs(got.de_prime[c] - want.DE_prime[i]) < TOL, `${label} DE'(${c}): ${got.de_prime[c]} vs ${want.DE_prime[i]}`);
   });
+  if (want.TE_capped !== undefined) assert.ok(Math.abs(got.te_capped - want.TE_capped) < TOL, `${label} te_capped: ${got.te_capped} vs ${want.TE_capped}`);
   // Closure: TE = ΔDE(k) + CE + NE.
   assert.ok(Math.abs(got.te - (got.dde_self + got.ce + got.ne)) < TOL, `${label} closure`);
 }

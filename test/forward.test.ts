@@ -1,6 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { HookedModel } from '../src/models/model.js';
+import { softcap } from '../src/causal/readout.js';
+import { parseComponent } from '../src/models/components.js';
+import { HookedModel, interventionSite } from '../src/models/model.js';
 import { FIXTURE_MODELS, fixtureModelDir, hydraName, loadGolden, maxAbsDiff } from './helpers.js';
 
 const TOL = 1e-4;
@@ -24,6 +26,18 @@ for (const name of FIXTURE_MODELS) {
         const diff = maxAbsDiff(c, vec);
         assert.ok(diff < TOL, `${name} prompt ${n} ${hydraName(g)} differs by ${diff}`);
       }
+      // Post-norm families: a head's pre-norm output is what an intervention on it replaces.
+      for (const [g, vec] of Object.entries((want.head_pre_norm ?? {}) as Record<string, number[]>)) {
+        const diff = maxAbsDiff(interventionSite(got, hydraName(g)), vec);
+        assert.ok(diff < TOL, `${name} prompt ${n} pre-norm ${hydraName(g)} differs by ${diff}`);
+      }
+      if (want.logits_capped) assert.ok(maxAbsDiff(softcap(got.logits, model.spec.finalSoftcap!), want.logits_capped) < TOL, `${name} capped logits`);
+    }
+    // The plan's downstream sets are the reference's.
+    for (const [t, want] of Object.entries(golden.downstream as Record<string, { attn: string[]; mlp: string[] }>)) {
+      const got = model.plan.downstream(parseComponent(hydraName(t), model.spec));
+      assert.deepEqual([...got.attn].sort(), want.attn.map(hydraName).sort(), `${name} downstream attn of ${t}`);
+      assert.deepEqual([...got.mlp].sort(), want.mlp.map(hydraName).sort(), `${name} downstream mlp of ${t}`);
     }
     // Batching with padding gives the same numbers as each prompt alone.
     for (let n = 0; n < ids.length; n++) {

@@ -7,7 +7,10 @@ import { packageRoot } from '../src/io/paths.js';
 export const fixturesDir = path.join(packageRoot, 'test', 'fixtures');
 export const goldenDir = path.join(fixturesDir, 'golden');
 export const fixtureModelsDir = path.join(fixturesDir, 'models');
-export const FIXTURE_MODELS = ['tiny-gpt2', 'tiny-neox-parallel', 'tiny-neox-sequential', 'tiny-llama-gqa', 'tiny-qwen2', 'tiny-gemma', 'stories260k'];
+export const FIXTURE_MODELS = [
+  'tiny-gpt2', 'tiny-neox-parallel', 'tiny-neox-sequential', 'tiny-llama-gqa', 'tiny-qwen2', 'tiny-gemma', 'stories260k',
+  'tiny-qwen3', 'tiny-gemma2', 'tiny-gemma3', 'tiny-olmo2', 'tiny-phi3', 'tiny-phi3-longrope', 'tiny-gptj', 'tiny-gpt-neo', 'tiny-opt', 'tiny-mistral-sw',
+];
 
 /** Model directory of a fixture model (stories260k is the bundled default model). */
 export function fixtureModelDir(name: string): string {

@@ -5,7 +5,7 @@ import { averagePatches, cleanContext, patchEffects, type CleanContext } from '.
 import { runFastPath, type AblationRow } from './fastpath.js';
 import { runNaivePath } from './naive.js';
 import { gaussian, mulberry32, sampleOthers, seedOf } from './random.js';
-import { centredLogit, Readout } from './readout.js';
+import { centredLogit, Readout, softcap } from './readout.js';
 import type { AblationKind, PatchEffects, PromptResult } from './types.js';
 
 export interface AblationOptions {
@@ -93,8 +93,10 @@ export async function analyze(model: HookedModel, prompts: number[][], opts: Abl
     for (const [r0, r1] of rowParts(rows, batchRows)) {
       const part = rows.slice(r0, r1);
       const runs = opts.path === 'naive' ? await runNaivePath(model, ids, ctxs, part, withHeads) : await runFastPath(model, ctxs, clean.cache, part, withHeads);
+      const capped = model.spec.finalSoftcap === null ? null : await cappedTotalEffects(model, ctxs, part, runs.map((r) => r.z));
       part.forEach((row, i) => {
         const e = patchEffects(model.plan, ctxs[row.prompt], row.target, row.patch, runs[i], (z) => model.normScale(z), row.source);
+        if (capped) e.te_capped = capped[i];
         if (opts.ownScale) e.de_prime_own_scale = ownScale(e, ctxs[row.prompt].acts.sigma);
         effects.push(e);
       });
@@ -135,6 +137,18 @@ export function rowParts(rows: { prompt: number }[], max: number): [number, numb
     start = end;
   }
   return parts;
+}
+
+/** TE on the model's real (soft-capped) centred logits, for each run's final residual z'. */
+async function cappedTotalEffects(model: HookedModel, ctxs: CleanContext[], rows: AblationRow[], zs: ArrayLike<number>[]): Promise<number[]> {
+  const { dModel: d, vocab: V, finalSoftcap: c } = model.spec;
+  const flat = new Float32Array(rows.length * d);
+  zs.forEach((z, i) => flat.set(z, i * d));
+  const logits = await model.logits(flat, rows.length);
+  return rows.map((r, i) => {
+    const { acts } = ctxs[r.prompt];
+    return centredLogit(softcap(logits.subarray(i * V, (i + 1) * V), c!), acts.token) - centredLogit(softcap(acts.logits, c!), acts.token);
+  });
 }
 
 /** DE' with the ablated run's own scale: û_σ'(c') = (σ/σ') DE'(c). */

@@ -109,6 +109,7 @@ export function averagePatches(patches: PatchEffects[]): AblationResult {
   const n = patches.length;
   const out = { patches } as AblationResult;
   for (const f of FIELDS) out[f] = patches.reduce((s, p) => s + p[f], 0) / n;
+  if (patches[0].te_capped !== undefined) out.te_capped = patches.reduce((s, p) => s + p.te_capped!, 0) / n;
   out.de_prime = {};
   for (const c of Object.keys(patches[0].de_prime)) out.de_prime[c] = patches.reduce((s, p) => s + p.de_prime[c], 0) / n;
   if (patches[0].de_prime_own_scale) {

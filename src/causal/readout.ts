@@ -76,3 +76,8 @@ export function softmax(logits: ArrayLike<number>): Float64Array {
 export function topTokens(p: ArrayLike<number>, k: number): number[] {
   return [...Array(p.length).keys()].sort((a, b) => p[b] - p[a] || a - b).slice(0, k);
 }
+
+/** Final-logit soft-capping c·tanh(x/c) (Gemma-2): the model's real logits from the raw ones. */
+export function softcap(logits: ArrayLike<number>, c: number): Float64Array {
+  return Float64Array.from(logits as ArrayLike<number>, (x) => c * Math.tanh(x / c));
+}

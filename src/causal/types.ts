@@ -12,6 +12,8 @@ export interface Effects {
   ne: number;
   ie: number;
   dde_self: number;
+  /** Only for models with final-logit soft-capping: TE on the real (capped) centred logits; every other effect is on the raw logits. */
+  te_capped?: number;
   /** DE'_k(c), keyed by component name (embed, attn.{l}, mlp.{l}, head.{l}.{h}, attn_bias.{l}). */
   de_prime: Record<string, number>;
   /** Only with the own-scale option: û_σ'(c') = (σ/σ') DE'_k(c), the ablated run unembedded with its own scale. */

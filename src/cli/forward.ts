@@ -2,6 +2,7 @@ import { Command } from 'commander';
 import { centredLogit, directEffect, Readout, softmax, topTokens } from '../causal/readout.js';
 import { HydraError } from '../io/errors.js';
 import type { HookedModel, PromptActivations } from '../models/model.js';
+import { SUPPORTED_MODEL_TYPES } from '../models/registry.js';
 import { addModelOptions, fmt, loadModelFromOptions, parseIds, printJson, rows, type ModelOptions } from './util.js';
 
 export interface ForwardCliOptions extends ModelOptions {
@@ -22,7 +23,8 @@ export function registerForward(program: Command): void {
       .option('--ids <ids>', 'prompt as comma-separated token ids, e.g. 1,403,407')
       .option('--json', 'print one JSON object (schema: docs/forward-schema.md) instead of a summary')
       .option('--heads', 'also split attention into heads (head.L.H) and output bias (attn_bias.L)')
-      .option('--all-positions', 'with --json, also give every component at every position ("positions")'),
+      .option('--all-positions', 'with --json, also give every component at every position ("positions")')
+      .addHelpText('after', `\nSupported model families (config.json model_type): ${SUPPORTED_MODEL_TYPES.join(', ')}.`),
   ).action(async (opts: ForwardCliOptions) => runForward(opts));
 }
 

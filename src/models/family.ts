@@ -36,6 +36,18 @@ export function linear(store: WeightStore, name: string, inDim: number, outDim: 
   return transpose(store.get(name, [outDim, inDim], why), outDim, inDim);
 }
 
+/** A fused nn.Linear weight [Σ outs, in] (e.g. Phi-3's qkv_proj), split by output rows and each transposed to [in, out]. */
+export function linearParts(store: WeightStore, name: string, inDim: number, outDims: number[], why: string): Float32Array[] {
+  const total = outDims.reduce((a, b) => a + b, 0);
+  const w = store.get(name, [total, inDim], why);
+  let row = 0;
+  return outDims.map((n) => {
+    const part = transpose(w.subarray(row * inDim, (row + n) * inDim), n, inDim);
+    row += n;
+    return part;
+  });
+}
+
 export function transpose(w: Float32Array, rows: number, cols: number): Float32Array {
   const out = new Float32Array(w.length);
   for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[c * rows + r] = w[r * cols + c];

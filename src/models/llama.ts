@@ -114,18 +114,24 @@ function gatedMlp(store: WeightStore, m: string, d: number, f: number, withBias:
   };
 }
 
-/** Mistral's sliding window, when the config enables it. */
-function mistralWindow(config: HfConfig): number | null {
-  return bool(config, 'use_sliding_window', true) ? optNum(config, 'sliding_window') : null;
+/**
+ * Sliding windows per layer: `layer_types` where the config lists them, else every layer
+ * (Mistral) or, with `localEvery`, every layer whose (l + 1) is not a multiple of it
+ * (Gemma-2: 2, Gemma-3: its pattern). None when use_sliding_window is false (its default
+ * is the family's `enabled`) or no sliding_window is given.
+ */
+export function layerWindows(spec: ArchSpec, config: HfConfig, localEvery?: number, enabled = true): ArchSpec {
+  const window = bool(config, 'use_sliding_window', enabled) ? optNum(config, 'sliding_window') : null;
+  const types = Array.isArray(config.layer_types) ? (config.layer_types as unknown[]) : null;
+  const local = (l: number) => (types ? types[l] === 'sliding_attention' : localEvery === undefined || (l + 1) % localEvery !== 0);
+  return { ...spec, layers: spec.layers.map((layer, l) => ({ ...layer, window: window !== null && local(l) ? window : null })) };
 }
 
 export const llama: Family = {
   modelTypes: ['llama', 'mistral'],
   arch: (config) => {
     const spec = llamaArch(config, String(config.model_type));
-    if (config.model_type !== 'mistral') return spec;
-    const window = mistralWindow(config);
-    return { ...spec, layers: spec.layers.map((layer) => ({ ...layer, window })) };
+    return config.model_type === 'mistral' ? layerWindows(spec, config) : spec;
   },
   weights: (store, spec, config) =>
     llamaWeights(store, spec, config, {

@@ -248,7 +248,7 @@ export class HookedModel {
     const pre = (res.pre?.data as Float32Array | undefined) ?? a;
     const isPart = (iv: Intervention) => /^(head|attn_bias)\./.test(iv.component) && parseComponent(iv.component).layer === l;
     for (let b = 0; b < B; b++) {
-      const rows = out[b].positions ? [...Array(lengths[b]).keys()] : heads ? [lengths[b] - 1] : [];
+      const rows = !heads ? [] : out[b].positions ? [...Array(lengths[b]).keys()] : [lengths[b] - 1];
       const patched = [...patches[b].keys()].filter((t) => patches[b].get(t)!.some(isPart));
       const all = [...new Set([...rows, ...patched])].sort((x, y) => x - y);
       for (const t of all) {

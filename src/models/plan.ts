@@ -80,18 +80,21 @@ export class ResidualPlan {
 
   /**
    * The components causally downstream of `target` at the last position (METHOD.md): the
-   * blocks of later stages, and in a post-norm layer the target head's sibling heads,
-   * which change through the layer's norm scale.
+   * blocks of later stages, and in a post-norm layer the other heads (and output bias) of
+   * the target head's layer, which change through the layer's norm scale.
    */
   downstream(target: Component): { attn: string[]; mlp: string[] } {
     const s = this.stageOf(target);
     const later = this.blocks.filter((b) => b.stage > s);
     const attn = later.filter((b) => b.kind === 'attn').map((b) => b.component);
-    if (target.kind === 'head' && this.spec.postNorms) {
-      const siblings = [...Array(this.spec.nHeads).keys()].filter((h) => h !== target.head).map((h) => headName(target.layer, h));
-      attn.unshift(...siblings);
-    }
+    if ((target.kind === 'head' || target.kind === 'attn_bias') && this.spec.postNorms) attn.unshift(...this.parts(target.layer).filter((p) => p !== target.name));
     return { attn, mlp: later.filter((b) => b.kind === 'mlp').map((b) => b.component) };
+  }
+
+  /** The parts of attention layer l: its heads, then its output bias where it has one. */
+  parts(l: number): string[] {
+    const heads = [...Array(this.spec.nHeads).keys()].map((h) => headName(l, h));
+    return this.weights.layers[l].bo ? [...heads, attnBiasName(l)] : heads;
   }
 
   /** The layer partition (embed, attn.0, mlp.0, ...): the components that sum to z. */
@@ -151,9 +154,7 @@ export class ResidualPlan {
     }
     const { y, scale } = normRow(pre, post, this.spec);
     values.set(attnName(l), y);
-    const parts = [...Array(this.spec.nHeads).keys()].map((h) => headName(l, h));
-    if (this.weights.layers[l].bo) parts.push(attnBiasName(l));
-    for (const name of parts) {
+    for (const name of new Set([...this.parts(l), ...patches.map((p) => p.component.name)])) {
       const v = patches.find((p) => p.component.name === name)?.value ?? site(name);
       values.set(name, scaleBy(v, scale, post.g));
     }

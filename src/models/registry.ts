@@ -3,12 +3,20 @@ import path from 'node:path';
 import { HydraError } from '../io/errors.js';
 import type { Family, HfConfig } from './family.js';
 import { gemma } from './gemma.js';
+import { gemma2 } from './gemma2.js';
+import { gemma3 } from './gemma3.js';
 import { gpt2 } from './gpt2.js';
+import { gptNeo } from './gpt_neo.js';
 import { gptNeox } from './gpt_neox.js';
+import { gptj } from './gptj.js';
 import { llama } from './llama.js';
+import { olmo2 } from './olmo2.js';
+import { opt } from './opt.js';
+import { phi3 } from './phi3.js';
 import { qwen2 } from './qwen2.js';
+import { qwen3 } from './qwen3.js';
 
-export const FAMILIES: Family[] = [gpt2, gptNeox, llama, qwen2, gemma];
+export const FAMILIES: Family[] = [gpt2, gptNeox, llama, qwen2, gemma, qwen3, gemma2, gemma3, olmo2, phi3, gptj, gptNeo, opt];
 export const SUPPORTED_MODEL_TYPES = FAMILIES.flatMap((f) => f.modelTypes);
 
 export function readConfig(dir: string): HfConfig {
