@@ -24,7 +24,8 @@ export function mean(x: number[]): number {
   return x.reduce((a, b) => a + b, 0) / x.length;
 }
 
-export function ols(x: number[], y: number[]): { slope: number | null; r2: number | null } {
+/** Two-pass centred sums of squares and products. */
+function sums(x: number[], y: number[]): { sxy: number; sxx: number; syy: number } {
   const mx = mean(x), my = mean(y);
   let sxy = 0, sxx = 0, syy = 0;
   for (let i = 0; i < x.length; i++) {
@@ -32,20 +33,21 @@ export function ols(x: number[], y: number[]): { slope: number | null; r2: numbe
     sxx += (x[i] - mx) ** 2;
     syy += (y[i] - my) ** 2;
   }
-  const xConst = x.every((v) => v === x[0]), yConst = y.every((v) => v === y[0]);
-  if (xConst) return { slope: null, r2: null };
-  return { slope: yConst ? 0 : sxy / sxx, r2: yConst ? null : (sxy * sxy) / (sxx * syy) };
+  return { sxy, sxx, syy };
+}
+
+const constant = (v: number[]) => v.every((a) => a === v[0]);
+
+export function ols(x: number[], y: number[]): { slope: number | null; r2: number | null } {
+  if (constant(x)) return { slope: null, r2: null };
+  if (constant(y)) return { slope: 0, r2: null };
+  const { sxy, sxx, syy } = sums(x, y);
+  return { slope: sxy / sxx, r2: (sxy * sxy) / (sxx * syy) };
 }
 
 export function pearson(x: number[], y: number[]): number | null {
-  if (x.length < 2 || x.every((v) => v === x[0]) || y.every((v) => v === y[0])) return null;
-  const mx = mean(x), my = mean(y);
-  let sxy = 0, sxx = 0, syy = 0;
-  for (let i = 0; i < x.length; i++) {
-    sxy += (x[i] - mx) * (y[i] - my);
-    sxx += (x[i] - mx) ** 2;
-    syy += (y[i] - my) ** 2;
-  }
+  if (x.length < 2 || constant(x) || constant(y)) return null;
+  const { sxy, sxx, syy } = sums(x, y);
   return sxy / Math.sqrt(sxx * syy);
 }
 

@@ -217,6 +217,18 @@ function diagonalRows(xs: number[], ys: number[]): { v: number }[] {
   return hi > lo ? [{ v: lo }, { v: hi }] : [];
 }
 
+/** Colour by the ablated layer's depth (viridis over 0..L−1). */
+const depthColor = (L: number) => ({ field: 'layer', type: 'quantitative', title: 'layer', scale: { scheme: 'viridis', domain: [0, Math.max(L - 1, 1)] }, legend: { format: 'd', tickMinStep: 1 } });
+
+/** The dashed y = x reference line of a scatter, inside its data. */
+function diagonalLayer(xs: number[], ys: number[]): Record<string, unknown> {
+  return {
+    data: { values: diagonalRows(xs, ys) },
+    mark: { type: 'line', strokeDash: [6, 4], color: '#555', strokeWidth: 1.5 },
+    encoding: { x: { field: 'v', type: 'quantitative' }, y: { field: 'v', type: 'quantitative' } },
+  };
+}
+
 /** Figure 2 (a, b): per layer, DE and −TE, per prompt (grey) and mean (blue); rows = 2 per (prompt, layer component). */
 export function importanceProfiles(prompts: PromptResult[]): Record<string, unknown> {
   const rows = importanceRows(prompts).flatMap((r) => [
@@ -268,18 +280,14 @@ export function importanceScatter(prompts: PromptResult[]): Record<string, unkno
     width: W,
     height: W,
     layer: [
-      {
-        data: { values: diagonalRows(rows.map((r) => r.de), rows.map((r) => r.neg_te)) },
-        mark: { type: 'line', strokeDash: [6, 4], color: '#555', strokeWidth: 1.5 },
-        encoding: { x: { field: 'v', type: 'quantitative' }, y: { field: 'v', type: 'quantitative' } },
-      },
+      diagonalLayer(rows.map((r) => r.de), rows.map((r) => r.neg_te)),
       {
         data: { values: rows },
         mark: { type: 'point', filled: true, size: 55, opacity: 0.8 },
         encoding: {
           x: { field: 'de', type: 'quantitative', title: 'DE: direct effect (logit units)' },
           y: { field: 'neg_te', type: 'quantitative', title: '−TE: drop in logit when ablated' },
-          color: { field: 'layer', type: 'quantitative', title: 'layer', scale: { scheme: 'viridis', domain: [0, Math.max(L - 1, 1)] }, legend: { format: 'd', tickMinStep: 1 } },
+          color: depthColor(L),
           shape: { field: 'type', type: 'nominal', title: 'ablated', scale: { domain: ['Attention', 'MLP'], range: ['circle', 'triangle-up'] } },
           tooltip: [{ field: 'prompt' }, { field: 'layer' }, { field: 'type' }, { field: 'de', format: '.4f' }, { field: 'neg_te', format: '.4f' }],
         },
@@ -362,18 +370,14 @@ export function compensationRows(prompts: PromptResult[]): { prompt: number; com
 
 function compensationScatter(mine: ReturnType<typeof compensationRows>, L: number, title: string, fit?: Ols): Record<string, unknown> {
   const layers: Record<string, unknown>[] = [
-    {
-      data: { values: diagonalRows(mine.map((r) => r.removed), mine.map((r) => r.ce)) },
-      mark: { type: 'line', strokeDash: [6, 4], color: '#555', strokeWidth: 1.5 },
-      encoding: { x: { field: 'v', type: 'quantitative' }, y: { field: 'v', type: 'quantitative' } },
-    },
+    diagonalLayer(mine.map((r) => r.removed), mine.map((r) => r.ce)),
     {
       data: { values: mine },
       mark: { type: 'point', filled: true, size: 55, opacity: 0.8 },
       encoding: {
         x: { field: 'removed', type: 'quantitative', title: 'removed direct effect, −ΔDE(k)' },
         y: { field: 'ce', type: 'quantitative', title: 'compensatory effect CE' },
-        color: { field: 'layer', type: 'quantitative', title: 'layer', scale: { scheme: 'viridis', domain: [0, Math.max(L - 1, 1)] }, legend: { format: 'd', tickMinStep: 1 } },
+        color: depthColor(L),
         tooltip: [{ field: 'prompt' }, { field: 'component' }, { field: 'removed', format: '.4f' }, { field: 'ce', format: '.4f' }],
       },
     },
