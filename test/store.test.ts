@@ -128,6 +128,12 @@ test('prompt groups: stored with kept and dropped prompts; a store without the c
   assert.deepEqual(await st.query('SELECT prompt_idx, group_id FROM prompts ORDER BY prompt_idx'),
     [{ prompt_idx: 1, group_id: 'P30' }, { prompt_idx: 2, group_id: 'P17' }, { prompt_idx: 3, group_id: null }]);
   assert.equal((await st.readDropped())[0].group, 'P17');
+  // the report's light read: layer components only, no DE', one prompt when asked
+  const light = await st.readResults({ patches: false, layersOnly: true, dePrime: false, prompts: [3] });
+  assert.deepEqual(light.map((r) => r.index), [3]);
+  assert.deepEqual(Object.keys(light[0].ablations), ['attn.0', 'mlp.0', 'attn.1', 'mlp.1']);
+  assert.deepEqual(light[0].ablations['attn.0'].de_prime, {});
+  assert.equal(light[0].ablations['attn.0'].te, synth(3, 2, 1, 0, false).ablations['attn.0'].te);
   await st.close();
   // a store written before the column existed
   const old = path.join(tmpDir(), 'old.duckdb');

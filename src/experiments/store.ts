@@ -99,6 +99,8 @@ export interface ReadOptions {
   prompts?: number[];
   /** Only layer-level components (embed, attn.L, mlp.L) as ablated and read-out components. */
   layersOnly?: boolean;
+  /** Read DE' (default true); without it `de_prime` stays empty, for callers that need the effects only. */
+  dePrime?: boolean;
 }
 
 const EFFECT_FIELDS = ['te', 'ce', 'ce_attn', 'ce_mlp', 'ne', 'ie', 'dde_self'] as const;
@@ -510,6 +512,7 @@ export class ResultsStore {
             a.patches[row[2] as number] = { ...e, source: row[3] as number | null, sigma_prime: row[4] as number, pi_hat_prime: row[5] as number };
           });
       }
+      if (opts.dePrime === false) return [...byIdx.values()];
       await this.scan(
         `SELECT prompt_idx, ablated, patch_idx, component, value FROM de_prime
          WHERE prompt_idx IN ${kept}${withPatches ? '' : ' AND patch_idx IS NULL'}${layers('ablated')}${layers('component')} ORDER BY prompt_idx, rowid`, (row) => {

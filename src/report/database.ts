@@ -22,7 +22,7 @@ export interface DatabaseAnalysis {
   /** The same statistics with the ablated run's own final-norm scale (layer ablations only); null when not derivable. */
   ownScale: Record<string, ComponentStats> | null;
   findings: Findings;
-  /** Kept prompts with their layer-level effects (no patches): the dataset figures' points. */
+  /** Kept prompts with their layer-level effects (no patches, no DE'): the dataset figures' points. */
   prompts: PromptResult[];
   /** Figure 1 and 3 choices, their prompts read with every patch. */
   picks: ProfilePick[];
@@ -40,7 +40,7 @@ export async function analyzeDatabase(db: string, opts: DatabaseReportOptions = 
     const run = await Statistics.fromSeries(con, 'series', series.n, sOpts);
     const findings = await computeFindings(run, series.grouping);
     const own = (await ownScaleSeries(con)) ? await Statistics.fromSeries(con, 'series_own', series.n, sOpts) : null;
-    const prompts = await store.readResults({ patches: false, layersOnly: true });
+    const prompts = await store.readResults({ patches: false, layersOnly: true, dePrime: false });
     const picks = chooseProfiles(prompts, run.stats, opts.figure1);
     const detailed = await store.readResults({ patches: true, layersOnly: true, prompts: picks.map((p) => p.prompt.index) });
     for (const p of picks) p.prompt = detailed.find((d) => d.index === p.prompt.index)!;

@@ -474,8 +474,9 @@ export function compensationSplitRows(prompts: PromptResult[], stats: Record<str
     const s = stats[k];
     if (!s) continue;
     const lo = Math.min(...xs), hi = Math.max(...xs);
-    for (const [part, o] of [[PART_ATTN, s.ols_ce_attn_on_removed], [PART_MLP, s.ols_ce_mlp_on_removed]] as const) {
-      if (o.slope === null || o.intercept === null) continue;
+    for (const [part, o, stat] of [[PART_ATTN, s.ols_ce_attn_on_removed, 'slope_ce_attn'], [PART_MLP, s.ols_ce_mlp_on_removed, 'slope_ce_mlp']] as const) {
+      // no fit where the part is undefined (nothing of that type downstream)
+      if (o.slope === null || o.intercept === null || undefinedReason(s, stat) !== null) continue;
       for (const x of [lo, hi]) rows.push({ panel, prompt: -1, mark: 'fit', part, removed: x, value: o.intercept + o.slope * x });
     }
   }
