@@ -65,7 +65,7 @@ test('hydra effects: bad input gets a one-line error', () => {
     [['--prompts', prompts, '--targets', 'foo'], /unknown component 'foo'/],
     [['--prompts', prompts, '--samples', '8'], /S=8 needs at least 9 prompts/],
     [['--prompts', empty], /empty/],
-    [['--prompts', path.join(dir, 'missing.json')], /missing\.json: file not found/],
+    [['--prompts', path.join(dir, 'missing.json')], /missing\.json not found/],
     [['--prompts', prompts, '--sources', badSources], /malformed sources/],
     [['--prompts', prompts, '--sources', selfSources], /entry 0 names prompt 0/],
     [['--prompts', prompts, '--ablation', 'blur'], /blur/],

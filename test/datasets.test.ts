@@ -89,7 +89,7 @@ test('a group column or field: strings or numbers, empty cells mean none; anythi
   fs.writeFileSync(path.join(dir, 'g.jsonl'), '{"prompt": "A is", "group": 3}\n{"prompt": "B is", "group": null}\n{"prompt": "C is", "group": "t"}\n');
   assert.deepEqual((await loadDataset(path.join(dir, 'g.jsonl'))).records.map((r) => r.group), ['3', undefined, 't']);
   fs.writeFileSync(path.join(dir, 'bad.jsonl'), '{"prompt": "A is", "group": [1]}\n');
-  await rejectsWith(loadDataset(path.join(dir, 'bad.jsonl')), /^bad\.jsonl line 1: 'group' must be a string or a number/);
+  await rejectsWith(loadDataset(path.join(dir, 'bad.jsonl')), /^bad\.jsonl line 1: 'group' must be a string/);
 });
 
 test('missing files and directories are HydraErrors', async () => {

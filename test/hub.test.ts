@@ -289,9 +289,9 @@ test('offline: cached repos resolve with the server stopped; uncached ones give 
   assert.deepEqual(await resolveModel('org/tiny-gpt2-sharded', { cacheDir, hubUrl, offline: true }), sharded);
   assert.equal((await resolveModel('org/tiny-gpt2@v1.0', { cacheDir, hubUrl, offline: true })).commit, repos.get('org/tiny-gpt2')!.revisions['v1.0']);
   assert.deepEqual(log, []);
-  await assert.rejects(resolveModel('org/uncached', { cacheDir, hubUrl, offline: true }), isHydra(/model org\/uncached is not in the cache at .*; run once without --offline/));
+  await assert.rejects(resolveModel('org/uncached', { cacheDir, hubUrl, offline: true }), isHydra(/model org\/uncached is not in the cache at .*; run once without `offline`/));
   // Online with the Hub unreachable: a one-line error that points to --offline for a cached model.
-  await assert.rejects(resolveModel('org/tiny-gpt2', { cacheDir, hubUrl, offline: false }), isHydra(/could not reach .* for model org\/tiny-gpt2 .*--offline/));
+  await assert.rejects(resolveModel('org/tiny-gpt2', { cacheDir, hubUrl, offline: false }), isHydra(/could not reach .* for model org\/tiny-gpt2 .*`offline`/));
   await assert.rejects(resolveModel('org/uncached', { cacheDir, hubUrl, offline: false }), isHydra(/could not reach .*check your network/));
   // HF_HUB_OFFLINE=1 switches offline on by default.
   const saved = process.env.HF_HUB_OFFLINE;

@@ -156,7 +156,7 @@ test('config mismatch is refused and leaves the stored data intact', async () =>
   const before = fs.readFileSync(file);
 
   await rejectsWith(ResultsStore.open(file, { ...config, ablation: 'zero' }),
-    /results\.duckdb was made with ablation=resample, this run asks for zero; use another --out or the same settings$/);
+    /results\.duckdb was made with ablation=resample, this run asks for zero; use another `out` or the same settings$/);
   await rejectsWith(ResultsStore.open(file, { ...config, samples: 15 }), /made with samples=3, this run asks for 15/);
   await rejectsWith(ResultsStore.open(file, { ...config, model_revision: null }), /made with model_revision=abc123, this run asks for none/);
   await rejectsWith(ResultsStore.open(file, { ...config, heads: false }), /made with heads=true, this run asks for false/);
@@ -174,10 +174,10 @@ test('unusable paths are HydraErrors', async () => {
   const dir = tmpDir();
   const aFile = path.join(dir, 'plain.txt');
   fs.writeFileSync(aFile, 'not a database, just some text that is long enough to look like a header...'.repeat(100));
-  await rejectsWith(ResultsStore.open(path.join(aFile, 'sub', 'results.duckdb'), config), /cannot create the folder .*plain\.txt\/sub \(ENOTDIR\); choose a writable --out/);
+  await rejectsWith(ResultsStore.open(path.join(aFile, 'sub', 'results.duckdb'), config), /cannot create the folder .*plain\.txt\/sub \(ENOTDIR\); choose a writable `out`/);
   await rejectsWith(ResultsStore.open(dir, config), /is a directory; give a file path/);
   // Node's own recursive mkdir never returns here.
-  await rejectsWith(ResultsStore.open('/proc/hydra/results.duckdb', config), /cannot create the folder \/proc\/hydra \(ENOENT\); choose a writable --out/);
+  await rejectsWith(ResultsStore.open('/proc/hydra/results.duckdb', config), /cannot create the folder \/proc\/hydra \(ENOENT\); choose a writable `out`/);
   await rejectsWith(ResultsStore.open(aFile, config), /plain\.txt is not a hydra results database|cannot open results database .*plain\.txt/);
   await rejectsWith(ResultsStore.openReadOnly(path.join(dir, 'missing.duckdb')), /missing\.duckdb not found/);
   // A DuckDB file that is not a results store.

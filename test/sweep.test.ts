@@ -115,7 +115,7 @@ test('sweep: bad input gets a one-line error and stored results survive', async 
   for (const [args, re] of cases) {
     const r = hydra(['sweep', ...args]);
     assert.equal(r.code, 1, `${args.join(' ')}: ${r.stderr}`);
-    const lines = r.stderr.trim().split('\n').filter((l) => !/^hydra: (kept|\d+ prompts)/.test(l));
+    const lines = r.stderr.trim().split("\n").filter((l) => !/^hydra: (kept|checking|\d+ prompts|  e\.g\. )/.test(l));
     assert.equal(lines.length, 1, r.stderr);
     assert.match(lines[0], /^hydra: error: /);
     assert.match(lines[0], re);

@@ -1,26 +1,23 @@
 import { HydraError } from '../io/errors.js';
-import { defaultTargets as targetsOf, parseComponent, type Component } from '../models/components.js';
-import { interventionSite, type HookedModel, type PromptActivations } from '../models/model.js';
+import { defaultTargets as targetsOf, parseComponent } from '../models/components.js';
+import type { HookedModel } from '../models/model.js';
+import { ablationKind, samplesOf, type PatchOptions } from './ablations.js';
+import { CleanBank, DEFAULT_BATCH_PROMPTS, needsHeads } from './bank.js';
 import { averagePatches, cleanContext, patchEffects, type CleanContext } from './effects.js';
 import { runFastPath, type AblationRow } from './fastpath.js';
 import { runNaivePath } from './naive.js';
-import { gaussian, mulberry32, sampleOthers, seedOf } from './random.js';
 import { centredLogit, Readout, softcap } from './readout.js';
 import type { AblationKind, PatchEffects, PromptResult } from './types.js';
 
-export interface AblationOptions {
+export interface AblationOptions extends PatchOptions {
   kind: AblationKind;
   /** Components to ablate; default every attn.{l} and mlp.{l} (and every head with `heads`). */
   targets?: string[];
-  /** Patches per prompt for resample and noise (S, default 15). */
-  samples?: number;
-  seed?: number;
-  /** Resample: the source prompt indices for each prompt (overrides the seeded choice). */
-  sources?: number[][];
-  /** Mean: the prompts the mean patch averages over (default: the prompt set). */
-  meanPrompts?: number[][];
-  /** Custom: the patch for each target. */
-  custom?: Record<string, Float32Array>;
+  /**
+   * Resample and mean: the prompts patches come from, with their clean runs (default: the prompt
+   * set itself, where a prompt is never its own source). Resample sources are indices into it.
+   */
+  pool?: CleanBank;
   /** Split attention into heads: DE and DE' per head (and head targets by default). */
   heads?: boolean;
   path?: 'fast' | 'naive';
@@ -42,8 +39,8 @@ export interface AblationOptions {
   onBatch?: (rs: PromptResult[]) => void | Promise<void>;
 }
 
-export const DEFAULT_SAMPLES = 15;
-export const DEFAULT_BATCH_PROMPTS = 8;
+export { DEFAULT_BATCH_PROMPTS };
+export { DEFAULT_SAMPLES } from './ablations.js';
 
 /** The default targets: every attention and MLP layer, and with heads every head. */
 export function defaultTargets(model: HookedModel, heads: boolean): string[] {
@@ -52,22 +49,20 @@ export function defaultTargets(model: HookedModel, heads: boolean): string[] {
 
 /**
  * Ablate every target on every prompt and measure DE, TE, CE, NE and IE (METHOD.md),
- * per patch and averaged over patches.
+ * per patch and averaged over patches. The kind's registry entry (ablations.ts) builds the patches.
  */
 export async function analyze(model: HookedModel, prompts: number[][], opts: AblationOptions): Promise<PromptResult[]> {
   if (prompts.length === 0) throw new HydraError('the prompt list is empty; give at least one prompt');
   prompts.forEach((p, n) => model.checkPrompt(p, `prompt ${n}`));
+  const kind = ablationKind(opts.kind);
   const targets = (opts.targets ?? defaultTargets(model, !!opts.heads)).map((t) => parseComponent(t, model.spec));
   if (targets.length === 0) throw new HydraError('no components to ablate');
-  const withHeads = !!opts.heads || targets.some((t) => t.kind === 'head' || t.kind === 'attn_bias');
-  const S = opts.kind === 'resample' || opts.kind === 'noise' ? (opts.sources?.[0]?.length ?? opts.samples ?? DEFAULT_SAMPLES) : 1;
-  const seed = opts.seed ?? 0;
-  const sources = opts.kind === 'resample' ? resampleSources(prompts.length, S, seed, opts.sources) : null;
-  const wanted = [...prompts.keys()].filter((n) => !opts.skip?.has(n));
-  const needed = sources ? new Set(wanted.flatMap((n) => sources[n])) : undefined;
-  const bank = await patchBank(model, prompts, targets, opts, withHeads, needed);
-  const readout = new Readout(model);
+  const withHeads = !!opts.heads || needsHeads(targets);
+  const S = samplesOf(opts.kind, opts.samples, opts.sources);
   const batchPrompts = opts.batchPrompts ?? DEFAULT_BATCH_PROMPTS;
+  const pool = opts.pool ?? new CleanBank(model, prompts, batchPrompts);
+  const plan = await kind.plan({ model, prompts, targets, opts, S, pool, ownPool: !opts.pool });
+  const readout = new Readout(model);
   const results: PromptResult[] = [];
 
   for (let c0 = 0; c0 < prompts.length; c0 += batchPrompts) {
@@ -76,16 +71,12 @@ export async function analyze(model: HookedModel, prompts: number[][], opts: Abl
     const ids = chunk.map((n) => prompts[n]);
     const clean = await model.forward(ids, { heads: withHeads });
     const ctxs = clean.prompts.map((a) => cleanContext(a, readout.vector(a.token), centredLogit(a.logits, a.token)));
-    const noise = opts.kind === 'noise' ? await noisePatches(model, ids, chunk, targets, S, seed, withHeads) : null;
+    const patchOf = await plan.forBatch(chunk, ids, clean.prompts);
 
     const rows: (AblationRow & { source: number | null })[] = [];
-    chunk.forEach((n, p) =>
+    chunk.forEach((_n, p) =>
       targets.forEach((t) => {
-        for (let s = 0; s < S; s++) {
-          const source = sources ? sources[n][s] : null;
-          const patch = sources ? bank!.get(t.name)![source!] : noise ? noise[p].get(t.name)![s] : bank!.get(t.name)![0];
-          rows.push({ prompt: p, target: t, patch, source });
-        }
+        for (let s = 0; s < S; s++) rows.push({ prompt: p, target: t, ...patchOf(p, t, s) });
       }),
     );
     const effects: PatchEffects[] = [];
@@ -155,117 +146,6 @@ async function cappedTotalEffects(model: HookedModel, ctxs: CleanContext[], rows
 function ownScale(e: PatchEffects, sigma: number): Record<string, number> {
   const k = sigma / e.sigma_prime;
   return Object.fromEntries(Object.entries(e.de_prime).map(([c, v]) => [c, k * v]));
-}
-
-/** Validate given sources, or draw S others per prompt from a generator seeded by (seed, prompt). */
-export function resampleSources(n: number, S: number, seed: number, given?: number[][]): number[][] {
-  if (given) {
-    if (given.length !== n) throw new HydraError(`sources: ${given.length} entries for ${n} prompts; give one list of source indices per prompt`);
-    given.forEach((list, i) => {
-      if (!Array.isArray(list) || list.length === 0) throw new HydraError(`sources: entry ${i} is not a non-empty list of prompt indices`);
-      if (list.length !== S) throw new HydraError(`sources: entry ${i} has ${list.length} sources, entry 0 has ${S}; every prompt needs the same number`);
-      for (const j of list)
-        if (!Number.isInteger(j) || j < 0 || j >= n || j === i) throw new HydraError(`sources: entry ${i} names prompt ${j}; sources must be indices of other prompts (0..${n - 1}, not ${i})`);
-    });
-    return given;
-  }
-  if (!Number.isInteger(S) || S < 1) throw new HydraError(`--samples must be a positive integer, got ${S}`);
-  if (S > n - 1) throw new HydraError(`resample ablation with S=${S} needs at least ${S + 1} prompts, but there are ${n}; lower --samples or add prompts`);
-  return [...Array(n).keys()].map((i) => sampleOthers(n, i, S, mulberry32(seedOf(seed, i, 1))));
-}
-
-/**
- * Patches that do not depend on the ablated prompt: for resample the clean output of each
- * target at the final position of every `needed` prompt (a sparse array by prompt index); for
- * mean their average over all; for custom the given vectors.
- */
-async function patchBank(
-  model: HookedModel,
-  prompts: number[][],
-  targets: Component[],
-  opts: AblationOptions,
-  withHeads: boolean,
-  needed?: Set<number>,
-): Promise<Map<string, Float32Array[]> | null> {
-  const d = model.spec.dModel;
-  if (opts.kind === 'noise') return null;
-  if (opts.kind === 'zero') return new Map(targets.map((t) => [t.name, [new Float32Array(d)]]));
-  if (opts.kind === 'custom') {
-    return new Map(
-      targets.map((t) => {
-        const v = opts.custom?.[t.name];
-        if (!v) throw new HydraError(`custom ablation: no patch vector given for ${t.name}`);
-        if (v.length !== d) throw new HydraError(`custom ablation: the patch for ${t.name} has ${v.length} values; the model's width is ${d}`);
-        return [t.name, [v]];
-      }),
-    );
-  }
-  const set = opts.kind === 'mean' ? (opts.meanPrompts ?? prompts) : prompts;
-  if (set.length === 0) throw new HydraError('mean ablation needs at least one prompt to average over');
-  const outputs = new Map<string, Float32Array[]>(targets.map((t) => [t.name, new Array<Float32Array>(set.length)]));
-  // Fixed batches, as in analyze, so that a patch never depends on which prompts were needed.
-  const batch = opts.batchPrompts ?? DEFAULT_BATCH_PROMPTS;
-  for (let i = 0; i < set.length; i += batch) {
-    const idx = [...set.keys()].slice(i, i + batch);
-    if (opts.kind === 'resample' && needed && !idx.some((n) => needed.has(n))) continue;
-    const res = await model.forward(idx.map((n) => set[n]), { heads: withHeads });
-    res.prompts.forEach((a, b) => {
-      for (const t of targets) outputs.get(t.name)![idx[b]] = interventionSite(a, t.name);
-    });
-  }
-  if (opts.kind === 'resample') return outputs;
-  if (opts.kind !== 'mean') throw new HydraError(`unknown ablation kind '${opts.kind}'; use zero, mean, noise, resample or custom`);
-  return new Map(
-    [...outputs].map(([name, vs]) => {
-      const m = new Float64Array(d);
-      for (const v of vs) for (let j = 0; j < d; j++) m[j] += v[j];
-      return [name, [Float32Array.from(m, (x) => x / vs.length)]];
-    }),
-  );
-}
-
-/** Std of the token embedding matrix's entries, the unit of ROME's noise. */
-function embeddingStd(model: HookedModel): number {
-  const w = model.weights.wte;
-  let s = 0;
-  let s2 = 0;
-  for (let i = 0; i < w.length; i++) {
-    s += w[i];
-    s2 += w[i] * w[i];
-  }
-  const mean = s / w.length;
-  return Math.sqrt(s2 / w.length - mean * mean);
-}
-
-export const NOISE_SCALE = 3;
-
-/**
- * Noise patches: the target's output at t when every input embedding gets Gaussian
- * noise of std 3 × std(W_E) (ROME's convention), S seeded samples per prompt.
- */
-async function noisePatches(
-  model: HookedModel,
-  ids: number[][],
-  indices: number[],
-  targets: Component[],
-  S: number,
-  seed: number,
-  withHeads: boolean,
-): Promise<Map<string, Float32Array[]>[]> {
-  const d = model.spec.dModel;
-  const std = NOISE_SCALE * embeddingStd(model);
-  const out = ids.map(() => new Map<string, Float32Array[]>(targets.map((t) => [t.name, []])));
-  for (let s = 0; s < S; s++) {
-    const noise = ids.map((p, b) => {
-      const g = gaussian(mulberry32(seedOf(seed, indices[b], 2, s)));
-      return Float32Array.from({ length: p.length * d }, () => std * g());
-    });
-    const res = await model.forward(ids, { heads: withHeads, embedAdd: noise });
-    res.prompts.forEach((a: PromptActivations, b) => {
-      for (const t of targets) out[b].get(t.name)!.push(interventionSite(a, t.name));
-    });
-  }
-  return out;
 }
 
 export type { CleanContext };

@@ -2,7 +2,7 @@ import type { Component } from '../models/components.js';
 import type { PromptActivations } from '../models/model.js';
 import type { ResidualPlan } from '../models/plan.js';
 import { dot } from './readout.js';
-import type { AblationResult, PatchEffects } from './types.js';
+import { EFFECT_FIELDS, type AblationResult, type PatchEffects } from './types.js';
 
 /** Everything about the clean run of one prompt that the effects are measured against. */
 export interface CleanContext {
@@ -102,13 +102,11 @@ function namesFor(plan: ResidualPlan, target: Component) {
   return e;
 }
 
-const FIELDS = ['te', 'ce', 'ce_attn', 'ce_mlp', 'ne', 'ie', 'dde_self'] as const;
-
 /** Monte-Carlo average of effects over patches (never the effect of an averaged patch). */
 export function averagePatches(patches: PatchEffects[]): AblationResult {
   const n = patches.length;
   const out = { patches } as AblationResult;
-  for (const f of FIELDS) out[f] = patches.reduce((s, p) => s + p[f], 0) / n;
+  for (const f of EFFECT_FIELDS) out[f] = patches.reduce((s, p) => s + p[f], 0) / n;
   if (patches[0].te_capped !== undefined) out.te_capped = patches.reduce((s, p) => s + p.te_capped!, 0) / n;
   out.de_prime = {};
   for (const c of Object.keys(patches[0].de_prime)) out.de_prime[c] = patches.reduce((s, p) => s + p.de_prime[c], 0) / n;

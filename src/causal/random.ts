@@ -36,9 +36,9 @@ export function gaussian(rand: () => number): () => number {
   };
 }
 
-/** S distinct indices from 0..n-1 other than `self`, by a partial Fisher–Yates shuffle. */
-export function sampleOthers(n: number, self: number, S: number, rand: () => number): number[] {
-  const pool = [...Array(n).keys()].filter((i) => i !== self);
+/** S distinct items of `candidates`, in draw order, by a partial Fisher–Yates shuffle. */
+export function sampleFrom<T>(candidates: readonly T[], S: number, rand: () => number): T[] {
+  const pool = [...candidates];
   for (let i = 0; i < S; i++) {
     const j = i + Math.floor(rand() * (pool.length - i));
     [pool[i], pool[j]] = [pool[j], pool[i]];

@@ -1,39 +1,50 @@
 /**
  * Result types shared by the causal engine, the sweep store, the report and the CLI.
- * Field names are the JSON schema of `hydra effects --json` (see README), and follow
- * METHOD.md: te = TE_k, ce = CE_k, ce_attn/ce_mlp its parts, ne = NE_k, ie = IE_k,
- * dde_self = ΔDE_k(k) = û_σ(p) − DE(k), de_prime = DE'_k(c) for every component c.
+ * Field names are the JSON schema of `hydra effects --json` (see README), and follow METHOD.md.
+ *
+ * The effects are declared once, in EFFECTS: the store's columns, the patch average, the CLI's
+ * table and the explorer's table derive from it. Adding an effect is one entry here plus its
+ * computation in effects.ts (patchEffects).
  */
-export interface Effects {
-  te: number;
-  ce: number;
-  ce_attn: number;
-  ce_mlp: number;
-  ne: number;
-  ie: number;
-  dde_self: number;
+export const EFFECTS = [
+  { key: 'te', label: 'TE', doc: "total effect π̂′ᵢ − π̂ᵢ: how much the ablation moves the clean token's centred logit" },
+  { key: 'ce', label: 'CE', doc: 'compensatory effect: the sum of ΔDE over the components downstream of the ablated one' },
+  { key: 'ce_attn', label: 'CE attn', doc: 'the part of CE carried by downstream attention layers' },
+  { key: 'ce_mlp', label: 'CE mlp', doc: 'the part of CE carried by downstream MLP layers' },
+  { key: 'ne', label: 'NE', doc: "norm-scale effect (σ/σ′ − 1) Σ DE′: the part of TE carried by the final norm's scale" },
+  { key: 'ie', label: 'IE', doc: 'indirect effect: the ablated component back at its clean value, everything downstream held ablated' },
+  { key: 'dde_self', label: 'ΔDE self', doc: "ΔDE(k) = û_σ(p) − DE(k): the ablated component's own change of direct effect" },
+] as const;
+
+export type EffectField = (typeof EFFECTS)[number]['key'];
+export const EFFECT_FIELDS: readonly EffectField[] = EFFECTS.map((e) => e.key);
+
+/** Per patch run, besides the effects: the ablated run's σ′ and π̂′ᵢ. */
+export const PATCH_FIELDS = ['sigma_prime', 'pi_hat_prime'] as const;
+
+export type Effects = Record<EffectField, number> & {
   /** Only for models with final-logit soft-capping: TE on the real (capped) centred logits; every other effect is on the raw logits. */
   te_capped?: number;
   /** DE'_k(c), keyed by component name (embed, attn.{l}, mlp.{l}, head.{l}.{h}, attn_bias.{l}). */
   de_prime: Record<string, number>;
   /** Only with the own-scale option: û_σ'(c') = (σ/σ') DE'_k(c), the ablated run unembedded with its own scale. */
   de_prime_own_scale?: Record<string, number>;
-}
+};
 
 /** One patch run (one resample source, one noise sample, or the single zero/mean patch). */
-export interface PatchEffects extends Effects {
+export type PatchEffects = Effects & {
   /** Resample: index (in the prompt set) of the prompt whose clean output is the patch; null otherwise. */
   source: number | null;
   /** The ablated run's own final-norm scale σ'. */
   sigma_prime: number;
   /** π̂'_i: the ablated run's centred logit of the clean token. */
   pi_hat_prime: number;
-}
+};
 
 /** Effects of ablating one component, averaged over its patches (Monte-Carlo average of effects). */
-export interface AblationResult extends Effects {
+export type AblationResult = Effects & {
   patches: PatchEffects[];
-}
+};
 
 export interface PromptResult {
   /** Position of the prompt in its prompt set. */
@@ -52,4 +63,4 @@ export interface PromptResult {
   ablations: Record<string, AblationResult>;
 }
 
-export type AblationKind = 'zero' | 'mean' | 'noise' | 'resample' | 'custom';
+export type { AblationKind } from './ablations.js';

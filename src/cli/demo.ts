@@ -3,8 +3,8 @@ import { Command } from 'commander';
 import { reportFromDatabase } from '../report/database.js';
 import { runSweep } from '../experiments/sweep.js';
 import { defaultModelDir, storiesRecallPath } from '../io/paths.js';
-import { sweepProgress } from './progress.js';
-import { loadModelFromOptions, positiveInt } from './util.js';
+import { sweepProgress, waiting } from './progress.js';
+import { loadModelFromOptions, positiveInt, printJson } from './util.js';
 
 /** `hydra demo`: the whole Hydra analysis on the bundled model and prompt set, ending in a report. */
 export function registerDemo(program: Command): void {
@@ -14,10 +14,11 @@ export function registerDemo(program: Command): void {
     .option('--out <dir>', 'output folder', 'hydra-demo')
     .option('--samples <S>', 'resample patches per prompt', positiveInt('--samples'), 15)
     .option('--threads <n>', 'CPU threads per operator', positiveInt('--threads'))
-    .action(async (opts: { out: string; samples: number; threads?: number }) => {
+    .option('--json', 'print {"results", "report", "kept", "dropped", ...} instead of two lines')
+    .action(async (opts: { out: string; samples: number; threads?: number; json?: boolean }) => {
       const model = await loadModelFromOptions({ model: defaultModelDir, threads: opts.threads });
       const db = path.join(opts.out, 'results.duckdb');
-      await runSweep({
+      const summary = await runSweep({
         model,
         modelName: 'stories260k (bundled)',
         dataset: storiesRecallPath,
@@ -28,7 +29,8 @@ export function registerDemo(program: Command): void {
         log: (line) => process.stderr.write(`hydra: ${line}\n`),
         progress: sweepProgress('demo sweep'),
       });
-      const index = await reportFromDatabase(db, path.join(opts.out, 'report'));
-      process.stdout.write(`results: ${db}\nreport:  ${index}\n`);
+      const index = await waiting('writing the report', () => reportFromDatabase(db, path.join(opts.out, 'report')));
+      if (opts.json) printJson({ results: db, report: index, kept: summary.kept, dropped: summary.dropped, drop_reasons: summary.dropReasons });
+      else process.stdout.write(`results: ${db}\nreport:  ${index}\n`);
     });
 }

@@ -3,11 +3,13 @@ import { centredLogit, directEffect, Readout, softmax, topTokens } from '../caus
 import { HydraError } from '../io/errors.js';
 import type { HookedModel, PromptActivations } from '../models/model.js';
 import { SUPPORTED_MODEL_TYPES } from '../models/registry.js';
+import { addPromptPick, pickPrompt, type PromptOptions } from './prompts.js';
 import { addModelOptions, fmt, loadModelFromOptions, parseIds, printJson, rows, type ModelOptions } from './util.js';
 
-export interface ForwardCliOptions extends ModelOptions {
+export interface ForwardCliOptions extends ModelOptions, PromptOptions {
   text?: string;
   ids?: string;
+  index: number;
   json?: boolean;
   heads?: boolean;
   allPositions?: boolean;
@@ -15,7 +17,7 @@ export interface ForwardCliOptions extends ModelOptions {
 
 /** `hydra forward`: one clean forward pass, its components and their direct effects. JSON schema: docs/forward-schema.md. */
 export function registerForward(program: Command): void {
-  addModelOptions(
+  const cmd = addModelOptions(
     program
       .command('forward')
       .description('run one prompt through the model: next-token prediction, every component at the last position, and their direct effects')
@@ -25,13 +27,14 @@ export function registerForward(program: Command): void {
       .option('--heads', 'also split attention into heads (head.L.H) and output bias (attn_bias.L)')
       .option('--all-positions', 'with --json, also give every component at every position ("positions")')
       .addHelpText('after', `\nSupported model families (config.json model_type): ${SUPPORTED_MODEL_TYPES.join(', ')}.`),
-  ).action(async (opts: ForwardCliOptions) => runForward(opts));
+  );
+  addPromptPick(cmd).action(async (opts: ForwardCliOptions) => runForward(opts));
 }
 
-/** The prompt ids from exactly one of --text / --ids. */
-export function promptFromOptions(model: HookedModel, opts: { text?: string; ids?: string }): { ids: number[]; label: string } {
-  if (opts.text !== undefined && opts.ids !== undefined) throw new HydraError('give exactly one of --text and --ids, not both');
-  if (opts.text === undefined && opts.ids === undefined) throw new HydraError('give the prompt with --text "..." or --ids 1,2,3');
+/** The prompt ids from exactly one of --text, --ids and --prompts (with --index). */
+export async function promptFromOptions(model: HookedModel, opts: ForwardCliOptions): Promise<{ ids: number[]; label: string }> {
+  checkOnePrompt(opts);
+  if (opts.prompts !== undefined) return pickPrompt(model, opts);
   if (opts.ids !== undefined) {
     const ids = parseIds(opts.ids, '--ids');
     if (ids.length === 0) throw new HydraError('--ids is empty; give at least one token id, e.g. --ids 1,2,3');
@@ -42,13 +45,18 @@ export function promptFromOptions(model: HookedModel, opts: { text?: string; ids
   return { ids, label: '--text prompt' };
 }
 
+function checkOnePrompt(opts: ForwardCliOptions): void {
+  const given = [opts.text !== undefined && '--text', opts.ids !== undefined && '--ids', opts.prompts !== undefined && '--prompts'].filter(Boolean);
+  if (given.length > 1) throw new HydraError(`give exactly one of --text, --ids and --prompts, not ${given.join(' and ')}`);
+  if (given.length === 0) throw new HydraError('give the prompt with --text "...", --ids 1,2,3 or --prompts FILE --index I');
+}
+
 async function runForward(opts: ForwardCliOptions): Promise<void> {
-  if (opts.text !== undefined && opts.ids !== undefined) throw new HydraError('give exactly one of --text and --ids, not both');
-  if (opts.text === undefined && opts.ids === undefined) throw new HydraError('give the prompt with --text "..." or --ids 1,2,3');
+  checkOnePrompt(opts);
   // Parse --ids before loading the model so a typo fails fast.
   if (opts.ids !== undefined) parseIds(opts.ids, '--ids');
   const model = await loadModelFromOptions(opts);
-  const { ids, label } = promptFromOptions(model, opts);
+  const { ids, label } = await promptFromOptions(model, opts);
   model.checkPrompt(ids, label);
   const { prompts } = await model.forward([ids], { heads: opts.heads, allPositions: opts.allPositions && opts.json });
   const clean = prompts[0];

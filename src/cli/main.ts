@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Command, CommanderError } from 'commander';
 import { HydraError } from '../io/errors.js';
-import { packageVersion } from './util.js';
+import { packageVersion, withFlags } from './util.js';
 
 /**
  * Subcommands. Each lives in its own module src/cli/<name>.ts exporting
@@ -32,7 +32,7 @@ function oneLine(s: string): string {
 function fail(e: unknown): void {
   process.exitCode = 1;
   if (e instanceof HydraError) {
-    process.stderr.write(`hydra: error: ${oneLine(e.message)}\n`);
+    process.stderr.write(`hydra: error: ${oneLine(withFlags(e.message))}\n`);
     if (debug() && e.stack) process.stderr.write(`${e.stack}\n`);
     return;
   }

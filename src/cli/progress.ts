@@ -54,14 +54,20 @@ export function createProgress(total: number, label: string, opts: ProgressOptio
   let stopped = false;
 
   if (stream.isTTY) {
+    const t0 = now();
+    // Our own ETA: cli-progress's reads "NFs" until its buffer has a rate.
+    const eta = () => {
+      const rate = (done - start) / ((now() - t0) / 1000);
+      return `ETA ${rate > 0 ? formatDuration((total - done) / rate) : '?'}`;
+    };
     const bar = new cliProgress.SingleBar({
-      format: `${label} [{bar}] {value}/{total} ${unit} | {percentage}% | ETA {eta_formatted} {info}`,
+      format: `${label} [{bar}] {value}/{total} ${unit} | {percentage}% | {eta_text} {info}`,
       stream,
       etaBuffer: 50,
       hideCursor: null,
       barsize: 30,
     }, cliProgress.Presets.shades_classic);
-    bar.start(total, start, { info: '' });
+    bar.start(total, start, { info: '', eta_text: 'ETA ?' });
     // The bar turns terminal line wrapping off until stop(); restore it however the process ends.
     const onExit = () => bar.stop();
     process.once('exit', onExit);
@@ -70,7 +76,7 @@ export function createProgress(total: number, label: string, opts: ProgressOptio
         if (stopped) return;
         done += n;
         if (i !== undefined) info = i;
-        bar.update(done, { info });
+        bar.update(done, { info, eta_text: eta() });
       },
       stop() {
         if (stopped) return;
@@ -118,4 +124,31 @@ export function sweepProgress(label: string, opts: ProgressOptions = {}): (done:
     shown = done;
     if (done === total) bar.stop();
   };
+}
+
+/**
+ * Await `work`, and when it takes more than `afterMs` (default 2 s) say so on stderr: the label
+ * with the seconds waited so far (updated in place on a terminal), then how long it took.
+ */
+export async function waiting<T>(label: string, work: Promise<T> | (() => Promise<T>), opts: { afterMs?: number; stream?: NodeJS.WritableStream & { isTTY?: boolean } } = {}): Promise<T> {
+  const stream = opts.stream ?? process.stderr;
+  const t0 = performance.now();
+  const seconds = () => ((performance.now() - t0) / 1000).toFixed(1);
+  let shown = false;
+  let ticker: NodeJS.Timeout | undefined;
+  const show = () => {
+    shown = true;
+    stream.write(stream.isTTY ? `\rhydra: ${label}... ${seconds()}s` : `hydra: ${label}...\n`);
+  };
+  const first = setTimeout(() => {
+    show();
+    if (stream.isTTY) ticker = setInterval(show, 1000);
+  }, opts.afterMs ?? 2000);
+  try {
+    return await (typeof work === 'function' ? work() : work);
+  } finally {
+    clearTimeout(first);
+    clearInterval(ticker);
+    if (shown) stream.write(`${stream.isTTY ? '\r' : ''}hydra: ${label}: done in ${seconds()}s\n`);
+  }
 }

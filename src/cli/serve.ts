@@ -4,7 +4,7 @@ import type { Command } from 'commander';
 import { sourcePool } from '../experiments/profile.js';
 import { HydraError } from '../io/errors.js';
 import { startServer } from '../web/server.js';
-import { addModelOptions, loadModelFromOptions, nonNegativeInt, type ModelOptions } from './util.js';
+import { addModelOptions, loadModelFromOptions, modelLabel, nonNegativeInt, printJson, type ModelOptions } from './util.js';
 
 interface ServeCliOptions extends ModelOptions {
   db?: string;
@@ -12,6 +12,7 @@ interface ServeCliOptions extends ModelOptions {
   host: string;
   allowRemote?: boolean;
   sources?: string;
+  json?: boolean;
 }
 
 const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
@@ -26,7 +27,8 @@ export function registerServe(program: Command): void {
       .option('--port <P>', 'port (0 picks a free one)', nonNegativeInt('--port'), 8080)
       .option('--host <addr>', 'address to listen on', '127.0.0.1')
       .option('--allow-remote', 'allow --host to be a non-loopback address (anyone who can reach it can run the model)')
-      .option('--sources <dataset>', 'prompts that resample and mean patches come from (default: the bundled story prompts for the bundled model, else known_1000)'),
+      .option('--sources <dataset>', 'prompts that resample and mean patches come from (default: the bundled story prompts for the bundled model, else known_1000)')
+      .option('--json', 'print {"url": ...} once listening, instead of a line'),
   ).action(async (opts: ServeCliOptions) => runServe(opts));
 }
 
@@ -41,14 +43,15 @@ async function runServe(opts: ServeCliOptions): Promise<void> {
   const pool = await sourcePool(model, opts.sources);
   const server = await startServer({
     model,
-    modelName: opts.model ?? 'stories260k (bundled)',
+    modelName: modelLabel(opts.model),
     pool,
     db: opts.db,
     host: opts.host,
     port: opts.port,
     log: (line) => process.stderr.write(`hydra: ${line}\n`),
   });
-  process.stdout.write(`hydra explorer on ${server.url}  (Ctrl-C to stop)\n`);
+  if (opts.json) printJson({ url: server.url });
+  else process.stdout.write(`hydra explorer on ${server.url}  (Ctrl-C to stop)\n`);
   await new Promise<void>((resolve) => {
     const stop = () => server.close().then(resolve);
     process.once('SIGINT', stop);

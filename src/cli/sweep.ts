@@ -1,50 +1,56 @@
-import { Command, Option } from 'commander';
-import { DEFAULT_SAMPLES } from '../causal/analysis.js';
+import { Command } from 'commander';
 import type { AblationKind } from '../causal/types.js';
 import { exportParquet, mergeStores } from '../experiments/store.js';
 import { parseShard, runSweep } from '../experiments/sweep.js';
-import { sweepProgress } from './progress.js';
-import { addModelOptions, loadModelFromOptions, nonNegativeInt, positiveInt, type ModelOptions } from './util.js';
+import { sweepProgress, waiting } from './progress.js';
+import { addAnswerColumn, PROMPTS_HELP } from './prompts.js';
+import { addAblationOptions, addModelOptions, loadModelFromOptions, positiveInt, printJson, type ModelOptions } from './util.js';
 
 export interface SweepCliOptions extends ModelOptions {
   dataset: string;
   ablation: AblationKind;
   samples: number;
   seed: number;
+  allowSameAnswer?: boolean;
   out: string;
   heads?: boolean;
   limit?: number;
   shard?: string;
   filter: boolean;
   verbose?: boolean;
+  answerColumn?: string;
+  json?: boolean;
 }
 
 /** `hydra sweep`, `hydra merge` and `hydra export`: the dataset-wide experiment and its database. */
 export function registerSweep(program: Command): void {
-  addModelOptions(
-    program
-      .command('sweep')
-      .description('ablate every attention and MLP layer (and head with --heads) on every kept prompt of a dataset; results go to DuckDB, and a rerun resumes')
-      .option('--dataset <name|file>', 'known_1000 (bundled), a counterfact.json, or a .jsonl/.csv/.json file of {prompt, answer}', 'known_1000')
-      .addOption(new Option('--ablation <kind>', 'patch kind').choices(['zero', 'mean', 'noise', 'resample']).default('resample'))
-      .option('--samples <S>', 'patches per prompt for resample and noise', positiveInt('--samples'), DEFAULT_SAMPLES)
-      .option('--seed <N>', 'seed for resample sources and noise', nonNegativeInt('--seed'), 0)
+  const sweep = addModelOptions(
+    addAblationOptions(
+      program
+        .command('sweep')
+        .description('ablate every attention and MLP layer (and head with --heads) on every kept prompt of a dataset; results go to DuckDB, and a rerun resumes')
+        .option('--dataset <name|file>', `${PROMPTS_HELP}, or a counterfact.json`, 'known_1000'),
+    )
       .option('--out <file>', 'results database', 'results.duckdb')
       .option('--heads', 'also ablate every attention head')
-      .option('--limit <N>', 'only the first N prompts of the dataset', positiveInt('--limit'))
+      .option('--limit <N>', 'only the first N prompts of the dataset (a larger N later extends the same --out)', positiveInt('--limit'))
       .option('--shard <i/n>', 'compute batches i, i+n, ... of the kept prompts only (merge the shards with hydra merge)')
       .option('--no-filter', 'keep every prompt, not only those the model answers correctly')
-      .option('--verbose', 'log each prompt as it is stored'),
-  ).action(async (opts: SweepCliOptions) => {
+      .option('--verbose', 'log each prompt as it is stored')
+      .option('--json', 'print the summary as one JSON object: counts, drop reasons, every dropped prompt'),
+  );
+  addAnswerColumn(sweep).action(async (opts: SweepCliOptions) => {
     parseShard(opts.shard); // a bad spec fails before the model loads
     const model = await loadModelFromOptions(opts);
     const summary = await runSweep({
       model,
       modelName: opts.model!,
       dataset: opts.dataset,
+      answerColumn: opts.answerColumn,
       ablation: opts.ablation,
       samples: opts.samples,
       seed: opts.seed,
+      allowSameAnswer: opts.allowSameAnswer,
       heads: opts.heads,
       limit: opts.limit,
       shard: opts.shard,
@@ -54,7 +60,9 @@ export function registerSweep(program: Command): void {
       log: (line) => process.stderr.write(`hydra: ${line}\n`),
       progress: sweepProgress('sweep'),
     });
-    process.stdout.write(`${summary.out}: ${summary.computed} prompts computed, ${summary.alreadyStored} already stored; ${summary.kept} kept, ${summary.dropped} dropped\n`);
+    if (opts.json) return printJson(summary);
+    const why = Object.entries(summary.dropReasons).map(([r, n]) => `${n} ${r}`).join(', ');
+    process.stdout.write(`${summary.out}: ${summary.computed} prompts computed, ${summary.alreadyStored} already stored; ${summary.kept} kept, ${summary.dropped} dropped${why ? ` (${why})` : ''}\n`);
   });
 
   program
@@ -62,9 +70,11 @@ export function registerSweep(program: Command): void {
     .description('join shard databases of one sweep into one')
     .requiredOption('--out <file>', 'merged database')
     .argument('<shards...>', 'shard databases')
-    .action(async (shards: string[], opts: { out: string }) => {
-      await mergeStores(shards, opts.out);
-      process.stdout.write(`merged ${shards.length} databases into ${opts.out}\n`);
+    .option('--json', 'print {"out", "merged": [...]} instead of a line')
+    .action(async (shards: string[], opts: { out: string; json?: boolean }) => {
+      await waiting(`merging ${shards.length} databases into ${opts.out}`, () => mergeStores(shards, opts.out));
+      if (opts.json) printJson({ out: opts.out, merged: shards });
+      else process.stdout.write(`merged ${shards.length} databases into ${opts.out}\n`);
     });
 
   program
@@ -72,8 +82,10 @@ export function registerSweep(program: Command): void {
     .description('write every table of a results database as Parquet, for Python or R')
     .requiredOption('--db <file>', 'results database')
     .requiredOption('--out <dir>', 'folder for the .parquet files')
-    .action(async (opts: { db: string; out: string }) => {
-      const files = await exportParquet(opts.db, opts.out);
-      process.stdout.write(files.join('\n') + '\n');
+    .option('--json', 'print {"files": [...]} instead of one path a line')
+    .action(async (opts: { db: string; out: string; json?: boolean }) => {
+      const files = await waiting(`exporting ${opts.db} to Parquet`, () => exportParquet(opts.db, opts.out));
+      if (opts.json) printJson({ files });
+      else process.stdout.write(files.join('\n') + '\n');
     });
 }

@@ -1,12 +1,14 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { InvalidArgumentError, Option, type Command } from 'commander';
+import { CLI_KINDS, DEFAULT_SAMPLES, kindsHelp, samplesHelp } from '../causal/ablations.js';
 import { HydraError } from '../io/errors.js';
 import { toJson } from '../io/json.js';
 
 export { toJson };
 import { defaultModelDir, packageRoot } from '../io/paths.js';
 import { HookedModel } from '../models/model.js';
+import { waiting } from './progress.js';
 
 /** The options every model-loading subcommand shares (see addModelOptions). */
 export interface ModelOptions {
@@ -59,16 +61,23 @@ export function addModelOptions(cmd: Command): Command {
     .option('--cache-dir <dir>', 'Hugging Face cache directory (default: $HYDRA_CACHE, $HF_HUB_CACHE, $HF_HOME/hub or ~/.cache/huggingface/hub)');
 }
 
+/** How to show a --model value: the bundled model by name, anything else as given. */
+export function modelLabel(model: string | undefined): string {
+  return model === undefined || path.resolve(model) === defaultModelDir ? 'stories260k (bundled)' : model;
+}
+
 /** Load the model named by the common options; download progress goes to stderr. */
 export async function loadModelFromOptions(opts: ModelOptions): Promise<HookedModel> {
   const model = opts.model ?? defaultModelDir;
   if (model.trim() === '') throw new HydraError('--model is empty; give a model directory or a Hub repo id');
-  return HookedModel.load(model, {
-    threads: opts.threads,
-    offline: opts.offline ? true : undefined,
-    cacheDir: opts.cacheDir,
-    onProgress: (msg) => process.stderr.write(`hydra: ${msg}\n`),
-  });
+  return waiting(`loading model ${modelLabel(model)}`, () =>
+    HookedModel.load(model, {
+      threads: opts.threads,
+      offline: opts.offline ? true : undefined,
+      cacheDir: opts.cacheDir,
+      onProgress: (msg) => process.stderr.write(`hydra: ${msg}\n`),
+    }),
+  );
 }
 
 /**
@@ -104,4 +113,31 @@ export function rows(flat: ArrayLike<number>, cols: number): number[][] {
 export function fmt(x: number, decimals = 4, width = 0): string {
   const s = Number.isFinite(x) ? x.toFixed(decimals) : String(x);
   return s.padStart(width);
+}
+
+/** The flag of each library parameter that library messages name in backticks. */
+const PARAM_FLAGS: Record<string, string> = {
+  samples: '--samples', seed: '--seed', out: '--out', limit: '--limit', filter: '--no-filter', answerColumn: '--answer-column',
+  sources: '--sources', shard: '--shard', model: '--model', offline: '--offline', cacheDir: '--cache-dir', port: '--port', db: '--db', ids: '--ids',
+};
+
+/**
+ * A library message as the CLI says it: `samples` becomes --samples and `answerColumn=target`
+ * becomes --answer-column target (`filter=false` is --no-filter).
+ */
+export function withFlags(message: string): string {
+  return message.replace(/`(\w+)(?:=([^`]*))?`/g, (whole, name: string, value?: string) => {
+    const flag = PARAM_FLAGS[name];
+    if (!flag) return whole;
+    return value === undefined || flag.startsWith('--no-') ? flag : `${flag} ${value}`;
+  });
+}
+
+/** --ablation, --samples and --seed, with choices and help from the ablation registry. */
+export function addAblationOptions(cmd: Command): Command {
+  return cmd
+    .addOption(new Option('--ablation <kind>', `patch kind (${kindsHelp()})`).choices(CLI_KINDS).default('resample'))
+    .option('--samples <S>', samplesHelp(), positiveInt('--samples'), DEFAULT_SAMPLES)
+    .option('--seed <N>', 'seed for the choice of resample sources and for noise', nonNegativeInt('--seed'), 0)
+    .option('--allow-same-answer', "resample: also draw sources whose clean token is the prompt's own (excluded by default)");
 }

@@ -41,14 +41,17 @@ function addsBosOf(t: TokenizerLike | ForwardLike): boolean {
 }
 
 /**
- * The token the model should predict after `prompt` if it knows `answer`:
- * with full = encode(prompt + " " + answer), if full starts with encode(prompt) it is
+ * The token the model should predict after `prompt` if it knows `answer`. The rule: the answer
+ * follows the prompt after one space, written with or without it (" Paris" and "Paris" both give
+ * GPT-2's " Paris"; TransformerLens writes the space, ROME does not). With answer's leading
+ * whitespace dropped and full = encode(prompt + " " + answer), if full starts with encode(prompt) it is
  * full[encode(prompt).length]; otherwise (the tokenizer merged across the boundary) the
  * first token of encode(" " + answer) without its BOS (or, where that is only a lone space token
  * followed by encode(answer), as with a tokenizer that prepends "▁" itself, the first token of
  * encode(answer)). Returns -1 only if no token comes out (an empty answer).
  */
-export function answerToken(tok: TokenizerLike | ForwardLike, prompt: string, answer: string): number {
+export function answerToken(tok: TokenizerLike | ForwardLike, prompt: string, written: string): number {
+  const answer = written.trimStart();
   const p = tok.encode(prompt);
   const full = tok.encode(`${prompt} ${answer}`);
   if (full.length > p.length && p.every((id, i) => full[i] === id)) return full[p.length];

@@ -211,6 +211,8 @@ export class Statistics {
     check(n > 0, 'no prompts to compute statistics on; check the prompt filter');
     const groups = opts.groups ?? Array.from({ length: n }, () => null);
     check(groups.length === n, `${groups.length} groups for ${n} prompts; give one group per prompt`);
+    // one thread: parallel sums add in varying order, and a rerun must give the same bits
+    await con.run('SET threads TO 1');
     const { ids, count: G } = groupIds(groups);
     const unit: BootstrapInfo['unit'] = G < n ? 'groups' : 'prompts';
     const id = ++tableSeq;

@@ -10,7 +10,9 @@
  *     dataset VARCHAR, ablation VARCHAR (zero|mean|noise|resample|custom), samples INTEGER (S),
  *     seed BIGINT, heads BOOLEAN, "limit" INTEGER, shard VARCHAR ('i/n' or NULL),
  *     hydra_version VARCHAR, created_at TIMESTAMPTZ, config_json VARCHAR (the whole config,
- *     options included; this is what a reopen compares).
+ *     options included; this is what a reopen compares). The options hold the ablation kind's
+ *     rules (causal/ablations.ts), e.g. same_answer_sources ('excluded', 'allowed') for resample
+ *     and noise (which positions, and the std's rule) for noise.
  *   prompts     one row per prompt handled, kept or dropped by the filter.
  *     prompt_idx INTEGER PRIMARY KEY, dataset_id VARCHAR, text VARCHAR, ids INTEGER[],
  *     answer VARCHAR, token INTEGER (clean argmax i), token_text VARCHAR, sigma DOUBLE (clean σ),
@@ -20,7 +22,8 @@
  *     before this column existed get it, all NULL, when opened for writing; readers check for it.
  *   clean_de    prompt_idx INTEGER, component VARCHAR, de DOUBLE — DE(c) in the clean run.
  *   effects     patch-averaged effects of ablating `component`:
- *     prompt_idx INTEGER, component VARCHAR, te, ce, ce_attn, ce_mlp, ne, ie, dde_self DOUBLE.
+ *     prompt_idx INTEGER, component VARCHAR, te, ce, ce_attn, ce_mlp, ne, ie, dde_self DOUBLE
+ *     (one DOUBLE per effect of causal/types.ts EFFECTS; the tables are declared in TABLES below).
  *   patches     the same per patch run, patch_idx 0..S-1 (0 alone for zero/mean/custom):
  *     prompt_idx INTEGER, component VARCHAR, patch_idx INTEGER, source INTEGER (resample source
  *     prompt_idx, else NULL), sigma_prime DOUBLE (σ'), pi_hat_prime DOUBLE (π̂'_i),
@@ -40,9 +43,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import {
   DuckDBInstance, DuckDBConnection, DuckDBDataChunk, DuckDBType, DuckDBValue,
-  BOOLEAN, INTEGER, DOUBLE, VARCHAR, LIST, listValue,
+  BOOLEAN, INTEGER, DOUBLE, VARCHAR, LIST, TIMESTAMPTZ, listValue,
 } from '@duckdb/node-api';
-import type { AblationKind, AblationResult, Effects, PatchEffects, PromptResult } from '../causal/types.js';
+import { EFFECT_FIELDS, PATCH_FIELDS, type AblationKind, type AblationResult, type Effects, type PatchEffects, type PromptResult } from '../causal/types.js';
 import { HydraError, check } from '../io/errors.js';
 import { makeDir, packageRoot } from '../io/paths.js';
 
@@ -103,29 +106,37 @@ export interface ReadOptions {
   dePrime?: boolean;
 }
 
-const EFFECT_FIELDS = ['te', 'ce', 'ce_attn', 'ce_mlp', 'ne', 'ie', 'dde_self'] as const;
+/** A column: name, type, and any constraint. */
+type Column = [name: string, type: DuckDBType, constraint?: string];
+const doubles = (names: readonly string[]): Column[] => names.map((n) => [n, DOUBLE]);
+
+/**
+ * The tables holding per-prompt rows, in write order. The schema, the appenders and the
+ * effect columns all derive from this (the effects from causal/types.ts EFFECTS).
+ */
+const TABLES = {
+  prompts: [['prompt_idx', INTEGER, 'PRIMARY KEY'], ['dataset_id', VARCHAR], ['text', VARCHAR], ['ids', LIST(INTEGER)], ['answer', VARCHAR],
+    ['token', INTEGER], ['token_text', VARCHAR], ['sigma', DOUBLE], ['pi_hat', DOUBLE], ['kept', BOOLEAN, 'NOT NULL'], ['drop_reason', VARCHAR], ['group_id', VARCHAR]],
+  clean_de: [['prompt_idx', INTEGER], ['component', VARCHAR], ['de', DOUBLE]],
+  effects: [['prompt_idx', INTEGER], ['component', VARCHAR], ...doubles(EFFECT_FIELDS)],
+  patches: [['prompt_idx', INTEGER], ['component', VARCHAR], ['patch_idx', INTEGER], ['source', INTEGER], ...doubles(PATCH_FIELDS), ...doubles(EFFECT_FIELDS)],
+  de_prime: [['prompt_idx', INTEGER], ['ablated', VARCHAR], ['patch_idx', INTEGER], ['component', VARCHAR], ['value', DOUBLE]],
+  sources: [['prompt_idx', INTEGER], ['patch_idx', INTEGER], ['source', INTEGER]],
+  done: [['prompt_idx', INTEGER, 'PRIMARY KEY'], ['kept', BOOLEAN], ['written_at', TIMESTAMPTZ, 'DEFAULT current_timestamp']],
+} satisfies Record<string, Column[]>;
+type PromptTable = keyof typeof TABLES;
 /** Tables holding per-prompt rows, in write order. */
-const PROMPT_TABLES = ['prompts', 'clean_de', 'effects', 'patches', 'de_prime', 'sources', 'done'] as const;
+const PROMPT_TABLES = Object.keys(TABLES) as PromptTable[];
 /** Config fields that must match on reopen (and across merged shards, shard aside). */
 const COMPARED: (keyof RunConfig)[] = ['model', 'model_revision', 'model_hash', 'dataset', 'ablation', 'samples', 'seed', 'heads', 'shard'];
 
 /** Layer-level component names (embed, attn.L, mlp.L), as a DuckDB regular expression. */
 export const LAYER_RE = '(embed|attn\\.[0-9]+|mlp\\.[0-9]+)';
-
-const effectCols = EFFECT_FIELDS.map((f) => `${f} DOUBLE`).join(', ');
 const SCHEMA_SQL = `
 CREATE TABLE run_config (schema_version INTEGER, model VARCHAR, model_revision VARCHAR, model_hash VARCHAR,
   dataset VARCHAR, ablation VARCHAR, samples INTEGER, seed BIGINT, heads BOOLEAN, "limit" INTEGER, shard VARCHAR,
   hydra_version VARCHAR, created_at TIMESTAMPTZ DEFAULT current_timestamp, config_json VARCHAR);
-CREATE TABLE prompts (prompt_idx INTEGER PRIMARY KEY, dataset_id VARCHAR, text VARCHAR, ids INTEGER[], answer VARCHAR,
-  token INTEGER, token_text VARCHAR, sigma DOUBLE, pi_hat DOUBLE, kept BOOLEAN NOT NULL, drop_reason VARCHAR, group_id VARCHAR);
-CREATE TABLE clean_de (prompt_idx INTEGER, component VARCHAR, de DOUBLE);
-CREATE TABLE effects (prompt_idx INTEGER, component VARCHAR, ${effectCols});
-CREATE TABLE patches (prompt_idx INTEGER, component VARCHAR, patch_idx INTEGER, source INTEGER,
-  sigma_prime DOUBLE, pi_hat_prime DOUBLE, ${effectCols});
-CREATE TABLE de_prime (prompt_idx INTEGER, ablated VARCHAR, patch_idx INTEGER, component VARCHAR, value DOUBLE);
-CREATE TABLE sources (prompt_idx INTEGER, patch_idx INTEGER, source INTEGER);
-CREATE TABLE done (prompt_idx INTEGER PRIMARY KEY, kept BOOLEAN, written_at TIMESTAMPTZ DEFAULT current_timestamp);
+${PROMPT_TABLES.map((t) => `CREATE TABLE ${t} (${(TABLES[t] as Column[]).map(([n, type, c]) => `${n} ${type.toString()}${c ? ` ${c}` : ''}`).join(', ')});`).join('\n')}
 `;
 
 const sqlString = (s: string) => `'${s.replace(/'/g, "''")}'`;
@@ -168,12 +179,12 @@ function openError(file: string, e: unknown, readOnly = false): HydraError {
   const m = errText(e);
   if (/lock/i.test(m)) {
     const pid = /PID (\d+)/.exec(m)?.[1];
-    return new HydraError(`${file} is in use by another process${pid ? ` (pid ${pid})` : ''}; wait for it to finish${readOnly ? '' : ' or use another --out'}`);
+    return new HydraError(`${file} is in use by another process${pid ? ` (pid ${pid})` : ''}; wait for it to finish${readOnly ? '' : ' or use another \`out\`'}`);
   }
   if (/not a valid DuckDB database|Serialization Error|Catalog Error/i.test(m)) {
-    return new HydraError(`${file} is not a hydra results database (${m}); use another --out`);
+    return new HydraError(`${file} is not a hydra results database (${m}); use another \`out\``);
   }
-  return new HydraError(`cannot open results database ${file} (${m}); check the path is writable or use another --out`);
+  return new HydraError(`cannot open results database ${file} (${m}); check the path is writable or use another \`out\``);
 }
 
 /** Paths open in this process: two DuckDB instances on one file would corrupt it. */
@@ -202,11 +213,11 @@ async function tableNames(con: DuckDBConnection, catalog?: string): Promise<Set<
 
 async function readStoredConfig(con: DuckDBConnection, file: string, catalog?: string): Promise<RunConfig> {
   const tables = await tableNames(con, catalog);
-  check(tables.has('run_config') && PROMPT_TABLES.every((t) => tables.has(t)), `${file} is not a hydra results database (tables missing); use another --out`);
+  check(tables.has('run_config') && PROMPT_TABLES.every((t) => tables.has(t)), `${file} is not a hydra results database (tables missing); use another \`out\``);
   const r = await con.runAndReadAll(`SELECT schema_version, config_json FROM ${catalog ? `${catalog}.` : ''}run_config`);
   const rows = r.getRowsJS();
-  check(rows.length === 1, `${file} has ${rows.length} run_config rows, expected 1; the file is damaged, use another --out`);
-  check(rows[0][0] === SCHEMA_VERSION, `${file} has schema version ${String(rows[0][0])}, this hydra reads ${SCHEMA_VERSION}; use the hydra version that wrote it or another --out`);
+  check(rows.length === 1, `${file} has ${rows.length} run_config rows, expected 1; the file is damaged, use another \`out\``);
+  check(rows[0][0] === SCHEMA_VERSION, `${file} has schema version ${String(rows[0][0])}, this hydra reads ${SCHEMA_VERSION}; use the hydra version that wrote it or another \`out\``);
   return JSON.parse(String(rows[0][1])) as RunConfig;
 }
 
@@ -235,12 +246,13 @@ function num(v: unknown, what: () => string): number {
 
 /** The rows of a batch of prompts, as columns of every prompt table (checked as they are added). */
 class PromptRows {
-  private readonly prompts: DuckDBValue[][] = Array.from({ length: 12 }, () => []);
-  private readonly cleanDe: DuckDBValue[][] = [[], [], []];
-  private readonly effects: DuckDBValue[][] = Array.from({ length: 2 + EFFECT_FIELDS.length }, () => []);
-  private readonly patches: DuckDBValue[][] = Array.from({ length: 6 + EFFECT_FIELDS.length }, () => []);
-  private readonly dePrime: DuckDBValue[][] = [[], [], [], [], []];
-  private readonly sources: DuckDBValue[][] = [[], [], []];
+  private readonly cols = Object.fromEntries(PROMPT_TABLES.map((t) => [t, TABLES[t].map(() => [] as DuckDBValue[])])) as Record<PromptTable, DuckDBValue[][]>;
+  private readonly prompts = this.cols.prompts;
+  private readonly cleanDe = this.cols.clean_de;
+  private readonly effects = this.cols.effects;
+  private readonly patches = this.cols.patches;
+  private readonly dePrime = this.cols.de_prime;
+  private readonly sources = this.cols.sources;
 
   add(result: PromptResult, extra: PromptExtra): void {
     const p = result.index;
@@ -275,8 +287,8 @@ class PromptRows {
       a.patches.forEach((pe: PatchEffects, j: number) => {
         const where = () => `prompt ${p} ablation ${k} patch ${j}`;
         check(pe.source === null || Number.isInteger(pe.source), () => `${where()}: source must be a prompt index or null`);
-        push(this.patches, p, k, j, pe.source, num(pe.sigma_prime, () => `${where()} sigma_prime`), num(pe.pi_hat_prime, () => `${where()} pi_hat_prime`));
-        pushEffects(this.patches, 6, pe, where);
+        push(this.patches, p, k, j, pe.source, ...PATCH_FIELDS.map((f) => num(pe[f], () => `${where()} ${f}`)));
+        pushEffects(this.patches, 4 + PATCH_FIELDS.length, pe, where);
         pushDePrime(k, j, pe.de_prime);
         if (pe.source !== null) src.set(`${j}:${pe.source}`, [j, pe.source]);
       });
@@ -285,12 +297,9 @@ class PromptRows {
   }
 
   async append(con: DuckDBConnection): Promise<void> {
-    await appendColumns(con, 'prompts', [INTEGER, VARCHAR, VARCHAR, LIST(INTEGER), VARCHAR, INTEGER, VARCHAR, DOUBLE, DOUBLE, BOOLEAN, VARCHAR, VARCHAR], this.prompts);
-    await appendColumns(con, 'clean_de', [INTEGER, VARCHAR, DOUBLE], this.cleanDe);
-    await appendColumns(con, 'effects', [INTEGER, VARCHAR, ...EFFECT_FIELDS.map(() => DOUBLE)], this.effects);
-    await appendColumns(con, 'patches', [INTEGER, VARCHAR, INTEGER, INTEGER, DOUBLE, DOUBLE, ...EFFECT_FIELDS.map(() => DOUBLE)], this.patches);
-    await appendColumns(con, 'de_prime', [INTEGER, VARCHAR, INTEGER, VARCHAR, DOUBLE], this.dePrime);
-    await appendColumns(con, 'sources', [INTEGER, INTEGER, INTEGER], this.sources);
+    for (const t of PROMPT_TABLES) {
+      if (t !== 'done') await appendColumns(con, t, TABLES[t].map((c) => c[1]), this.cols[t]);
+    }
   }
 }
 
@@ -317,13 +326,13 @@ export class ResultsStore {
    */
   static async open(file: string, config: RunConfig): Promise<ResultsStore> {
     const abs = path.resolve(file);
-    makeDir(path.dirname(abs), 'choose a writable --out');
+    makeDir(path.dirname(abs), 'choose a writable `out`');
     const stat = fs.statSync(abs, { throwIfNoEntry: false });
     check(!stat?.isDirectory(), `${file} is a directory; give a file path such as ${path.join(file, 'results.duckdb')}`);
     try {
       fs.accessSync(path.dirname(abs), fs.constants.W_OK);
     } catch {
-      throw new HydraError(`cannot write in the folder of ${file}; choose a writable --out`);
+      throw new HydraError(`cannot write in the folder of ${file}; choose a writable \`out\``);
     }
     const { instance, con } = await openInstance(file, false);
     try {
@@ -346,7 +355,12 @@ export class ResultsStore {
         const d = configDiff(stored, config);
         if (d) {
           const show = (v: unknown) => (v === null ? 'none' : String(v));
-          throw new HydraError(`${file} was made with ${d[0]}=${show(d[1])}, this run asks for ${show(d[2])}; use another --out or the same settings`);
+          throw new HydraError(`${file} was made with ${d[0]}=${show(d[1])}, this run asks for ${show(d[2])}; use another \`out\` or the same settings`);
+        }
+        // A larger limit extends the run: record how far it now goes.
+        if (stored.limit != null && (config.limit == null || config.limit > stored.limit)) {
+          stored = { ...stored, limit: config.limit ?? null };
+          await con.run('UPDATE run_config SET "limit" = $1, config_json = $2', [stored.limit ?? null, JSON.stringify(stored)], [INTEGER, VARCHAR]);
         }
       }
       return new ResultsStore(file, stored, instance, con, false);
@@ -505,11 +519,13 @@ export class ResultsStore {
       });
       if (withPatches) {
         await this.scan(
-          `SELECT prompt_idx, component, patch_idx, source, sigma_prime, pi_hat_prime, ${EFFECT_FIELDS.join(', ')} FROM patches
+          `SELECT prompt_idx, component, patch_idx, source, ${[...PATCH_FIELDS, ...EFFECT_FIELDS].join(', ')} FROM patches
            WHERE prompt_idx IN ${kept}${layers('component')} ORDER BY prompt_idx, rowid`, (row) => {
             const a = byIdx.get(row[0] as number)!.ablations[row[1] as string];
-            const e = effectsOf(row, 6);
-            a.patches[row[2] as number] = { ...e, source: row[3] as number | null, sigma_prime: row[4] as number, pi_hat_prime: row[5] as number };
+            const e = effectsOf(row, 4 + PATCH_FIELDS.length) as PatchEffects;
+            e.source = row[3] as number | null;
+            PATCH_FIELDS.forEach((f, j) => (e[f] = row[4 + j] as number));
+            a.patches[row[2] as number] = e;
           });
       }
       if (opts.dePrime === false) return [...byIdx.values()];

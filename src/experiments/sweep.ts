@@ -1,7 +1,8 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { analyze, DEFAULT_BATCH_PROMPTS, DEFAULT_SAMPLES, resampleSources } from '../causal/analysis.js';
+import { ablationKind, checkSamples, noisePositionsOf, noiseStd, samplesOf } from '../causal/ablations.js';
+import { analyze, DEFAULT_BATCH_PROMPTS } from '../causal/analysis.js';
 import type { AblationKind, PromptResult } from '../causal/types.js';
 import { loadDataset, summarizeFilter, type PromptRecord } from '../io/datasets.js';
 import { HydraError } from '../io/errors.js';
@@ -19,12 +20,17 @@ export interface SweepOptions {
   model: HookedModel;
   /** How the model was named (directory or Hub id), recorded in the store. */
   modelName: string;
+  /** A bundled dataset's name or a file (io/datasets.ts loadDataset). */
   dataset: string;
+  /** The field holding the answer, when it is not `answer`. */
+  answerColumn?: string;
   ablation: AblationKind;
   samples?: number;
   seed?: number;
+  /** Resample: also draw sources whose clean token is the prompt's own (excluded by default). */
+  allowSameAnswer?: boolean;
   heads?: boolean;
-  /** Only the first N prompts of the dataset. */
+  /** Only the first N prompts of the dataset. A larger limit on an existing store extends it. */
   limit?: number;
   /** 'i/n': this run handles batches i, i+n, i+2n, ... of kept prompts (sources are still drawn from all). */
   shard?: string;
@@ -47,6 +53,10 @@ export interface SweepSummary {
   computed: number;
   alreadyStored: number;
   out: string;
+  /** Dropped prompts by reason ("wrong first token", "no answer", "longer than the context", "empty prompt"). */
+  dropReasons: Record<string, number>;
+  /** Every dropped prompt: dataset index, dataset id, and why. */
+  droppedPrompts: { index: number; id: string; reason: string }[];
 }
 
 export function parseShard(spec: string | undefined): { i: number; n: number } | null {
@@ -87,14 +97,16 @@ export async function runSweep(opts: SweepOptions): Promise<SweepSummary> {
   const log = opts.log ?? (() => {});
   const { model } = opts;
   const shard = parseShard(opts.shard);
-  const S = opts.ablation === 'resample' || opts.ablation === 'noise' ? (opts.samples ?? DEFAULT_SAMPLES) : 1;
+  const kind = ablationKind(opts.ablation);
+  const S = samplesOf(opts.ablation, opts.samples);
   const seed = opts.seed ?? 0;
   const filter = opts.filter ?? true;
   const B = opts.batchPrompts ?? DEFAULT_BATCH_PROMPTS;
 
-  const ds = await loadDataset(opts.dataset);
+  const ds = await loadDataset(opts.dataset, { answerColumn: opts.answerColumn });
   const records = opts.limit !== undefined ? ds.records.slice(0, opts.limit) : ds.records;
-  if (records.length === 0) throw new HydraError(`dataset ${opts.dataset} has no prompts${opts.limit !== undefined ? ` within --limit ${opts.limit}` : ''}`);
+  if (records.length === 0) throw new HydraError(`dataset ${opts.dataset} has no prompts${opts.limit !== undefined ? ` within \`limit\` ${opts.limit}` : ''}`);
+  const subjects = records.some((r) => r.subject !== undefined);
 
   const config: RunConfig = {
     model: opts.modelName,
@@ -107,61 +119,108 @@ export async function runSweep(opts: SweepOptions): Promise<SweepSummary> {
     heads: !!opts.heads,
     limit: opts.limit ?? null,
     shard: opts.shard ?? null,
-    // The kept set (and so the resample sources) depends on these.
-    // Batch shapes change float sums in the last digits, so a resume must batch alike.
-    options: { filter, limit: opts.limit ?? null, n_records: records.length, batch_prompts: B },
+    // Batch shapes change float sums in the last digits, so a resume must batch alike. The limit
+    // is not compared (a larger one extends the run), except where the patches depend on the
+    // whole prompt set (mean patches average it, noise takes its std from it). The kind's rules
+    // (same-answer sources, where noise goes) change the numbers too.
+    options: { filter, batch_prompts: B, ...(kind.pool === 'mean' || kind.pool === 'std' ? { limit: opts.limit ?? null } : {}), ...kind.rules({ allowSameAnswer: opts.allowSameAnswer, subjects }) },
   };
-  const store = await ResultsStore.open(opts.out, config);
+  // A new store is made only once some prompt is kept, so a sweep that keeps none leaves no file.
+  let store = fs.existsSync(opts.out) ? await ResultsStore.open(opts.out, config) : null;
   try {
-    const done = await store.donePrompts();
-    const { kept, tokens, dropped } = await selectPrompts(model, records, filter);
-    log(summarizeFilter(kept.length, dropped.map((d) => ({ reason: d.category }))));
-    for (const d of dropped) {
-      if (done.has(d.index)) continue;
-      const rec = records[d.index];
-      await store.writeDropped({ index: d.index, reason: d.reason, dataset_id: rec.id, text: rec.prompt, answer: rec.answer ?? null, group: rec.group ?? null });
+    const decided = store ? await storedDecisions(store) : new Map<number, string | null>();
+    const { kept, tokens, dropped } = await selectPrompts(model, records, filter, decided, log);
+    const summary = dropSummary(kept.length, dropped, records);
+    log(summarizeFilter(kept.length, dropped.map((d) => ({ reason: dropCategory(d.reason) }))));
+    for (const d of dropped.slice(0, 3)) log(`  e.g. prompt ${d.index} (id ${records[d.index].id}): ${d.reason}`);
+    if (kept.length === 0) {
+      throw new HydraError(`no prompts left after filtering ${records.length} prompts of ${ds.name} (${Object.entries(summary.dropReasons).map(([r, n]) => `${n} ${r}`).join(', ')}); use a model that answers them, more prompts, or \`filter=false\` to keep them all`);
     }
-    if (kept.length === 0) throw new HydraError(`no prompts left after filtering ${records.length} prompts of ${ds.name}; use a model that answers them, or --no-filter to keep them all`);
-    if (opts.ablation === 'resample') resampleSources(kept.length, S, seed); // fails early when S is too large
+    store ??= await ResultsStore.open(opts.out, config);
+    for (const d of dropped) {
+      if (decided.has(d.index)) continue;
+      await store.writeDropped({ index: d.index, reason: d.reason, dataset_id: records[d.index].id, text: records[d.index].prompt, answer: records[d.index].answer ?? null, group: records[d.index].group ?? null });
+    }
+    if (kind.pool === 'sources') checkSamples(S, kept.length, true); // fails early when S is too large
+    const noise = kind.usesSubjects ? await datasetNoise(model, records, tokens, kept, B) : undefined;
 
     const keptIds = kept.map((k) => tokens[k]);
     const mine = (pos: number) => !shard || Math.floor(pos / B) % shard.n === shard.i;
     const skip = new Set<number>();
     kept.forEach((k, pos) => {
-      if (done.has(k) || !mine(pos)) skip.add(pos);
+      if (decided.has(k) || !mine(pos)) skip.add(pos);
     });
-    const already = kept.filter((k, pos) => done.has(k) && mine(pos)).length;
+    const already = kept.filter((k, pos) => decided.has(k) && mine(pos)).length;
     const total = kept.length - skip.size;
     log(`${total} prompts to compute${already ? `, ${already} already stored in ${opts.out}` : ''}`);
     opts.progress?.(0, total);
     let finished = 0;
     // Each batch lands in one transaction, queued in the store while the next batch computes.
     const writes: Promise<void>[] = [];
-    await analyze(model, keptIds, {
-      kind: opts.ablation,
-      samples: S,
-      seed,
-      heads: opts.heads,
-      skip,
-      batchPrompts: B,
-      batchRows: opts.batchRows,
-      onBatch: async (rs) => {
-        const list = rs.map((r) => {
-          const rec = records[kept[r.index]];
-          return { result: toDatasetIndices(r, kept, rec), extra: { dataset_id: rec.id, answer: rec.answer ?? null, token_text: model.tokenizer?.tokenText(r.token) ?? null, group: rec.group ?? null } };
-        });
-        const write = store.writePrompts(list);
-        writes.push(opts.verbose ? write.then(() => list.forEach((x) => log(`stored prompt ${x.result.index}`))) : write);
-        if (writes.length > 2) await writes.shift();
-        finished += rs.length;
-        opts.progress?.(finished, total);
-      },
-    });
+    const out = store;
+    if (total > 0) {
+      await analyze(model, keptIds, {
+        kind: opts.ablation,
+        samples: S,
+        seed,
+        allowSameAnswer: opts.allowSameAnswer,
+        ...noise,
+        heads: opts.heads,
+        skip,
+        batchPrompts: B,
+        batchRows: opts.batchRows,
+        onBatch: async (rs) => {
+          const list = rs.map((r) => {
+            const rec = records[kept[r.index]];
+            return { result: toDatasetIndices(r, kept, rec), extra: { dataset_id: rec.id, answer: rec.answer ?? null, token_text: model.tokenizer?.tokenText(r.token) ?? null, group: rec.group ?? null } };
+          });
+          const write = out.writePrompts(list);
+          writes.push(opts.verbose ? write.then(() => list.forEach((x) => log(`stored prompt ${x.result.index}`))) : write);
+          if (writes.length > 2) await writes.shift();
+          finished += rs.length;
+          opts.progress?.(finished, total);
+        },
+      });
+    }
     await Promise.all(writes);
-    return { kept: kept.length, dropped: dropped.length, computed: total, alreadyStored: already, out: opts.out };
+    return { kept: kept.length, dropped: dropped.length, computed: total, alreadyStored: already, out: opts.out, ...summary };
   } finally {
-    await store.close();
+    await store?.close();
   }
+}
+
+/** Prompts an earlier run of this store decided: index -> null when kept, else the drop reason. */
+async function storedDecisions(store: ResultsStore): Promise<Map<number, string | null>> {
+  const rows = await store.query('SELECT d.prompt_idx, d.kept, p.drop_reason FROM done d LEFT JOIN prompts p USING (prompt_idx)');
+  return new Map(rows.map((r) => [Number(r.prompt_idx), r.kept ? null : String(r.drop_reason)]));
+}
+
+/** The kind of a drop reason, for counting ("wrong first token" for every "model predicts ..."). */
+export function dropCategory(reason: string): string {
+  if (reason.startsWith('model predicts')) return 'wrong first token';
+  if (reason.startsWith('no answer')) return 'no answer';
+  if (reason.includes('longer than the context')) return 'longer than the context';
+  return reason;
+}
+
+function dropSummary(kept: number, dropped: { index: number; reason: string }[], records: PromptRecord[]): Pick<SweepSummary, 'dropReasons' | 'droppedPrompts'> {
+  const dropReasons: Record<string, number> = {};
+  for (const d of dropped) dropReasons[dropCategory(d.reason)] = (dropReasons[dropCategory(d.reason)] ?? 0) + 1;
+  return { dropReasons, droppedPrompts: dropped.map((d) => ({ index: d.index, id: records[d.index].id, reason: d.reason })) };
+}
+
+/**
+ * ROME's noise over a dataset: each kept prompt's subject tokens (every position without
+ * subjects), and the std from the embeddings of all the dataset's runnable prompts at those
+ * positions (so the std does not depend on the model's answers).
+ */
+async function datasetNoise(model: HookedModel, records: PromptRecord[], tokens: number[][], kept: number[], batch: number) {
+  const runnable = [...records.keys()].filter((i) => tokens[i].length > 0 && tokens[i].length <= model.spec.nCtx);
+  const label = (i: number) => `dataset record ${records[runnable[i]].id}`;
+  const positions = noisePositionsOf(model, runnable.map((i) => tokens[i]), runnable.map((i) => records[i].subject), label);
+  const std = await noiseStd(model, runnable.map((i) => tokens[i]), positions, batch);
+  const at = new Map(runnable.map((r, j) => [r, j]));
+  return { noiseStd: std, noisePositions: positions && kept.map((k) => positions[at.get(k)!]) };
 }
 
 /** The analysis numbers prompts by their place among the kept ones; the store by dataset index. */
@@ -175,26 +234,35 @@ function toDatasetIndices(r: PromptResult, kept: number[], rec: PromptRecord): P
 interface Selection {
   kept: number[];
   tokens: number[][];
-  dropped: { index: number; reason: string; category: string }[];
+  dropped: { index: number; reason: string }[];
 }
 
-/** Tokenize, drop prompts that cannot run, and with `filter` keep those the model answers correctly. */
-async function selectPrompts(model: HookedModel, records: PromptRecord[], filter: boolean): Promise<Selection> {
+/**
+ * Tokenize, drop prompts that cannot run, and with `filter` keep those the model answers
+ * correctly. Prompts in `decided` (an earlier run's choice) keep it and are not run again.
+ */
+async function selectPrompts(model: HookedModel, records: PromptRecord[], filter: boolean, decided: Map<number, string | null>, log: (line: string) => void): Promise<Selection> {
   const tokens = records.map((r) => r.ids ?? model.encode(r.prompt));
   const dropped: Selection['dropped'] = [];
+  const kept: number[] = [];
   const runnable: number[] = [];
   tokens.forEach((ids, i) => {
-    if (ids.length === 0) dropped.push({ index: i, reason: 'empty prompt', category: 'empty prompt' });
-    else if (ids.length > model.spec.nCtx) dropped.push({ index: i, reason: `${ids.length} tokens, longer than the context of ${model.spec.nCtx}`, category: 'longer than the context' });
+    const before = decided.get(i);
+    if (before === null) kept.push(i);
+    else if (before !== undefined) dropped.push({ index: i, reason: before });
+    else if (ids.length === 0) dropped.push({ index: i, reason: 'empty prompt' });
+    else if (ids.length > model.spec.nCtx) dropped.push({ index: i, reason: `${ids.length} tokens, longer than the context of ${model.spec.nCtx}` });
     else runnable.push(i);
   });
-  const hasAnswers = runnable.some((i) => records[i].answer !== undefined);
-  if (!filter || !hasAnswers) return { kept: runnable, tokens, dropped };
-  const res = await filterKnown(model, runnable.map((i) => ({ prompt: records[i].prompt, answer: records[i].answer, ids: tokens[i] })));
-  for (const d of res.dropped) {
-    const reason = d.reason;
-    dropped.push({ index: runnable[d.index], reason, category: reason.startsWith('no answer') ? 'no answer' : 'wrong first token' });
+  const hasAnswers = records.some((r) => r.answer !== undefined);
+  if (!filter || !hasAnswers) kept.push(...runnable);
+  else if (runnable.length > 0) {
+    log(`checking which of ${runnable.length} prompts the model answers`);
+    const res = await filterKnown(model, runnable.map((i) => ({ prompt: records[i].prompt, answer: records[i].answer, ids: tokens[i] })));
+    kept.push(...res.kept.map((k) => runnable[k]));
+    for (const d of res.dropped) dropped.push({ index: runnable[d.index], reason: d.reason });
   }
+  kept.sort((a, b) => a - b);
   dropped.sort((a, b) => a.index - b.index);
-  return { kept: res.kept.map((k) => runnable[k]), tokens, dropped };
+  return { kept, tokens, dropped };
 }

@@ -1,13 +1,14 @@
 /**
- * Prompt datasets: the bundled known_1000 facts (ROME), ROME's counterfact.json, and plain
- * .jsonl / .csv / .json files of {prompt, answer?}. Every malformed input is a HydraError that
- * names the file, the line or record, and what is wrong.
+ * Prompt datasets, the one reader behind every command that takes prompts: the bundled sets by
+ * name (known_1000, stories_recall), ROME's counterfact.json, and plain .jsonl / .csv / .json
+ * files of {prompt | text | ids, answer?, subject?, group?, id?}. Every malformed input is a
+ * HydraError that names the file, the line or record, and what is wrong.
  */
 import fs from 'node:fs';
 import path from 'node:path';
 import { parse as parseCsv } from 'csv-parse/sync';
 import { HydraError, check } from './errors.js';
-import { known1000Path } from './paths.js';
+import { known1000Path, storiesRecallPath } from './paths.js';
 
 export interface PromptRecord {
   /** Stable id from the source (known_id, case_id, an `id` field) or the record's 0-based position. */
@@ -17,7 +18,7 @@ export interface PromptRecord {
   /** Expected continuation (known_1000 `attribute`, counterfact `target_true.str`), as written in the file. */
   answer?: string;
   subject?: string;
-  /** Prompts of one group (known_1000 relation_id, counterfact relation_id, a `group` field) are not independent: the report's bootstrap resamples groups. */
+  /** A label to compare prompts by (known_1000 and counterfact relation_id, a `group` field, a template); prompts of one group are not independent, so the report's bootstrap resamples groups. */
   group?: string;
   /** Already-tokenized prompt, for .json files of {ids: [...]}; the caller must not re-tokenize it. */
   ids?: number[];
@@ -30,20 +31,38 @@ export interface Dataset {
   source: string;
 }
 
+export interface DatasetOptions {
+  /** The column (field) holding the expected answer, when it is not called `answer`. */
+  answerColumn?: string;
+}
+
+/** The bundled datasets, by name. */
+export const BUNDLED_DATASETS: Record<string, string> = { known_1000: known1000Path, stories_recall: storiesRecallPath };
+
+/** Columns that usually hold an answer: read silently as nothing, they would turn the filter off. */
+const ANSWER_LIKE = ['target', 'targets', 'target_true', 'label', 'labels', 'completion', 'continuation', 'expected', 'gold', 'output', 'response', 'attribute', 'answers'];
+
 type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
 type JsonObject = { [k: string]: Json };
 
 const isObject = (v: unknown): v is JsonObject => typeof v === 'object' && v !== null && !Array.isArray(v);
 
+/** The bundled dataset's name for `spec` (known_1000, known1000, stories_recall), or null for a path. */
+function bundledName(spec: string): string | null {
+  const key = spec.trim().toLowerCase().replace(/^known1000$/, 'known_1000');
+  return key in BUNDLED_DATASETS && !fs.existsSync(spec) ? key : null;
+}
+
 /**
- * Load a dataset: `known_1000` (or `known1000`) for the bundled file, else a path to a
+ * Load a dataset: a bundled one by name (known_1000, stories_recall), else a path to a
  * counterfact.json, .jsonl, .csv or .json file. The format comes from the extension, or from
  * the content when the extension says nothing.
  */
-export async function loadDataset(spec: string): Promise<Dataset> {
-  check(typeof spec === 'string' && spec.trim() !== '', 'no dataset given; pass known_1000 or a path to a .json/.jsonl/.csv file');
-  const bundled = ['known_1000', 'known1000'].includes(spec.trim().toLowerCase());
-  const file = path.resolve(bundled ? known1000Path : spec);
+export async function loadDataset(spec: string, opts: DatasetOptions = {}): Promise<Dataset> {
+  check(typeof spec === 'string' && spec.trim() !== '', `no dataset given; pass ${Object.keys(BUNDLED_DATASETS).join(', ')} or a path to a .json/.jsonl/.csv file`);
+  const bundledAs = bundledName(spec);
+  const bundled = bundledAs !== null;
+  const file = path.resolve(bundled ? BUNDLED_DATASETS[bundledAs] : spec);
   const base = path.basename(file);
   let text: string;
   try {
@@ -53,7 +72,7 @@ export async function loadDataset(spec: string): Promise<Dataset> {
     if (code === 'ENOENT') {
       throw new HydraError(bundled
         ? `the bundled dataset ${file} is missing; reinstall hydra`
-        : `dataset file ${spec} not found; pass known_1000 or a path to a .json, .jsonl or .csv file`);
+        : `dataset file ${spec} not found; pass a bundled dataset (${Object.keys(BUNDLED_DATASETS).join(', ')}) or a path to a .json, .jsonl or .csv file`);
     }
     if (code === 'EISDIR') throw new HydraError(`dataset ${spec} is a directory; pass a .json, .jsonl or .csv file`);
     throw new HydraError(`cannot read dataset file ${spec} (${code ?? (e as Error).message}); check its permissions`);
@@ -70,13 +89,14 @@ export async function loadDataset(spec: string): Promise<Dataset> {
     format = first === '[' ? 'json' : first === '{' ? 'jsonl' : 'csv';
   }
 
-  const records = format === 'jsonl' ? parseJsonl(text, base) : format === 'csv' ? parseCsvText(text, base) : parseJsonList(text, base);
+  const answer = opts.answerColumn ?? 'answer';
+  const records = format === 'jsonl' ? parseJsonl(text, base, answer) : format === 'csv' ? parseCsvText(text, base, answer) : parseJsonList(text, base, answer);
   check(records.length > 0, `${base} holds no prompts; give a file with at least one record`);
-  const name = bundled ? 'known_1000' : path.basename(file, path.extname(file));
+  const name = bundledAs ?? path.basename(file, path.extname(file));
   return { name, records, source: file };
 }
 
-function parseJsonList(text: string, base: string): PromptRecord[] {
+function parseJsonList(text: string, base: string, answer: string): PromptRecord[] {
   let data: unknown;
   try {
     data = JSON.parse(text);
@@ -89,10 +109,10 @@ function parseJsonList(text: string, base: string): PromptRecord[] {
   // Pick the reader from the first record's shape; every record is then checked against it.
   if (first && 'requested_rewrite' in first) return items.map((it, i) => counterfactRecord(it, `${base} record ${i}`));
   if (first && 'known_id' in first && 'attribute' in first) return items.map((it, i) => knownRecord(it, `${base} record ${i}`));
-  return items.map((it, i) => plainRecord(it, i, `${base} record ${i}`));
+  return items.map((it, i) => plainRecord(it, i, `${base} record ${i}`, answer));
 }
 
-function parseJsonl(text: string, base: string): PromptRecord[] {
+function parseJsonl(text: string, base: string, answer: string): PromptRecord[] {
   const out: PromptRecord[] = [];
   const lines = text.split(/\r?\n/);
   for (let ln = 0; ln < lines.length; ln++) {
@@ -106,12 +126,12 @@ function parseJsonl(text: string, base: string): PromptRecord[] {
       const msg = (e as Error).message.replace(/ in JSON at position (\d+).*$/, (_m, n: string) => ` at column ${Number(n) + 1}`);
       throw new HydraError(`${where}: not valid JSON (${msg}); each line must be one JSON object`);
     }
-    out.push(plainRecord(obj, out.length, where));
+    out.push(plainRecord(obj, out.length, where, answer));
   }
   return out;
 }
 
-function parseCsvText(text: string, base: string): PromptRecord[] {
+function parseCsvText(text: string, base: string, answer: string): PromptRecord[] {
   let rows: { record: Record<string, string>; info: { lines: number } }[];
   try {
     rows = parseCsv(text, { columns: (h: string[]) => h.map((c) => c.trim()), skip_empty_lines: true, info: true });
@@ -120,19 +140,33 @@ function parseCsvText(text: string, base: string): PromptRecord[] {
   }
   if (rows.length === 0) return [];
   const header = Object.keys(rows[0].record);
-  check(header.includes('prompt') || header.includes('text'), `${base} line 1: the header (${header.join(',')}) has no 'prompt' column; add one`);
+  check(['prompt', 'text', 'ids'].some((c) => header.includes(c)), `${base} line 1: the header (${header.join(',')}) has no 'prompt' column; add one`);
   return rows.map(({ record, info }, i) => {
     const where = `${base} line ${info.lines}`;
     const obj: JsonObject = {};
-    // An empty answer cell means "no answer", not the empty string.
-    for (const [k, v] of Object.entries(record)) if (!(k === 'answer' && v === '')) obj[k] = v;
-    return plainRecord(obj, i, where);
+    for (const [k, v] of Object.entries(record)) {
+      // An empty cell means "no value", not the empty string.
+      if (v === '' && k !== 'prompt' && k !== 'text') continue;
+      obj[k] = k === 'ids' ? csvIds(v, where) : v;
+    }
+    return plainRecord(obj, i, where, answer);
   });
 }
 
-/** {prompt|text, answer?, id?, subject?} or {ids: [...], text?, answer?}. */
-function plainRecord(obj: unknown, index: number, where: string): PromptRecord {
+/** A CSV cell of token ids: "464 3139 286", "464,3139,286" or a JSON list. */
+function csvIds(cell: string, where: string): Json {
+  const parts = cell.replace(/^\s*\[|\]\s*$/g, '').split(/[\s,]+/).filter(Boolean);
+  check(parts.every((p) => /^\d+$/.test(p)), `${where}: 'ids' must be token ids separated by spaces or commas, found ${JSON.stringify(cell.slice(0, 40))}`);
+  return parts.map(Number);
+}
+
+/** {prompt|text, answer?, id?, subject?, group?} or {ids: [...], text?, answer?}; `answer` names the answer field. */
+function plainRecord(obj: unknown, index: number, where: string, answer = 'answer'): PromptRecord {
   check(isObject(obj), `${where}: expected an object like {"prompt": "...", "answer": "..."}, found ${JSON.stringify(obj)?.slice(0, 40)}`);
+  if (obj[answer] === undefined) {
+    const like = Object.keys(obj).find((k) => ANSWER_LIKE.includes(k.toLowerCase()));
+    check(like === undefined, `${where}: the field '${like}' looks like an answer, but answers are read from '${answer}'; pass \`answerColumn=${like}\` or rename the field`);
+  }
   const rec: PromptRecord = { id: recordId(obj.id, index, where), prompt: '' };
   if (obj.ids !== undefined) {
     check(Array.isArray(obj.ids) && obj.ids.length > 0 && obj.ids.every((t) => Number.isInteger(t) && (t as number) >= 0),
@@ -148,17 +182,17 @@ function plainRecord(obj: unknown, index: number, where: string): PromptRecord {
     check(p.trim() !== '' || rec.ids !== undefined, `${where}: '${promptField}' is empty; remove the record or fill it in`);
     rec.prompt = p;
   }
-  if (obj.answer !== undefined && obj.answer !== null) {
-    check(typeof obj.answer === 'string', `${where}: 'answer' must be a string, found ${typeof obj.answer}; quote it`);
-    rec.answer = obj.answer;
+  const ans = obj[answer];
+  if (ans !== undefined && ans !== null) {
+    check(typeof ans === 'string', `${where}: '${answer}' must be a string, found ${typeof ans}; quote it`);
+    rec.answer = ans;
   }
-  if (obj.subject !== undefined && obj.subject !== null) {
-    check(typeof obj.subject === 'string', `${where}: 'subject' must be a string, found ${typeof obj.subject}`);
-    rec.subject = obj.subject;
-  }
-  if (obj.group !== undefined && obj.group !== null && obj.group !== '') {
-    check(typeof obj.group === 'string' || typeof obj.group === 'number', `${where}: 'group' must be a string or a number`);
-    rec.group = String(obj.group);
+  for (const f of ['subject', 'group'] as const) {
+    const v = obj[f];
+    // an empty cell is no label (it would lump every unlabelled prompt into one group)
+    if (v === undefined || v === null || v === '') continue;
+    check(typeof v === 'string' || typeof v === 'number', `${where}: '${f}' must be a string, found ${typeof v}`);
+    rec[f] = String(v);
   }
   return rec;
 }

@@ -133,7 +133,7 @@ export async function resolveModel(spec: string, opts: ResolveOptions = {}): Pro
 
   if (offline) {
     const hit = cachedSnapshot(cacheDir, repo, revision);
-    if (!hit) throw new HydraError(`model ${label} is not in the cache at ${cacheDir}; run once without --offline to download it`);
+    if (!hit) throw new HydraError(`model ${label} is not in the cache at ${cacheDir}; run once without \`offline\` to download it`);
     return { dir: hit.dir, repo, revision, commit: hit.commit };
   }
 
@@ -150,7 +150,7 @@ export async function resolveModel(spec: string, opts: ResolveOptions = {}): Pro
     const cause = (e as { cause?: { code?: string; message?: string } })?.cause;
     const detail = oneLine(cause?.code ?? cause?.message ?? (e instanceof Error ? e.message : String(e)));
     const hint = cachedSnapshot(cacheDir, repo, revision)
-      ? `it is in the cache at ${cacheDir}, so you can run with --offline`
+      ? `it is in the cache at ${cacheDir}, so you can run with \`offline\``
       : 'check your network or HF_ENDPOINT';
     throw new HydraError(`could not reach ${hubUrl} while ${what} for model ${label} (${detail}); ${hint}`);
   };
@@ -182,7 +182,7 @@ export async function resolveModel(spec: string, opts: ResolveOptions = {}): Pro
   const folder = repoFolder(cacheDir, repo);
   if (revision !== commit) {
     const refPath = path.join(folder, 'refs', revision);
-    makeDir(path.dirname(refPath), 'check the cache folder (--cache-dir or HF_HOME) is writable');
+    makeDir(path.dirname(refPath), 'check the cache folder (\`cacheDir\` or HF_HOME) is writable');
     fs.writeFileSync(refPath, commit);
   }
 

@@ -127,7 +127,7 @@ export class WeightStore {
     } else if (fs.existsSync(path.join(dir, 'pytorch_model.bin'))) {
       throw new HydraError(`${dir}: has only pytorch_model.bin; Hydra reads safetensors: convert the weights (e.g. save_pretrained(..., safe_serialization=True))`);
     } else {
-      throw new HydraError(`${dir}: no model.safetensors or model.safetensors.index.json found; point --model at a Hugging Face model directory`);
+      throw new HydraError(`${dir}: no model.safetensors or model.safetensors.index.json found; point \`model\` at a Hugging Face model directory`);
     }
     return new WeightStore(dir, entries);
   }

@@ -5,9 +5,9 @@
  *
  *   GET  /                       the page (src/web/static/index.html)
  *   GET  /static/{app.js,style.css}, /vendor/{vega,vega-lite}.min.js   fixed files only
- *   GET  /api/info               model shape, ablation kinds, whether a database is loaded
+ *   GET  /api/info               model shape, ablation kinds, the effect fields, whether a database is loaded
  *   POST /api/prompt   {text}    clean run: tokens, top next tokens, DE per component, heads figure
- *   POST /api/ablate   {text, component, kind, samples, seed}
+ *   POST /api/ablate   {text, component, kind, samples, seed, allow_same_answer}
  *                                NDJSON stream: {"progress": [done, total]} lines, then {"result": ...}
  *                                (the `hydra effects --json` prompt entry) or {"error": ...}.
  *                                component "all" ablates every attention and MLP layer in turn.
@@ -20,6 +20,9 @@
  *                                ablation, same model) the same ablation recomputed live with the
  *                                stored sources, with the largest difference from the stored effects.
  *
+ * The pool's clean runs are computed on the first ablation that needs them and kept (profile.ts
+ * poolBank), so an ablation runs only the prompt's clean forward and its ablated runs.
+ *
  * Requests are validated and answered 4xx with {"error"} when malformed; nothing from the browser
  * is used as a path. Model work is queued one unit (one component's ablation) at a time, so a long
  * request never holds the model for long and other requests interleave with it.
@@ -27,11 +30,12 @@
 import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import type { AddressInfo } from 'node:net';
-import { DEFAULT_SAMPLES, defaultTargets } from '../causal/analysis.js';
+import { ablationKind, CLI_KINDS, DEFAULT_SAMPLES, needsPool, samplesOf } from '../causal/ablations.js';
+import { analyze, defaultTargets } from '../causal/analysis.js';
 import { centredLogit, directEffect, Readout, softmax, topTokens } from '../causal/readout.js';
-import type { AblationKind, PromptResult } from '../causal/types.js';
-import { analyze } from '../causal/analysis.js';
+import { EFFECTS, type AblationKind, type PromptResult } from '../causal/types.js';
 import { profilePrompt } from '../experiments/profile.js';
 import { ResultsStore } from '../experiments/store.js';
 import { modelHash } from '../experiments/sweep.js';
@@ -62,7 +66,6 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
-export const KINDS: AblationKind[] = ['zero', 'mean', 'noise', 'resample'];
 const MAX_BODY = 64 * 1024;
 const MAX_TEXT = 20_000;
 const MAX_SAMPLES = 64;
@@ -71,9 +74,17 @@ const STATIC: Record<string, [string, string]> = {
   '/': [path.join(packageRoot, 'src', 'web', 'static', 'index.html'), 'text/html; charset=utf-8'],
   '/static/app.js': [path.join(packageRoot, 'src', 'web', 'static', 'app.js'), 'text/javascript; charset=utf-8'],
   '/static/style.css': [path.join(packageRoot, 'src', 'web', 'static', 'style.css'), 'text/css; charset=utf-8'],
-  '/vendor/vega.min.js': [path.join(packageRoot, 'node_modules', 'vega', 'build', 'vega.min.js'), 'text/javascript; charset=utf-8'],
-  '/vendor/vega-lite.min.js': [path.join(packageRoot, 'node_modules', 'vega-lite', 'build', 'vega-lite.min.js'), 'text/javascript; charset=utf-8'],
+  '/vendor/vega.min.js': [vendorFile('vega', 'vega.min.js'), 'text/javascript; charset=utf-8'],
+  '/vendor/vega-lite.min.js': [vendorFile('vega-lite', 'vega-lite.min.js'), 'text/javascript; charset=utf-8'],
 };
+
+/**
+ * A browser build beside a package's entry point, found by module resolution: installed as a
+ * dependency, npm hoists vega out of Hydra's own node_modules.
+ */
+function vendorFile(pkg: string, file: string): string {
+  return path.join(path.dirname(fileURLToPath(import.meta.resolve(pkg))), file);
+}
 
 /** A 4xx answer: the request, not the server, is at fault. */
 class RequestError extends Error {
@@ -100,7 +111,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', (e: NodeJS.ErrnoException) =>
-      reject(new HydraError(`cannot listen on ${host}:${opts.port ?? 0} (${e.code ?? e.message}); choose another --port`)),
+      reject(new HydraError(`cannot listen on ${host}:${opts.port ?? 0} (${e.code ?? e.message}); choose another \`port\``)),
     );
     server.listen(opts.port ?? 0, host, () => resolve());
   });
@@ -174,7 +185,8 @@ class Explorer {
       width: spec.dModel,
       context: spec.nCtx,
       parallel_residual: spec.parallel,
-      kinds: KINDS,
+      kinds: CLI_KINDS.map((k) => ({ name: k, summary: ablationKind(k).summary, samples: ablationKind(k).samples })),
+      effects: EFFECTS,
       default_samples: DEFAULT_SAMPLES,
       max_samples: Math.min(MAX_SAMPLES, this.opts.pool.length),
       components: layerComponents(spec),
@@ -220,13 +232,16 @@ class Explorer {
     const { model, pool } = this.opts;
     const { text, ids } = this.encode(body);
     const kind = body.kind ?? 'resample';
-    if (typeof kind !== 'string' || !KINDS.includes(kind as AblationKind)) throw new RequestError(400, `kind must be one of ${KINDS.join(', ')}`);
+    if (typeof kind !== 'string' || !CLI_KINDS.includes(kind as AblationKind)) throw new RequestError(400, `kind must be one of ${CLI_KINDS.join(', ')}`);
+    const def = ablationKind(kind);
     const samples = intField(body, 'samples', DEFAULT_SAMPLES, 1, MAX_SAMPLES);
     const seed = intField(body, 'seed', 0, 0, 2 ** 31 - 1);
+    const allowSameAnswer = body.allow_same_answer ?? false;
+    if (typeof allowSameAnswer !== 'boolean') throw new RequestError(400, 'allow_same_answer must be true or false');
     if (typeof body.component !== 'string') throw new RequestError(400, 'component must be a string such as attn.3, mlp.2, head.1.0 or all');
     const targets = body.component === 'all' ? defaultTargets(model, false) : [parseComponent(body.component, model.spec).name];
-    if ((kind === 'resample' || kind === 'mean') && pool.length === 0) throw new RequestError(400, `${kind} ablation needs source prompts; start hydra serve with --sources`);
-    if (kind === 'resample' && samples > pool.length) throw new RequestError(400, `samples=${samples} is more than the ${pool.length} source prompts; lower it`);
+    if (needsPool(def) && pool.length === 0) throw new RequestError(400, `${kind} ablation needs source prompts; start hydra serve with --sources`);
+    if (def.pool === 'sources' && samples > pool.length) throw new RequestError(400, `samples=${samples} is more than the ${pool.length} source prompts; lower it`);
 
     // From here on the answer streams: progress lines, then the result.
     let cancelled = false;
@@ -239,7 +254,7 @@ class Explorer {
       for (const [i, t] of targets.entries()) {
         if (cancelled) return;
         const r = await this.queue.run(() =>
-          cancelled ? Promise.resolve(undefined) : profilePrompt(model, ids, { kind: kind as AblationKind, targets: [t], samples, seed, heads: true, pool }),
+          cancelled ? Promise.resolve(undefined) : profilePrompt(model, ids, { kind: def.name, targets: [t], samples, seed, allowSameAnswer, heads: true, pool }),
         );
         if (!r) return;
         result = result ? { ...result, ablations: { ...result.ablations, ...r.ablations } } : r;
@@ -257,7 +272,7 @@ class Explorer {
     const figures = targets.length === 1
       ? { profile: profileFigure({ ...r, text }, targets[0], { promptText: text, tokenText, kind }), heads: headsFigure(r, targets[0], { tokenText }) }
       : {};
-    send({ result: entry, figures, settings: { kind, samples: kind === 'resample' || kind === 'noise' ? samples : 1, seed } });
+    send({ result: entry, figures, settings: { kind, samples: samplesOf(def.name, samples), seed, rules: def.rules({ allowSameAnswer }) } });
     res.end();
   }
 

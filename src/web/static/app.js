@@ -202,7 +202,7 @@ async function ablateAll() {
       tr.dataset.component = c;
       tr.insertCell().textContent = c;
       cell(tr.insertCell(), r.de[c]);
-      for (const f of ['te', 'ce', 'ce_attn', 'ce_mlp', 'ne']) cell(tr.insertCell(), a[f]);
+      for (const e of state.info.effects) cell(tr.insertCell(), a[e.key]);
       tr.addEventListener('click', () => ablate(c));
     }
   } catch (e) {
@@ -281,7 +281,21 @@ async function main() {
   const info = await api('/api/info');
   state.info = info;
   $('#model-info').textContent = `${info.model}: ${info.layers} layers, ${info.heads} heads, width ${info.width}${info.dataset ? `; database ${info.dataset}` : ''}`;
-  for (const k of info.kinds) $('#kind').append(new Option(k, k, k === 'resample', k === 'resample'));
+  for (const k of info.kinds) {
+    const o = new Option(k.name, k.name, k.name === 'resample', k.name === 'resample');
+    o.title = k.summary;
+    $('#kind').append(o);
+  }
+  // The effects tables' columns are the server's declared effect fields.
+  for (const e of info.effects) {
+    for (const table of ['#effects', '#all-table']) {
+      const th = document.createElement('th');
+      th.textContent = e.label;
+      th.title = e.doc;
+      $(`${table} thead tr`).append(th);
+    }
+    $('#effects tbody tr').insertCell().dataset.field = e.key;
+  }
   $('#samples').value = String(Math.min(info.default_samples, info.max_samples || info.default_samples));
   $('#samples').max = String(info.max_samples || 64);
   $('#dataset-tab').hidden = !info.dataset;

@@ -1,0 +1,96 @@
+import { HydraError } from '../io/errors.js';
+import { layerComponents, type Component } from '../models/components.js';
+import { interventionSite, type HookedModel, type PromptActivations } from '../models/model.js';
+
+export const DEFAULT_BATCH_PROMPTS = 8;
+
+/** Whether reading these targets needs the clean run split into heads. */
+export function needsHeads(targets: Component[]): boolean {
+  return targets.some((t) => t.kind === 'head' || t.kind === 'attn_bias');
+}
+
+/**
+ * The clean runs of a fixed list of prompts, kept as much as patches need: each prompt's clean
+ * token and its components' outputs at the last position. Resample and mean patches depend only
+ * on the model and this list, so one bank serves every ablation drawn from it (the explorer keeps
+ * one per model and pool). A prompt's clean forward runs once, in the fixed batch [kB, (k+1)B)
+ * that holds it, so no value depends on which prompts were asked for first. Layer components are
+ * always kept; head components (head.{l}.{h}, attn_bias.{l}) once a target asks for them.
+ */
+export class CleanBank {
+  private readonly tokens: Int32Array;
+  private readonly outputs = new Map<string, Float32Array[]>();
+  /** Per batch, the component names it has stored (undefined: not run yet). */
+  private readonly stored: (Set<string> | undefined)[];
+  private readonly means = new Map<string, Float32Array>();
+
+  constructor(
+    readonly model: HookedModel,
+    readonly prompts: number[][],
+    readonly batchPrompts = DEFAULT_BATCH_PROMPTS,
+  ) {
+    if (!Number.isInteger(batchPrompts) || batchPrompts < 1) throw new HydraError(`batchPrompts must be a positive integer, got ${batchPrompts}`);
+    this.tokens = new Int32Array(prompts.length).fill(-1);
+    this.stored = new Array(Math.ceil(prompts.length / batchPrompts));
+  }
+
+  get size(): number {
+    return this.prompts.length;
+  }
+
+  /** Run the clean forward of every batch holding one of `indices` that lacks a target's output. */
+  async ensure(indices: Iterable<number>, targets: Component[] = []): Promise<void> {
+    const B = this.batchPrompts;
+    const batches = [...new Set([...indices].map((i) => Math.floor(i / B)))].sort((a, b) => a - b);
+    for (const k of batches) {
+      const have = this.stored[k];
+      if (have && targets.every((t) => have.has(t.name))) continue;
+      const idx = [...this.prompts.keys()].slice(k * B, (k + 1) * B);
+      const res = await this.model.forward(idx.map((n) => this.prompts[n]), { heads: needsHeads(targets) });
+      const names = new Set([...layerComponents(this.model.spec), ...targets.map((t) => t.name), ...(have ?? [])]);
+      res.prompts.forEach((a, b) => this.keep(idx[b], a, names));
+      this.stored[k] = names;
+    }
+  }
+
+  private keep(n: number, a: PromptActivations, names: Set<string>): void {
+    this.tokens[n] = a.token;
+    for (const name of names) {
+      // The value an intervention replaces (a post-norm head's pre-norm output), as the patch.
+      const v = a.components.has(name) ? interventionSite(a, name) : undefined;
+      if (!v) continue;
+      let list = this.outputs.get(name);
+      if (!list) this.outputs.set(name, (list = new Array<Float32Array>(this.prompts.length)));
+      list[n] = v;
+    }
+  }
+
+  /** The clean token of prompt n (after ensure). */
+  token(n: number): number {
+    const t = this.tokens[n];
+    if (t < 0) throw new Error(`CleanBank: prompt ${n} was not run; call ensure first`);
+    return t;
+  }
+
+  /** Component `name`'s clean output at prompt n's last position (after ensure). */
+  output(n: number, name: string): Float32Array {
+    const v = this.outputs.get(name)?.[n];
+    if (!v) throw new Error(`CleanBank: no output of ${name} for prompt ${n}; call ensure with it`);
+    return v;
+  }
+
+  /** The mean over every prompt of the bank of the target's clean output (float64 sum, in prompt order). */
+  async mean(target: Component): Promise<Float32Array> {
+    let m = this.means.get(target.name);
+    if (m) return m;
+    await this.ensure(this.prompts.keys(), [target]);
+    const sum = new Float64Array(this.model.spec.dModel);
+    for (let n = 0; n < this.prompts.length; n++) {
+      const v = this.output(n, target.name);
+      for (let j = 0; j < sum.length; j++) sum[j] += v[j];
+    }
+    m = Float32Array.from(sum, (x) => x / this.prompts.length);
+    this.means.set(target.name, m);
+    return m;
+  }
+}
