@@ -1,5 +1,6 @@
 import path from 'node:path';
 import fs from 'node:fs';
+import net from 'node:net';
 import assert from 'node:assert/strict';
 import { HydraError } from '../src/io/errors.js';
 import { packageRoot } from '../src/io/paths.js';
@@ -56,5 +57,18 @@ export async function rejectsWith(p: Promise<unknown>, re: RegExp): Promise<void
     assert.match(e.message, re);
     assert.ok(!e.message.includes('\n'), 'message must be one line');
     return true;
+  });
+}
+
+/** One raw HTTP/1.1 request to 127.0.0.1:port (headers as written, Host included or not): status and body. */
+export function rawRequest(port: number, request: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    // Written, not ended: a half-closed socket may lose the answer to a slow request.
+    const c = net.connect(port, '127.0.0.1', () => c.write(request));
+    c.setTimeout(60_000, () => c.destroy(new Error('no answer within 60 s')));
+    let text = '';
+    c.on('data', (d) => (text += d.toString()));
+    c.on('error', reject);
+    c.on('close', () => resolve({ status: Number(/^HTTP\/1\.1 (\d+)/.exec(text)?.[1] ?? 0), body: text.slice(text.indexOf('\r\n\r\n') + 4) }));
   });
 }

@@ -12,6 +12,8 @@ import { gaussian, mulberry32, sampleFrom, seedOf } from './random.js';
 export type AblationKind = 'zero' | 'mean' | 'noise' | 'resample' | 'custom';
 
 export const DEFAULT_SAMPLES = 15;
+/** Most patches per ablation: each is a run of the model per target and prompt (the paper uses 15). */
+export const MAX_SAMPLES = 1000;
 /** ROME's noise is this many times the std of the embeddings it perturbs. */
 export const NOISE_SCALE = 3;
 
@@ -225,7 +227,9 @@ export function ablationKind(name: string): AblationKindDef {
 /** S: patches per ablation (given sources count; 1 for kinds without samples). */
 export function samplesOf(kind: AblationKind, samples?: number, sources?: number[][]): number {
   if (!ablationKind(kind).samples) return 1;
-  return sources?.[0]?.length ?? samples ?? DEFAULT_SAMPLES;
+  const S = sources?.[0]?.length ?? samples ?? DEFAULT_SAMPLES;
+  if (!Number.isSafeInteger(S) || S < 1 || S > MAX_SAMPLES) throw new HydraError(`samples must be an integer from 1 to ${MAX_SAMPLES}, got ${S}`);
+  return S;
 }
 
 /** Help texts derived from the registry. */

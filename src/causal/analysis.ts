@@ -4,8 +4,10 @@ import type { HookedModel } from '../models/model.js';
 import { ablationKind, samplesOf, type PatchOptions } from './ablations.js';
 import { CleanBank, DEFAULT_BATCH_PROMPTS, needsHeads } from './bank.js';
 import { averagePatches, cleanContext, patchEffects, type CleanContext } from './effects.js';
+import { checkActivations, checkResult } from './finite.js';
 import { runFastPath, type AblationRow } from './fastpath.js';
 import { runNaivePath } from './naive.js';
+import { checkSeed } from './random.js';
 import { centredLogit, Readout, softcap } from './readout.js';
 import type { AblationKind, PatchEffects, PromptResult } from './types.js';
 
@@ -59,6 +61,7 @@ export async function analyze(model: HookedModel, prompts: number[][], opts: Abl
   if (targets.length === 0) throw new HydraError('no components to ablate');
   const withHeads = !!opts.heads || needsHeads(targets);
   const S = samplesOf(opts.kind, opts.samples, opts.sources);
+  checkSeed(opts.seed ?? 0);
   const batchPrompts = opts.batchPrompts ?? DEFAULT_BATCH_PROMPTS;
   const pool = opts.pool ?? new CleanBank(model, prompts, batchPrompts);
   const plan = await kind.plan({ model, prompts, targets, opts, S, pool, ownPool: !opts.pool });
@@ -70,6 +73,7 @@ export async function analyze(model: HookedModel, prompts: number[][], opts: Abl
     if (chunk.every((n) => opts.skip?.has(n))) continue;
     const ids = chunk.map((n) => prompts[n]);
     const clean = await model.forward(ids, { heads: withHeads });
+    clean.prompts.forEach((a, p) => checkActivations(a, `prompt ${chunk[p]}`));
     const ctxs = clean.prompts.map((a) => cleanContext(a, readout.vector(a.token), centredLogit(a.logits, a.token)));
     const patchOf = await plan.forBatch(chunk, ids, clean.prompts);
 
@@ -102,6 +106,7 @@ export async function analyze(model: HookedModel, prompts: number[][], opts: Abl
         const at = (p * targets.length + ti) * S;
         result.ablations[t.name] = averagePatches(effects.slice(at, at + S));
       });
+      checkResult(result);
       batch.push(result);
       await opts.onPrompt?.(result);
     }

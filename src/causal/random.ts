@@ -1,3 +1,5 @@
+import { HydraError } from '../io/errors.js';
+
 /**
  * Seeded randomness for resample sources and noise. Each (seed, prompt, stream) gets
  * its own generator, so a prompt's draws do not depend on batching, sharding or --limit.
@@ -15,16 +17,35 @@ export function mulberry32(seed: number): () => number {
   };
 }
 
-/** Mix several integers into one 32-bit seed. */
+/** Seeds are integers from 0 to 2^53 − 1: every one a JavaScript number holds exactly. */
+export const MAX_SEED = Number.MAX_SAFE_INTEGER;
+
+/**
+ * Mix several non-negative integers (up to 2^53 − 1) into one 32-bit seed. A part's high
+ * word is mixed in only when it is non-zero, so that seeds below 2^32 draw as they always did.
+ */
 export function seedOf(...parts: number[]): number {
   let h = 0x9e3779b9;
-  for (const p of parts) {
-    h = Math.imul(h ^ (p >>> 0), 0x85ebca6b);
+  const mix = (w: number) => {
+    h = Math.imul(h ^ w, 0x85ebca6b);
     h ^= h >>> 13;
     h = Math.imul(h, 0xc2b2ae35);
     h ^= h >>> 16;
+  };
+  for (const p of parts) {
+    mix(p >>> 0);
+    const hi = Math.floor(p / 2 ** 32);
+    if (hi !== 0) mix(hi >>> 0);
   }
   return h >>> 0;
+}
+
+/** A seed as given by a user: an integer in [0, MAX_SEED], or an error naming the range. */
+export function checkSeed(seed: unknown, label = '--seed'): number {
+  if (typeof seed !== 'number' || !Number.isSafeInteger(seed) || seed < 0) {
+    throw new HydraError(`${label} ${String(seed)} is not an integer from 0 to ${MAX_SEED} (2^53 - 1)`);
+  }
+  return seed;
 }
 
 /** Standard normal draws (Box–Muller). */

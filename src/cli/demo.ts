@@ -1,10 +1,11 @@
 import path from 'node:path';
 import { Command } from 'commander';
+import { MAX_SAMPLES } from '../causal/ablations.js';
 import { reportFromDatabase } from '../report/database.js';
 import { runSweep } from '../experiments/sweep.js';
 import { defaultModelDir, storiesRecallPath } from '../io/paths.js';
 import { sweepProgress, waiting } from './progress.js';
-import { loadModelFromOptions, positiveInt, printJson } from './util.js';
+import { loadModelFromOptions, MAX_THREADS, positiveInt, printJson } from './util.js';
 
 /** `hydra demo`: the whole Hydra analysis on the bundled model and prompt set, ending in a report. */
 export function registerDemo(program: Command): void {
@@ -12,8 +13,8 @@ export function registerDemo(program: Command): void {
     .command('demo')
     .description('run the Hydra analysis on the bundled stories260k model and story prompts, and write the report')
     .option('--out <dir>', 'output folder', 'hydra-demo')
-    .option('--samples <S>', 'resample patches per prompt', positiveInt('--samples'), 15)
-    .option('--threads <n>', 'CPU threads per operator', positiveInt('--threads'))
+    .option('--samples <S>', 'resample patches per prompt', positiveInt('--samples', MAX_SAMPLES), 15)
+    .option('--threads <n>', 'CPU threads per operator', positiveInt('--threads', MAX_THREADS))
     .option('--json', 'print {"results", "report", "kept", "dropped", ...} instead of two lines')
     .action(async (opts: { out: string; samples: number; threads?: number; json?: boolean }) => {
       const model = await loadModelFromOptions({ model: defaultModelDir, threads: opts.threads });

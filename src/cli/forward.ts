@@ -1,4 +1,5 @@
 import { Command } from 'commander';
+import { checkActivations } from '../causal/finite.js';
 import { centredLogit, directEffect, Readout, softmax, topTokens } from '../causal/readout.js';
 import { HydraError } from '../io/errors.js';
 import type { HookedModel, PromptActivations } from '../models/model.js';
@@ -60,6 +61,7 @@ async function runForward(opts: ForwardCliOptions): Promise<void> {
   model.checkPrompt(ids, label);
   const { prompts } = await model.forward([ids], { heads: opts.heads, allPositions: opts.allPositions && opts.json });
   const clean = prompts[0];
+  checkActivations(clean, label);
   const de = directEffect(new Readout(model), clean);
   const piHat = centredLogit(clean.logits, clean.token);
   if (opts.json) printJson(forwardJson(model, clean, de, piHat));

@@ -3,6 +3,7 @@ import { ablationKind } from '../causal/ablations.js';
 import type { AblationKind, PromptResult } from '../causal/types.js';
 import { profilePrompt, sourcePool } from '../experiments/profile.js';
 import { reportFromDatabase } from '../report/database.js';
+import { MAX_BOOTSTRAP } from '../experiments/stats.js';
 import { HydraError } from '../io/errors.js';
 import { makeDir } from '../io/paths.js';
 import { parseComponent } from '../models/components.js';
@@ -19,7 +20,7 @@ export function registerReport(program: Command): void {
     .description('findings, statistics, the paper\'s Figures 1, 2, 3, 7 and 8, and an HTML report from a sweep database')
     .requiredOption('--db <file>', 'results database written by hydra sweep')
     .option('--out <dir>', 'report folder', 'hydra-report')
-    .option('--bootstrap <B>', 'bootstrap resamples for the intervals (groups of prompts when the dataset has them)', positiveInt('--bootstrap'), 1000)
+    .option('--bootstrap <B>', 'bootstrap resamples for the intervals (groups of prompts when the dataset has them)', positiveInt('--bootstrap', MAX_BOOTSTRAP), 1000)
     .option('--seed <N>', 'seed of the bootstrap resampling', nonNegativeInt('--seed'), 0)
     .option('--figure1 <component>', 'the layer Figure 1 ablates, e.g. attn.18 (default: the attention layer with at least two attention layers downstream and the largest mean CE_attn)')
     .option('--json', 'print {"report": index.html path} instead of a line')

@@ -1,7 +1,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { InvalidArgumentError, Option, type Command } from 'commander';
-import { CLI_KINDS, DEFAULT_SAMPLES, kindsHelp, samplesHelp } from '../causal/ablations.js';
+import { CLI_KINDS, DEFAULT_SAMPLES, kindsHelp, MAX_SAMPLES, samplesHelp } from '../causal/ablations.js';
+import { MAX_SEED } from '../causal/random.js';
 import { HydraError } from '../io/errors.js';
 import { toJson } from '../io/json.js';
 
@@ -29,20 +30,26 @@ export function packageVersion(): string {
   }
 }
 
-/** A commander argument parser for a positive integer option, e.g. `.option('--threads <n>', '...', positiveInt('--threads'))`. */
-export function positiveInt(flag: string): (value: string) => number {
-  return (value: string) => {
-    const v = value.trim();
-    if (!/^\d+$/.test(v) || Number(v) < 1) throw new InvalidArgumentError(`${flag} must be a positive integer, got ${JSON.stringify(value)}`);
-    return Number(v);
-  };
+/** The default bound of an integer flag: what DuckDB's INTEGER columns and typed arrays hold. */
+const MAX_INT_FLAG = 2 ** 31 - 1;
+/** Most CPU threads per operator that --threads accepts. */
+export const MAX_THREADS = 1024;
+
+/** A commander argument parser for a positive integer option, e.g. `.option('--threads <n>', '...', positiveInt('--threads', MAX_THREADS))`. */
+export function positiveInt(flag: string, max = MAX_INT_FLAG): (value: string) => number {
+  return intFlag(flag, 1, max, 'a positive integer');
 }
 
 /** A commander argument parser for a non-negative integer option. */
-export function nonNegativeInt(flag: string): (value: string) => number {
+export function nonNegativeInt(flag: string, max = MAX_INT_FLAG): (value: string) => number {
+  return intFlag(flag, 0, max, 'a non-negative integer');
+}
+
+function intFlag(flag: string, min: number, max: number, what: string): (value: string) => number {
   return (value: string) => {
     const v = value.trim();
-    if (!/^\d+$/.test(v)) throw new InvalidArgumentError(`${flag} must be a non-negative integer, got ${JSON.stringify(value)}`);
+    if (!/^\d+$/.test(v) || Number(v) < min) throw new InvalidArgumentError(`${flag} must be ${what}, got ${JSON.stringify(value)}`);
+    if (Number(v) > max) throw new InvalidArgumentError(`${flag} ${v} is over the limit of ${max}`);
     return Number(v);
   };
 }
@@ -56,7 +63,7 @@ export function addModelOptions(cmd: Command): Command {
         'the bundled stories260k',
       ),
     )
-    .option('--threads <n>', 'CPU threads per operator (default: all cores)', positiveInt('--threads'))
+    .option('--threads <n>', 'CPU threads per operator (default: all cores)', positiveInt('--threads', MAX_THREADS))
     .option('--offline', 'use only the local Hugging Face cache, never the network')
     .option('--cache-dir <dir>', 'Hugging Face cache directory (default: $HYDRA_CACHE, $HF_HUB_CACHE, $HF_HOME/hub or ~/.cache/huggingface/hub)');
 }
@@ -137,7 +144,7 @@ export function withFlags(message: string): string {
 export function addAblationOptions(cmd: Command): Command {
   return cmd
     .addOption(new Option('--ablation <kind>', `patch kind (${kindsHelp()})`).choices(CLI_KINDS).default('resample'))
-    .option('--samples <S>', samplesHelp(), positiveInt('--samples'), DEFAULT_SAMPLES)
-    .option('--seed <N>', 'seed for the choice of resample sources and for noise', nonNegativeInt('--seed'), 0)
+    .option('--samples <S>', samplesHelp(), positiveInt('--samples', MAX_SAMPLES), DEFAULT_SAMPLES)
+    .option('--seed <N>', 'seed for the choice of resample sources and for noise', nonNegativeInt('--seed', MAX_SEED), 0)
     .option('--allow-same-answer', "resample: also draw sources whose clean token is the prompt's own (excluded by default)");
 }

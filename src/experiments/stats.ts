@@ -113,6 +113,9 @@ export interface StatsOptions {
 export const DEFAULT_BOOTSTRAP = 1000;
 export const DEFAULT_SEED = 0;
 
+/** Most bootstrap resamples (the weights table has up to B × n rows in DuckDB). */
+export const MAX_BOOTSTRAP = 10_000;
+
 /** The bootstrap's generator: the same seeded mulberry32 as the resample sources. */
 export { mulberry32 };
 
@@ -188,6 +191,13 @@ function sumsSql(series: string, weights: string): string {
 
 let tableSeq = 0;
 
+/** The number of resamples asked for, checked against MAX_BOOTSTRAP. */
+function bootstrapCount(opts: StatsOptions): number {
+  const B = opts.bootstrap ?? DEFAULT_BOOTSTRAP;
+  if (!Number.isInteger(B) || B < 0 || B > MAX_BOOTSTRAP) throw new HydraError(`bootstrap resamples must be an integer from 0 to ${MAX_BOOTSTRAP}, got ${B}`);
+  return B;
+}
+
 /**
  * A statistics session on one DuckDB connection: the series table, the resample weights and
  * every resample's statistics stay in DuckDB temp tables, so intervals at other levels (the
@@ -234,8 +244,7 @@ export class Statistics {
         SELECT b, pos, count(*)::INTEGER AS w FROM (SELECT u AS b, v AS pos FROM ${fromPairs('$1')} UNION ALL SELECT 0, range::INTEGER FROM range(${n}))
         GROUP BY b, pos`, [pairs(flat)]);
     } else {
-      const B = opts.bootstrap ?? DEFAULT_BOOTSTRAP;
-      if (!Number.isInteger(B) || B < 0) throw new HydraError(`bootstrap resamples must be a non-negative integer, got ${B}`);
+      const B = bootstrapCount(opts);
       const seed = opts.seed ?? DEFAULT_SEED;
       check(Number.isInteger(seed) && seed >= 0, `bootstrap seed must be a non-negative integer, got ${seed}`);
       info = { B, seed, generator: 'mulberry32', percentiles: [2.5, 97.5], unit, n_groups: G };
@@ -263,6 +272,7 @@ export class Statistics {
 
   /** Statistics of in-memory results (tests, the explorer): a private in-memory DuckDB holds the series. */
   static async fromPrompts(prompts: PromptResult[], opts: StatsOptions = {}): Promise<Statistics> {
+    if (!opts.indices) bootstrapCount(opts);
     check(prompts.length > 0, 'no prompts to compute statistics on; check the prompt filter');
     const instance = await DuckDBInstance.create(':memory:');
     const con = await instance.connect();

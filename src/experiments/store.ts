@@ -6,13 +6,14 @@
  * embed, attn.{l}, mlp.{l}, head.{l}.{h}, attn_bias.{l}. Effects follow METHOD.md.
  *
  *   run_config  one row: the settings the numbers depend on.
- *     schema_version INTEGER, model VARCHAR, model_revision VARCHAR, model_hash VARCHAR,
+ *     schema_version INTEGER, model VARCHAR (a local model: its absolute path), model_revision VARCHAR,
+ *     model_hash VARCHAR ('sha256:...' of the model files' content; experiments/sweep.ts modelHash),
  *     dataset VARCHAR, ablation VARCHAR (zero|mean|noise|resample|custom), samples INTEGER (S),
  *     seed BIGINT, heads BOOLEAN, "limit" INTEGER, shard VARCHAR ('i/n' or NULL),
  *     hydra_version VARCHAR, created_at TIMESTAMPTZ, config_json VARCHAR (the whole config,
- *     options included; this is what a reopen compares). The options hold the ablation kind's
- *     rules (causal/ablations.ts), e.g. same_answer_sources ('excluded', 'allowed') for resample
- *     and noise (which positions, and the std's rule) for noise.
+ *     options included, e.g. the sweep's dataset_hash; this is what a reopen and a merge compare). The
+ *     options hold the ablation kind's rules (causal/ablations.ts), e.g. same_answer_sources
+ *     ('excluded', 'allowed') for resample and noise (which positions, and the std's rule) for noise.
  *   prompts     one row per prompt handled, kept or dropped by the filter.
  *     prompt_idx INTEGER PRIMARY KEY, dataset_id VARCHAR, text VARCHAR, ids INTEGER[],
  *     answer VARCHAR, token INTEGER (clean argmax i), token_text VARCHAR, sigma DOUBLE (clean σ),
@@ -174,18 +175,30 @@ function configDiff(stored: RunConfig, wanted: RunConfig, ignore: string[] = [])
   return null;
 }
 
-/** DuckDB's open errors, as one line saying what to do. */
+/** What a differing fingerprint means, for the error that reports it. */
+function diffMeaning(k: string): string {
+  if (k === 'model_hash') return ' (the content of the model files, weights, config or tokenizer, changed)';
+  if (k === 'dataset_hash') return ' (the content of the dataset records changed)';
+  return '';
+}
+
+/** DuckDB's open errors, as one line saying what is wrong and what to do. */
 function openError(file: string, e: unknown, readOnly = false): HydraError {
   const m = errText(e);
-  if (/lock/i.test(m)) {
+  const other = readOnly ? '' : ' or use another `out`';
+  if (/Could not set lock|Conflicting lock/i.test(m)) {
     const pid = /PID (\d+)/.exec(m)?.[1];
-    return new HydraError(`${file} is in use by another process${pid ? ` (pid ${pid})` : ''}; wait for it to finish${readOnly ? '' : ' or use another \`out\`'}`);
+    return new HydraError(`${file} is locked by another process${pid ? ` (pid ${pid})` : ''}; wait for it to finish${other}`);
   }
-  if (/not a valid DuckDB database|Serialization Error|Catalog Error/i.test(m)) {
-    return new HydraError(`${file} is not a hydra results database (${m}); use another \`out\``);
-  }
-  return new HydraError(`cannot open results database ${file} (${m}); check the path is writable or use another \`out\``);
+  if (/Corrupt database|checksum/i.test(m)) return new HydraError(`${file} is a corrupt DuckDB database (${m}); restore it from a copy${other}`);
+  // DuckDB recognises SQLite files and would need its sqlite extension: not ours either way.
+  if (/not a valid DuckDB database|sqlite|Extension .* not found/i.test(m)) return new HydraError(`${file} is not a hydra results database (not a DuckDB file at all); pass a database written by hydra sweep${other}`);
+  if (/Serialization Error|Catalog Error/i.test(m)) return new HydraError(`${file} is not a hydra results database (${m})${other ? '; use another `out`' : ''}`);
+  return new HydraError(`cannot open results database ${file} (${m}); check the path is writable${other}`);
 }
+
+/** DuckDB never fetches or loads extensions on its own: a results file needs none, and hydra works offline. */
+const DUCKDB_OPTIONS = { autoload_known_extensions: 'false', autoinstall_known_extensions: 'false' };
 
 /** Paths open in this process: two DuckDB instances on one file would corrupt it. */
 const openPaths = new Set<string>();
@@ -195,7 +208,7 @@ async function openInstance(file: string, readOnly: boolean): Promise<{ instance
   check(!openPaths.has(abs), `${file} is already open in this process; close it first`);
   let instance: DuckDBInstance | undefined;
   try {
-    instance = await DuckDBInstance.create(abs, readOnly ? { access_mode: 'READ_ONLY' } : {});
+    instance = await DuckDBInstance.create(abs, readOnly ? { ...DUCKDB_OPTIONS, access_mode: 'READ_ONLY' } : DUCKDB_OPTIONS);
     const con = await instance.connect();
     openPaths.add(abs);
     return { instance, con };
@@ -355,7 +368,7 @@ export class ResultsStore {
         const d = configDiff(stored, config);
         if (d) {
           const show = (v: unknown) => (v === null ? 'none' : String(v));
-          throw new HydraError(`${file} was made with ${d[0]}=${show(d[1])}, this run asks for ${show(d[2])}; use another \`out\` or the same settings`);
+          throw new HydraError(`${file} was made with ${d[0]}=${show(d[1])}, this run asks for ${show(d[2])}${diffMeaning(d[0])}; use another \`out\` or the same settings`);
         }
         // A larger limit extends the run: record how far it now goes.
         if (stored.limit != null && (config.limit == null || config.limit > stored.limit)) {
@@ -603,7 +616,7 @@ export async function mergeStores(inputs: string[], out: string): Promise<void> 
   for (let i = 1; i < inputs.length; i++) {
     const d = configDiff(configs[0], configs[i], ['shard']);
     if (d) {
-      throw new HydraError(`${inputs[0]} and ${inputs[i]} differ in ${d[0]} (${String(d[1])} vs ${String(d[2])}); only shards of the same run can be merged`);
+      throw new HydraError(`${inputs[0]} and ${inputs[i]} differ in ${d[0]} (${String(d[1])} vs ${String(d[2])})${diffMeaning(d[0])}; only shards of the same run can be merged`);
     }
   }
   const store = await ResultsStore.open(out, { ...configs[0], shard: null });

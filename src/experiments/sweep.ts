@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { ablationKind, checkSamples, noisePositionsOf, noiseStd, samplesOf } from '../causal/ablations.js';
 import { analyze, DEFAULT_BATCH_PROMPTS } from '../causal/analysis.js';
+import { checkSeed } from '../causal/random.js';
 import type { AblationKind, PromptResult } from '../causal/types.js';
 import { loadDataset, summarizeFilter, type PromptRecord } from '../io/datasets.js';
 import { HydraError } from '../io/errors.js';
@@ -71,26 +72,37 @@ export function parseShard(spec: string | undefined): { i: number; n: number } |
   return { i, n };
 }
 
-/** sha256 of config.json and the safetensors headers: identifies the weights without reading them all. */
+/** The files whose content fixes a model's numbers: its config, weights and tokenizer. */
+const MODEL_FILE_RE = /^(config\.json|tokenizer\.json|tokenizer_config\.json|model\.safetensors\.index\.json|.*\.safetensors)$/;
+
+/**
+ * The model's fingerprint: sha256 over the full content of config.json, every safetensors file
+ * (and shard index) and the tokenizer files, each with its name. Reading everything costs about
+ * 2 s per GB, once per sweep; sizes, mtimes or a sample could miss an edit in place.
+ */
 export function modelHash(dir: string): string {
   const h = crypto.createHash('sha256');
-  for (const f of fs.readdirSync(dir).sort()) {
-    if (f === 'config.json') h.update(fs.readFileSync(path.join(dir, f)));
-    if (f.endsWith('.safetensors')) {
-      const fd = fs.openSync(path.join(dir, f), 'r');
-      try {
-        const len = Buffer.alloc(8);
-        fs.readSync(fd, len, 0, 8, 0);
-        const n = Math.min(Number(len.readBigUInt64LE(0)), 1 << 26);
-        const hdr = Buffer.alloc(n);
-        fs.readSync(fd, hdr, 0, n, 8);
-        h.update(f).update(hdr);
-      } finally {
-        fs.closeSync(fd);
-      }
+  const buf = Buffer.alloc(1 << 22);
+  for (const f of fs.readdirSync(dir).filter((f) => MODEL_FILE_RE.test(f)).sort()) {
+    h.update(`${f}\0`);
+    const fd = fs.openSync(path.join(dir, f), 'r');
+    try {
+      for (let n; (n = fs.readSync(fd, buf, 0, buf.length, null)) > 0; ) h.update(buf.subarray(0, n));
+    } finally {
+      fs.closeSync(fd);
     }
   }
-  return h.digest('hex');
+  return `sha256:${h.digest('hex')}`;
+}
+
+/** The dataset's fingerprint: sha256 of the records the sweep reads (prompts, answers, ids), whatever file they came from. */
+export function datasetHash(records: PromptRecord[]): string {
+  return `sha256:${crypto.createHash('sha256').update(JSON.stringify(records)).digest('hex')}`;
+}
+
+/** A local model directory is recorded by its absolute path, so that ./m, /abs/m and m/ are one model. */
+function modelId(name: string, model: HookedModel): string {
+  return model.source.repo === null && path.resolve(name) === path.resolve(model.source.dir) ? path.resolve(name) : name;
 }
 
 export async function runSweep(opts: SweepOptions): Promise<SweepSummary> {
@@ -99,7 +111,7 @@ export async function runSweep(opts: SweepOptions): Promise<SweepSummary> {
   const shard = parseShard(opts.shard);
   const kind = ablationKind(opts.ablation);
   const S = samplesOf(opts.ablation, opts.samples);
-  const seed = opts.seed ?? 0;
+  const seed = checkSeed(opts.seed ?? 0);
   const filter = opts.filter ?? true;
   const B = opts.batchPrompts ?? DEFAULT_BATCH_PROMPTS;
 
@@ -109,7 +121,7 @@ export async function runSweep(opts: SweepOptions): Promise<SweepSummary> {
   const subjects = records.some((r) => r.subject !== undefined);
 
   const config: RunConfig = {
-    model: opts.modelName,
+    model: modelId(opts.modelName, model),
     model_revision: model.source.commit,
     model_hash: modelHash(model.source.dir),
     dataset: ds.name,
@@ -123,7 +135,7 @@ export async function runSweep(opts: SweepOptions): Promise<SweepSummary> {
     // is not compared (a larger one extends the run), except where the patches depend on the
     // whole prompt set (mean patches average it, noise takes its std from it). The kind's rules
     // (same-answer sources, where noise goes) change the numbers too.
-    options: { filter, batch_prompts: B, ...(kind.pool === 'mean' || kind.pool === 'std' ? { limit: opts.limit ?? null } : {}), ...kind.rules({ allowSameAnswer: opts.allowSameAnswer, subjects }) },
+    options: { filter, batch_prompts: B, ...(kind.pool === 'mean' || kind.pool === 'std' ? { limit: opts.limit ?? null } : {}), ...kind.rules({ allowSameAnswer: opts.allowSameAnswer, subjects }), dataset_hash: datasetHash(ds.records) },
   };
   // A new store is made only once some prompt is kept, so a sweep that keeps none leaves no file.
   let store = fs.existsSync(opts.out) ? await ResultsStore.open(opts.out, config) : null;
@@ -242,7 +254,13 @@ interface Selection {
  * correctly. Prompts in `decided` (an earlier run's choice) keep it and are not run again.
  */
 async function selectPrompts(model: HookedModel, records: PromptRecord[], filter: boolean, decided: Map<number, string | null>, log: (line: string) => void): Promise<Selection> {
-  const tokens = records.map((r) => r.ids ?? model.encode(r.prompt));
+  const tokens = records.map((r, i) => {
+    try {
+      return r.ids ?? model.encode(r.prompt);
+    } catch (e) {
+      throw e instanceof HydraError ? new HydraError(`dataset record ${i} (id ${r.id}): ${e.message}`) : e;
+    }
+  });
   const dropped: Selection['dropped'] = [];
   const kept: number[] = [];
   const runnable: number[] = [];

@@ -8,7 +8,12 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { parse as parseCsv } from 'csv-parse/sync';
 import { HydraError, check } from './errors.js';
+import { checkJsonDepth } from './json.js';
 import { known1000Path, storiesRecallPath } from './paths.js';
+
+/** Largest dataset file read, and deepest JSON nesting accepted (a record nests 3 levels at most). */
+export const MAX_DATASET_BYTES = 256 * 1024 * 1024;
+const MAX_JSON_DEPTH = 32;
 
 export interface PromptRecord {
   /** Stable id from the source (known_id, case_id, an `id` field) or the record's 0-based position. */
@@ -66,6 +71,8 @@ export async function loadDataset(spec: string, opts: DatasetOptions = {}): Prom
   const base = path.basename(file);
   let text: string;
   try {
+    const { size } = await fs.promises.stat(file);
+    check(size <= MAX_DATASET_BYTES, `dataset file ${spec} is ${size} bytes, over the limit of ${MAX_DATASET_BYTES}; split it or use --limit on a smaller file`);
     text = await fs.promises.readFile(file, 'utf8');
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
@@ -98,6 +105,7 @@ export async function loadDataset(spec: string, opts: DatasetOptions = {}): Prom
 
 function parseJsonList(text: string, base: string, answer: string): PromptRecord[] {
   let data: unknown;
+  checkJsonDepth(text, MAX_JSON_DEPTH, base);
   try {
     data = JSON.parse(text);
   } catch (e) {
@@ -120,6 +128,7 @@ function parseJsonl(text: string, base: string, answer: string): PromptRecord[] 
     if (line === '') continue;
     const where = `${base} line ${ln + 1}`;
     let obj: unknown;
+    checkJsonDepth(line, MAX_JSON_DEPTH, where);
     try {
       obj = JSON.parse(line);
     } catch (e) {

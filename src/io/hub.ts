@@ -4,6 +4,7 @@ import path from 'node:path';
 import { downloadFileToCacheDir, modelInfo, HubApiError } from '@huggingface/hub';
 import { HydraError } from './errors.js';
 import { makeDir } from './paths.js';
+import { readWeightMap } from './safetensors.js';
 
 export interface ResolveOptions {
   /** Default: $HYDRA_CACHE, $HF_HUB_CACHE, $HF_HOME/hub, or ~/.cache/huggingface/hub (HF cache layout). */
@@ -81,16 +82,9 @@ function missingFiles(dir: string): string[] {
 
 /** Shard file names listed by a model.safetensors.index.json. */
 function shardNames(indexPath: string): string[] {
-  let weightMap: unknown;
-  try {
-    weightMap = (JSON.parse(fs.readFileSync(indexPath, 'utf8')) as { weight_map?: unknown }).weight_map;
-  } catch (e) {
-    throw new HydraError(`${indexPath} is not valid JSON (${(e as Error).message}); delete it and download again`);
-  }
-  if (!weightMap || typeof weightMap !== 'object') throw new HydraError(`${indexPath} has no "weight_map"; delete it and download again`);
-  const names = [...new Set(Object.values(weightMap as Record<string, unknown>))];
-  if (names.length === 0 || !names.every((n) => typeof n === 'string')) throw new HydraError(`${indexPath} has an empty or malformed "weight_map"`);
-  return names as string[];
+  const names = [...new Set(Object.values(readWeightMap(indexPath)))];
+  if (names.length === 0) throw new HydraError(`${indexPath} has an empty "weight_map"; delete it and download again`);
+  return names;
 }
 
 /** The cached snapshot for repo@revision, or null if it is not (completely) cached. */

@@ -25,47 +25,91 @@ export interface TensorEntry {
   byteLength: number;
 }
 
-/** Parse one safetensors header, checking it against the file's size. */
+/** Largest header accepted (the reference implementation's limit): a bigger one is corrupt, not a model. */
+const MAX_HEADER_BYTES = 100 * 1024 * 1024;
+
+/**
+ * Parse one safetensors header strictly: header length, JSON, dtype names, shapes, and
+ * offsets (non-negative integers, size = dtype × shape, no overlaps, together covering the
+ * data area exactly), so that no byte is read as a weight unless the header says so.
+ */
 export function readHeader(file: string): TensorEntry[] {
-  if (!fs.existsSync(file)) throw new HydraError(`${file}: file not found; the model directory needs model.safetensors (or model.safetensors.index.json and its shards)`);
-  const size = fs.statSync(file).size;
+  const stat = fs.statSync(file, { throwIfNoEntry: false });
+  if (!stat) throw new HydraError(`${file}: file not found; the model directory needs model.safetensors (or model.safetensors.index.json and its shards)`);
+  if (!stat.isFile()) throw new HydraError(`${file}: is not a regular file (a directory?); it must be the safetensors weights file`);
+  const size = stat.size;
   const corrupt = (why: string) => new HydraError(`${file}: corrupt safetensors header (${why}); re-download or re-export the weights`);
   if (size < 8) throw corrupt(`file is ${size} bytes, too short for a header`);
   const fd = fs.openSync(file, 'r');
+  let json: unknown;
+  let n: number;
   try {
     const lenBuf = Buffer.alloc(8);
     fs.readSync(fd, lenBuf, 0, 8, 0);
-    const n = Number(lenBuf.readBigUInt64LE(0));
+    n = Number(lenBuf.readBigUInt64LE(0));
     if (n <= 1 || 8 + n > size) throw corrupt(`header length ${n} does not fit in a file of ${size} bytes; the file may be truncated`);
+    if (n > MAX_HEADER_BYTES) throw corrupt(`header length ${n} is over the limit of ${MAX_HEADER_BYTES} bytes`);
     const hdr = Buffer.alloc(n);
     fs.readSync(fd, hdr, 0, n, 8);
-    let json: Record<string, unknown>;
     try {
       json = JSON.parse(hdr.toString('utf8'));
     } catch (e) {
       throw corrupt(`header is not valid JSON: ${(e as Error).message}`);
     }
-    if (typeof json !== 'object' || json === null || Array.isArray(json)) throw corrupt('header is not a JSON object');
-    const dataStart = 8 + n;
-    const entries: TensorEntry[] = [];
-    for (const [name, v] of Object.entries(json)) {
-      if (name === '__metadata__') continue;
-      const t = v as { dtype?: string; shape?: number[]; data_offsets?: number[] };
-      if (!t || typeof t.dtype !== 'string' || !Array.isArray(t.shape) || !Array.isArray(t.data_offsets) || t.data_offsets.length !== 2) {
-        throw corrupt(`entry '${name}' lacks dtype/shape/data_offsets`);
-      }
-      const bytes = DTYPE_BYTES[t.dtype];
-      if (!bytes) throw corrupt(`tensor '${name}' has unknown dtype ${t.dtype}`);
-      const [b, e] = t.data_offsets;
-      const numel = t.shape.reduce((a, d) => a * d, 1);
-      if (e - b !== numel * bytes) throw corrupt(`tensor '${name}' spans ${e - b} bytes but shape [${t.shape}] of ${t.dtype} needs ${numel * bytes}`);
-      if (dataStart + e > size) throw corrupt(`tensor '${name}' ends at byte ${dataStart + e}, past the end of the ${size}-byte file; the file is truncated`);
-      entries.push({ name, dtype: t.dtype as DType, shape: t.shape, file, offset: dataStart + b, byteLength: e - b });
-    }
-    return entries;
   } finally {
     fs.closeSync(fd);
   }
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) throw corrupt('header is not a JSON object');
+  const dataStart = 8 + n;
+  const entries = Object.entries(json as Record<string, unknown>)
+    .filter(([name]) => name !== '__metadata__')
+    .map(([name, v]) => headerEntry(name, v, file, dataStart, corrupt));
+  checkCoverage(entries, size - dataStart, dataStart, corrupt);
+  return entries;
+}
+
+/** One tensor's header entry, its dtype, shape and offsets checked. */
+function headerEntry(name: string, v: unknown, file: string, dataStart: number, corrupt: (why: string) => HydraError): TensorEntry {
+  const t = v as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
+  if (!t || typeof t !== 'object' || typeof t.dtype !== 'string' || !Array.isArray(t.shape) || !Array.isArray(t.data_offsets) || t.data_offsets.length !== 2) {
+    throw corrupt(`entry '${name}' lacks dtype/shape/data_offsets`);
+  }
+  const bytes = DTYPE_BYTES[t.dtype];
+  if (!bytes) throw corrupt(`tensor '${name}' has unknown dtype ${JSON.stringify(t.dtype)}; known: ${Object.keys(DTYPE_BYTES).join(', ')}`);
+  const count = (x: unknown) => Number.isSafeInteger(x) && (x as number) >= 0;
+  if (!t.shape.every(count)) throw corrupt(`tensor '${name}' has shape ${JSON.stringify(t.shape)}; dimensions must be non-negative integers`);
+  if (!t.data_offsets.every(count)) throw corrupt(`tensor '${name}' has data_offsets ${JSON.stringify(t.data_offsets)}; offsets must be non-negative integers`);
+  const shape = t.shape as number[];
+  const [b, e] = t.data_offsets as number[];
+  if (e < b) throw corrupt(`tensor '${name}' ends (byte ${e}) before it begins (byte ${b})`);
+  const need = shape.reduce((a, d) => a * d, 1) * bytes;
+  if (e - b !== need) throw corrupt(`tensor '${name}' spans ${e - b} bytes but shape [${shape}] of ${t.dtype} needs ${need}`);
+  return { name, dtype: t.dtype as DType, shape, file, offset: dataStart + b, byteLength: e - b };
+}
+
+/** The tensors must tile the data area: no gap, no overlap, nothing past the end, nothing left over. */
+function checkCoverage(entries: TensorEntry[], dataBytes: number, dataStart: number, corrupt: (why: string) => HydraError): void {
+  const sorted = [...entries].sort((x, y) => x.offset - y.offset || x.byteLength - y.byteLength);
+  let at = 0;
+  let prev = '';
+  let gap: HydraError | null = null;
+  for (const e of sorted) {
+    const b = e.offset - dataStart;
+    if (b + e.byteLength > dataBytes) throw corrupt(`tensor '${e.name}' ends at byte ${e.offset + e.byteLength}, past the end of the ${dataStart + dataBytes}-byte file; the file is truncated`);
+    if (b < at) throw corrupt(`tensor '${e.name}' (data bytes ${b}..${b + e.byteLength}) overlaps tensor '${prev}' (which ends at ${at})`);
+    // An overlap elsewhere says more than the gap it leaves: report gaps last.
+    if (b > at) gap ??= corrupt(`data bytes ${at}..${b}, before tensor '${e.name}', belong to no tensor`);
+    at = b + e.byteLength;
+    if (e.byteLength > 0) prev = e.name;
+  }
+  if (gap) throw gap;
+  if (at !== dataBytes) throw corrupt(`the last ${dataBytes - at} bytes of the data area belong to no tensor`);
+}
+
+/** Index of the first NaN or ±Inf, or -1. */
+export function firstNonFinite(a: ArrayLike<number>): number {
+  for (let i = 0; i < a.length; i++) if (a[i] - a[i] !== 0) return i;
+  return -1;
 }
 
 /** bfloat16 and float16 to float32. */
@@ -96,6 +140,24 @@ function halfToFloat(h: number): number {
   return s * (1 + f / 1024) * 2 ** (e - 15);
 }
 
+/** model.safetensors.index.json's weight_map: tensor name -> shard file name in the same folder. */
+export function readWeightMap(index: string): Record<string, string> {
+  let map: unknown;
+  try {
+    map = JSON.parse(fs.readFileSync(index, 'utf8')).weight_map;
+  } catch (e) {
+    throw new HydraError(`${index}: not valid JSON (${(e as Error).message})`);
+  }
+  if (!map || typeof map !== 'object' || Array.isArray(map)) throw new HydraError(`${index}: no 'weight_map' object`);
+  for (const [name, shard] of Object.entries(map)) {
+    // A shard is a file beside the index: a name, not a number or a path out of the folder.
+    if (typeof shard !== 'string' || shard === '' || path.isAbsolute(shard) || shard.split(/[\\/]/).includes('..')) {
+      throw new HydraError(`${index}: weight_map gives tensor '${name}' the shard ${JSON.stringify(shard)}; a shard must be a file name in the model folder, such as "model-00001-of-00002.safetensors"`);
+    }
+  }
+  return map as Record<string, string>;
+}
+
 /** All tensors of a model directory, from one file or from shards. */
 export class WeightStore {
   private constructor(
@@ -110,17 +172,11 @@ export class WeightStore {
     if (fs.existsSync(single)) {
       for (const e of readHeader(single)) entries.set(e.name, e);
     } else if (fs.existsSync(index)) {
-      let map: Record<string, string>;
-      try {
-        map = JSON.parse(fs.readFileSync(index, 'utf8')).weight_map;
-      } catch (e) {
-        throw new HydraError(`${index}: not valid JSON (${(e as Error).message})`);
-      }
-      if (!map || typeof map !== 'object') throw new HydraError(`${index}: no 'weight_map' object`);
-      const shards = new Map<string, TensorEntry[]>();
-      for (const shard of new Set(Object.values(map))) shards.set(shard, readHeader(path.join(dir, shard)));
+      const map = readWeightMap(index);
+      const shards = new Map<string, Map<string, TensorEntry>>();
+      for (const shard of new Set(Object.values(map))) shards.set(shard, new Map(readHeader(path.join(dir, shard)).map((t) => [t.name, t])));
       for (const [name, shard] of Object.entries(map)) {
-        const e = shards.get(shard)!.find((t) => t.name === name);
+        const e = shards.get(shard)!.get(name);
         if (!e) throw new HydraError(`${path.join(dir, shard)}: has no tensor '${name}', which ${index} says it holds`);
         entries.set(name, e);
       }
@@ -167,7 +223,11 @@ export class WeightStore {
     } finally {
       fs.closeSync(fd);
     }
-    return toFloat32(buf, e.dtype, e.shape.reduce((a, d) => a * d, 1));
+    const out = toFloat32(buf, e.dtype, e.shape.reduce((a, d) => a * d, 1));
+    // Each weight is read once, at load: the one cheap place to stop NaN/Inf from reaching any output.
+    const bad = firstNonFinite(out);
+    if (bad >= 0) throw new HydraError(`${e.file}: tensor '${name}' holds ${out[bad]} at flat index ${bad}; weights must be finite, re-export or re-download them`);
+    return out;
   }
 
   /** Like get, but returns null when the tensor is absent (optional biases). */

@@ -21,6 +21,9 @@ export interface HydraTokenizer {
 
 type Json = Record<string, unknown>;
 
+/** Longest prompt text tokenized (characters). */
+export const MAX_PROMPT_CHARS = 1_000_000;
+
 function readJson(file: string): Json {
   let text: string;
   try {
@@ -136,7 +139,11 @@ export async function loadTokenizer(modelDir: string): Promise<HydraTokenizer> {
   };
 
   return {
-    encode: (text: string) => tok.encode(text, { add_special_tokens: true }).ids,
+    encode: (text: string) => {
+      // Checked before tokenizing: a huge text costs seconds and gigabytes before any length check.
+      if (text.length > MAX_PROMPT_CHARS) throw new HydraError(`the prompt is ${text.length} characters, over the limit of ${MAX_PROMPT_CHARS}; no model context holds that much, shorten it`);
+      return tok.encode(text, { add_special_tokens: true }).ids;
+    },
     decode: (ids: number[]) => {
       ids.forEach(checkId);
       return tok.decode(ids, { skip_special_tokens: true });

@@ -9,6 +9,7 @@ import { hasTokenizer, loadTokenizer, type HydraTokenizer } from '../io/tokenize
 import { attnBiasName, headName, layerComponents, parseComponent } from './components.js';
 import { ResidualPlan, scaleBy, type BlockStep, type CleanLast } from './plan.js';
 import { familyFor, readConfig } from './registry.js';
+import { archSpec, validateLayers } from './validate.js';
 
 export interface LoadOptions extends EngineOptions, ResolveOptions {}
 
@@ -96,9 +97,10 @@ export class HookedModel {
     const source = await resolveModel(model, opts);
     const config = readConfig(source.dir);
     const family = familyFor(config);
-    const spec = family.arch(config);
-    validateSpec(spec, config._path);
-    const weights = family.weights(WeightStore.open(source.dir), spec, config);
+    const spec = archSpec(family, config);
+    const store = WeightStore.open(source.dir);
+    validateLayers(store.names(), spec, config._path);
+    const weights = family.weights(store, spec, config);
     const tokenizer = hasTokenizer(source.dir) ? await loadTokenizer(source.dir) : null;
     const L = [...Array(spec.nLayers).keys()];
     const [embed, unembed, attn, mlp] = await Promise.all([
@@ -518,12 +520,6 @@ export class HookedModel {
     if (!sessions[l]) sessions[l] = await createSession(attentionStepGraph(this.spec, this.weights.layers[l], l, heads), this.engine);
     return sessions[l];
   }
-}
-
-function validateSpec(spec: ArchSpec, path: string): void {
-  if (spec.nHeads % spec.nKvHeads !== 0) throw new HydraError(`${path}: num_attention_heads (${spec.nHeads}) is not a multiple of num_key_value_heads (${spec.nKvHeads})`);
-  for (const { rope } of spec.layers) if (rope && rope.dim % 2 !== 0) throw new HydraError(`${path}: rotary dimension ${rope.dim} is odd`);
-  if (!Number.isInteger(spec.dHead)) throw new HydraError(`${path}: hidden size ${spec.dModel} is not divisible by ${spec.nHeads} heads`);
 }
 
 /** What an intervention on `name` replaces in this run: the component, or a post-norm head's pre-norm output. */

@@ -20,6 +20,9 @@
  *                                ablation, same model) the same ablation recomputed live with the
  *                                stored sources, with the largest difference from the stored effects.
  *
+ * Only requests whose Host (and Origin, when sent) is this server's own address and port are
+ * answered (403 otherwise: no DNS rebinding).
+ *
  * The pool's clean runs are computed on the first ablation that needs them and kept (profile.ts
  * poolBank), so an ablation runs only the prompt's clean forward and its ablated runs.
  *
@@ -34,6 +37,8 @@ import { fileURLToPath } from 'node:url';
 import type { AddressInfo } from 'node:net';
 import { ablationKind, CLI_KINDS, DEFAULT_SAMPLES, needsPool, samplesOf } from '../causal/ablations.js';
 import { analyze, defaultTargets } from '../causal/analysis.js';
+import { checkActivations } from '../causal/finite.js';
+import { MAX_SEED } from '../causal/random.js';
 import { centredLogit, directEffect, Readout, softmax, topTokens } from '../causal/readout.js';
 import { EFFECTS, type AblationKind, type PromptResult } from '../causal/types.js';
 import { profilePrompt } from '../experiments/profile.js';
@@ -105,6 +110,8 @@ class ModelQueue {
 
 export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   const host = opts.host ?? '127.0.0.1';
+  // A bad --db fails at start, not on the first visit to the dataset view.
+  if (opts.db) await (await ResultsStore.openReadOnly(opts.db)).close();
   const app = new Explorer(opts);
   const server = http.createServer((req, res) => {
     app.handle(req, res).catch((e: unknown) => app.fail(res, e));
@@ -134,7 +141,15 @@ class Explorer {
   constructor(private readonly opts: ServeOptions) {}
 
   async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
-    const url = new URL(req.url ?? '/', 'http://localhost');
+    checkHost(req);
+    let url: URL;
+    try {
+      // Origin-form ("/path", "//path" included) or absolute-form; anything else is malformed.
+      const target = req.url ?? '/';
+      url = new URL(target.startsWith('/') ? `http://localhost${target}` : target);
+    } catch {
+      throw new RequestError(400, 'malformed request target');
+    }
     const route = `${req.method} ${url.pathname}`;
     if (req.method === 'GET' && url.pathname in STATIC) return this.file(res, ...STATIC[url.pathname]);
     switch (route) {
@@ -210,6 +225,7 @@ class Explorer {
     const { text, ids } = this.encode(body);
     const { model } = this.opts;
     const clean = (await this.queue.run(() => model.forward([ids], { heads: true }))).prompts[0];
+    checkActivations(clean, 'the prompt');
     const de = directEffect(new Readout(model), clean);
     const p = softmax(clean.logits);
     const tokenText = (id: number) => model.tokenizer?.tokenText(id) ?? String(id);
@@ -235,7 +251,7 @@ class Explorer {
     if (typeof kind !== 'string' || !CLI_KINDS.includes(kind as AblationKind)) throw new RequestError(400, `kind must be one of ${CLI_KINDS.join(', ')}`);
     const def = ablationKind(kind);
     const samples = intField(body, 'samples', DEFAULT_SAMPLES, 1, MAX_SAMPLES);
-    const seed = intField(body, 'seed', 0, 0, 2 ** 31 - 1);
+    const seed = intField(body, 'seed', 0, 0, MAX_SEED);
     const allowSameAnswer = body.allow_same_answer ?? false;
     if (typeof allowSameAnswer !== 'boolean') throw new RequestError(400, 'allow_same_answer must be true or false');
     if (typeof body.component !== 'string') throw new RequestError(400, 'component must be a string such as attn.3, mlp.2, head.1.0 or all');
@@ -357,6 +373,22 @@ class Explorer {
       figures: { profile: profileFigure(storedResult, target, { promptText: r.text, kind: config.ablation }) },
     };
   }
+}
+
+/**
+ * Answer only requests addressed to this server: Host must be the address and port the
+ * connection came in on (or localhost on a loopback address), and Origin, when sent, the
+ * same. Otherwise any web page could reach the API through DNS rebinding.
+ */
+function checkHost(req: http.IncomingMessage): void {
+  const { localAddress, localPort } = req.socket;
+  const addr = (localAddress ?? '').replace(/^::ffff:/, '');
+  const hosts = [`${addr.includes(':') ? `[${addr}]` : addr}:${localPort}`];
+  if (addr === '127.0.0.1' || addr === '::1') hosts.push(`localhost:${localPort}`);
+  const host = (req.headers.host ?? '').toLowerCase();
+  if (!hosts.includes(host)) throw new RequestError(403, `Host ${JSON.stringify(req.headers.host ?? '')} is not this server (${hosts.join(' or ')})`);
+  const origin = req.headers.origin;
+  if (origin !== undefined && origin.toLowerCase() !== `http://${host}`) throw new RequestError(403, `Origin ${JSON.stringify(origin)} is not this server's page`);
 }
 
 function intField(body: Record<string, unknown>, name: string, dflt: number, min: number, max: number): number {
