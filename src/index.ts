@@ -50,11 +50,12 @@ export { ResultsStore, mergeStores, exportParquet, SCHEMA_VERSION } from './expe
 export type { RunConfig, ReadOptions, DroppedPrompt, PromptExtra } from './experiments/store.js';
 
 // Statistics and reports
-export { datasetStatistics, componentSeries, ols, pearson } from './experiments/stats.js';
+export { datasetStatistics, Statistics, undefinedReason } from './experiments/stats.js';
 export type { ComponentStats, StatsOptions } from './experiments/stats.js';
-export { reportFromDatabase } from './experiments/report.js';
+export { reportFromDatabase, analyzeDatabase } from './report/database.js';
 export { profileFigure, importanceFigure, compensationFigure, headsFigure } from './report/figures.js';
 export { writeFigure, renderSvg } from './report/render.js';
 
-// Findings: the claims a report draws from the statistics are built on another branch; export
-// them here (from src/report or src/experiments) once they land.
+// Findings: the report's verdicts (METHOD.md "Findings")
+export { computeFindings } from './experiments/findings.js';
+export type { Findings, LayerFinding, ModelFinding } from './experiments/findings.js';

@@ -392,7 +392,7 @@ test('huge flags are refused with their limit, before any work', async () => {
   await cliFails(['sweep', '--model', TINY, '--limit', '99999999999'], '--limit', 'limit of 2147483647');
   await cliFails(['effects', '--model', TINY, '--prompts', prompts, '--ablation', 'zero', '--targets', 'mlp.01'], "'mlp.01'", 'not a component name');
   // The library refuses them too.
-  assert.throws(() => datasetStatistics([], { bootstrap: 1e12 }), (e) => checkMessage(e, ['bootstrap', '10000']));
+  await assert.rejects(datasetStatistics([], { bootstrap: 1e12 }), (e) => checkMessage(e, ['bootstrap', '10000']));
 });
 
 test('a prompt over the character limit is refused before it is tokenized', async () => {

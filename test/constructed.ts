@@ -244,3 +244,69 @@ function writeModelDir(dir: string, config: object, tensors: Parameters<typeof w
   writeSafetensors(path.join(dir, 'model.safetensors'), tensors);
   return dir;
 }
+
+/* ---------- the known-answer models' shared layout (test/known-answer.test.ts explains them) ---------- */
+
+export const D = 8;
+export const V = 4;
+export const [A, X, Y, Q, F, B, N] = [0, 1, 2, 3, 4, 5, 6];
+export const EPS = 1e-5;
+export const ALPHA = 3;
+export const GAMMA = 2;
+/** Self-repair mlp.0's side output to Y. */
+export const DELTA = 0.25;
+
+export const EMBED: Matrix = [
+  add(unit(D, A, 2), unit(D, B)),
+  add(unit(D, X, 2), unit(D, B)),
+  add(unit(D, Y, 2), unit(D, B)),
+  add(unit(D, A), unit(D, Q), unit(D, B)),
+];
+export const LM_HEAD: Matrix = set(zeros(V, D), [
+  [0, A, 1],
+  [1, X, 1],
+  [2, Y, 1],
+  [3, Q, 1],
+]);
+export const GAIN_F = [2, 1, 1, 0.5, 1, 1, 1, 1];
+
+/** attn.0 of the erasure and self-repair models: reads x̂_X, writes α of it to A and F. */
+export const attn0Weights = {
+  v: set(zeros(D, D), [[0, X, 1]]),
+  o: set(zeros(D, D), [
+    [A, 0, ALPHA],
+    [F, 0, ALPHA],
+  ]),
+};
+
+/** The self-repair model (the Hydra motif): attn.1 takes over when attn.0 is gone. */
+export function writeSelfRepair(): string {
+  return writeLlama({
+    d: D,
+    vocab: V,
+    f: 2,
+    eps: EPS,
+    act: 'relu',
+    embed: EMBED,
+    lmHead: LM_HEAD,
+    finalNorm: GAIN_F,
+    layers: [
+      {
+        ...attn0Weights,
+        gate: set(zeros(2, D), [
+          [0, B, 1],
+          [0, F, -1],
+        ]),
+        up: set(zeros(2, D), [[0, B, 1]]),
+        down: set(zeros(D, 2), [
+          [N, 0, 1],
+          [Y, 0, DELTA],
+        ]),
+      },
+      {
+        v: set(zeros(D, D), [[0, N, 1]]),
+        o: set(zeros(D, D), [[A, 0, GAMMA]]),
+      },
+    ],
+  });
+}

@@ -14,11 +14,13 @@ test('known_1000: 1209 records, first and last as in the ROME file', async () =>
   assert.equal(ds.name, 'known_1000');
   assert.equal(ds.source, known1000Path);
   assert.equal(ds.records.length, 1209);
-  assert.deepEqual(ds.records[0], { id: '0', prompt: 'Vinson Massif is located in the continent of', answer: 'Antarctica', subject: 'Vinson Massif' });
-  assert.deepEqual(ds.records[1], { id: '1', prompt: 'Beats Music is owned by', answer: 'Apple', subject: 'Beats Music' });
+  // relation_id is the prompt's group (the report's bootstrap resamples relations)
+  assert.deepEqual(ds.records[0], { id: '0', prompt: 'Vinson Massif is located in the continent of', answer: 'Antarctica', subject: 'Vinson Massif', group: 'P30' });
+  assert.deepEqual(ds.records[1], { id: '1', prompt: 'Beats Music is owned by', answer: 'Apple', subject: 'Beats Music', group: 'P127' });
   const raw = JSON.parse(fs.readFileSync(known1000Path, 'utf8'));
   const last = raw[raw.length - 1];
-  assert.deepEqual(ds.records[1208], { id: String(last.known_id), prompt: last.prompt, answer: last.attribute, subject: last.subject });
+  assert.deepEqual(ds.records[1208], { id: String(last.known_id), prompt: last.prompt, answer: last.attribute, subject: last.subject, group: last.relation_id });
+  assert.equal(new Set(ds.records.map((r) => r.group)).size, new Set(raw.map((r: { relation_id: string }) => r.relation_id)).size);
   assert.deepEqual((await loadDataset('known1000')).records.length, 1209);
   // A copy of the file, given by path, reads the same.
   const dir = tmpDir();
@@ -30,10 +32,10 @@ test('counterfact: template filled with the subject, answer = target_true', asyn
   const ds = await loadDataset(fx('counterfact_sample.json'));
   assert.equal(ds.name, 'counterfact_sample');
   assert.deepEqual(ds.records, [
-    { id: '0', prompt: 'The mother tongue of Danielle Darrieux is', answer: 'French', subject: 'Danielle Darrieux' },
+    { id: '0', prompt: 'The mother tongue of Danielle Darrieux is', answer: 'French', subject: 'Danielle Darrieux', group: 'P103' },
     // `$&` in a subject is literal text, not a replacement pattern.
-    { id: '1', prompt: 'Edwin of Northumbria $& co is a native speaker of', answer: 'Dutch', subject: 'Edwin of Northumbria $& co' },
-    { id: '7', prompt: 'The headquarter of Apple is located in', answer: 'Cupertino', subject: 'Apple' },
+    { id: '1', prompt: 'Edwin of Northumbria $& co is a native speaker of', answer: 'Dutch', subject: 'Edwin of Northumbria $& co', group: 'P1412' },
+    { id: '7', prompt: 'The headquarter of Apple is located in', answer: 'Cupertino', subject: 'Apple', group: 'P159' },
   ]);
   await rejectsWith(loadDataset(fx('counterfact_bad.json')), /^counterfact_bad\.json record 1: 'requested_rewrite\.target_true\.str' is missing/);
 });
@@ -78,6 +80,16 @@ test('json lists of {prompt|text, answer?} and of {ids}', async () => {
   ]);
   await rejectsWith(loadDataset(fx('object.json')), /^object\.json must hold a JSON list/);
   await rejectsWith(loadDataset(fx('broken.json')), /^broken\.json is not valid JSON \(line 4/);
+});
+
+test('a group column or field: strings or numbers, empty cells mean none; anything else is refused', async () => {
+  const dir = tmpDir();
+  fs.writeFileSync(path.join(dir, 'g.csv'), 'prompt,answer,group\nA is,x,t1\nB is,y,\nC is,z,7\n');
+  assert.deepEqual((await loadDataset(path.join(dir, 'g.csv'))).records.map((r) => r.group), ['t1', undefined, '7']);
+  fs.writeFileSync(path.join(dir, 'g.jsonl'), '{"prompt": "A is", "group": 3}\n{"prompt": "B is", "group": null}\n{"prompt": "C is", "group": "t"}\n');
+  assert.deepEqual((await loadDataset(path.join(dir, 'g.jsonl'))).records.map((r) => r.group), ['3', undefined, 't']);
+  fs.writeFileSync(path.join(dir, 'bad.jsonl'), '{"prompt": "A is", "group": [1]}\n');
+  await rejectsWith(loadDataset(path.join(dir, 'bad.jsonl')), /^bad\.jsonl line 1: 'group' must be a string/);
 });
 
 test('missing files and directories are HydraErrors', async () => {

@@ -15,6 +15,7 @@ import { HookedModel } from '../src/models/model.js';
 interface Row {
   prompt: string;
   answer: string;
+  group: string;
 }
 
 function loadRows(): Row[] {
@@ -23,7 +24,8 @@ function loadRows(): Row[] {
     const r = JSON.parse(l) as Partial<Row>;
     assert.equal(typeof r.prompt, 'string', `line ${i + 1}: prompt`);
     assert.equal(typeof r.answer, 'string', `line ${i + 1}: answer`);
-    assert.deepEqual(Object.keys(r).sort(), ['answer', 'prompt'], `line ${i + 1}: keys`);
+    assert.deepEqual(Object.keys(r).sort(), ['answer', 'group', 'prompt'], `line ${i + 1}: keys`);
+    assert.match(r.group!, /^[a-z-]+$/, `line ${i + 1}: group is a template id`);
     return r as Row;
   });
 }

@@ -40,16 +40,11 @@ import fs from 'node:fs';
 import { analyze } from '../src/causal/analysis.js';
 import type { AblationKind, Effects, PromptResult } from '../src/causal/types.js';
 import { HookedModel } from '../src/models/model.js';
-import { add, centre, filled, lnScale, rms, relu, scale, set, silu, sub, unit, writeLlama, zeros, writeGpt2, type Matrix, type Vector } from './constructed.js';
+import {
+  add, centre, filled, lnScale, rms, relu, scale, set, silu, sub, unit, writeLlama, zeros, writeGpt2, type Matrix, type Vector,
+  A, ALPHA, B, D, DELTA, EMBED, EPS, F, GAIN_F, GAMMA, LM_HEAD, N, Q, V, X, Y, attn0Weights, writeSelfRepair,
+} from './constructed.js';
 
-const D = 8;
-const V = 4;
-const [A, X, Y, Q, F, B, N] = [0, 1, 2, 3, 4, 5, 6];
-const EPS = 1e-5;
-const ALPHA = 3;
-const GAMMA = 2;
-/** Self-repair mlp.0's side output to Y. */
-const DELTA = 0.25;
 const TOL = 1e-5;
 const TARGETS = ['attn.0', 'mlp.0', 'attn.1', 'mlp.1'];
 const LAYER_PARTITION = ['embed', 'attn.0', 'mlp.0', 'attn.1', 'mlp.1'];
@@ -61,19 +56,6 @@ const DOWNSTREAM: Record<string, { attn: string[]; mlp: string[] }> = {
   'mlp.1': { attn: [], mlp: [] },
 };
 
-const EMBED: Matrix = [
-  add(unit(D, A, 2), unit(D, B)),
-  add(unit(D, X, 2), unit(D, B)),
-  add(unit(D, Y, 2), unit(D, B)),
-  add(unit(D, A), unit(D, Q), unit(D, B)),
-];
-const LM_HEAD: Matrix = set(zeros(V, D), [
-  [0, A, 1],
-  [1, X, 1],
-  [2, Y, 1],
-  [3, Q, 1],
-]);
-const GAIN_F = [2, 1, 1, 0.5, 1, 1, 1, 1];
 
 /* ---------- the hand computation ---------- */
 
@@ -214,15 +196,8 @@ const llamaBase = { embed: (tok: number) => [...EMBED[tok]], norm: 'rms' as cons
 /** x̂_j = x_j / sqrt(mean(x²) + ε): RMSNorm with unit gain, one coordinate. */
 const hat = (x: Vector, j: number) => x[j] / rms(x, EPS);
 
-/** attn.0 of both models: reads x̂_X, writes α of it to A and F. */
+/** attn.0 of both models, by hand. */
 const attn0Value = (x: Vector): Vector => add(unit(D, A, ALPHA * hat(x, X)), unit(D, F, ALPHA * hat(x, X)));
-const attn0Weights = {
-  v: set(zeros(D, D), [[0, X, 1]]),
-  o: set(zeros(D, D), [
-    [A, 0, ALPHA],
-    [F, 0, ALPHA],
-  ]),
-};
 
 /** Erasure mlp.1: silu(x̂_F)·x̂_B, written as −c to A and to F. */
 const erasureMlp = (c: number) => (x: Vector): Vector => {
@@ -282,36 +257,6 @@ function writeErasure(): string {
   });
 }
 
-function writeSelfRepair(): string {
-  return writeLlama({
-    d: D,
-    vocab: V,
-    f: 2,
-    eps: EPS,
-    act: 'relu',
-    embed: EMBED,
-    lmHead: LM_HEAD,
-    finalNorm: GAIN_F,
-    layers: [
-      {
-        ...attn0Weights,
-        gate: set(zeros(2, D), [
-          [0, B, 1],
-          [0, F, -1],
-        ]),
-        up: set(zeros(2, D), [[0, B, 1]]),
-        down: set(zeros(D, 2), [
-          [N, 0, 1],
-          [Y, 0, DELTA],
-        ]),
-      },
-      {
-        v: set(zeros(D, D), [[0, N, 1]]),
-        o: set(zeros(D, D), [[A, 0, GAMMA]]),
-      },
-    ],
-  });
-}
 
 /* GPT-2 variant of the erasure model: LayerNorm (mean subtraction), learned positions, biases, ReLU. */
 

@@ -75,7 +75,7 @@ for (const model of ['stories260k', 'tiny-gpt2']) {
   test(`report for ${model}: figures, statistics and links`, async () => {
     const g = loadGolden(model);
     const prompts = goldenPrompts(g, 'resample', true);
-    const stats = datasetStatistics(prompts, { indices: g.bootstrap_indices });
+    const stats = await datasetStatistics(prompts, { indices: g.bootstrap_indices });
     const out = tmpDir('hydra-report-');
     const index = await writeReport(out, {
       model, dataset: g.prompt_set?.kind ?? 'golden', config: { kind: 'resample', patches: 3 }, prompts, stats,
@@ -85,7 +85,7 @@ for (const model of ['stories260k', 'tiny-gpt2']) {
     const html = fs.readFileSync(index, 'utf8');
 
     const figs = fs.readdirSync(path.join(out, 'figures'));
-    for (const base of ['fig1_profile_attention', 'fig2_importance', 'fig3_profile_mlp', 'fig7_compensation', 'fig8_compensation_split']) {
+    for (const base of ['fig1_profile_attention', 'fig2_importance', 'fig3_profile_attention', 'fig7_compensation', 'fig8_compensation_split']) {
       assert.ok(figs.includes(`${base}.svg`) && figs.includes(`${base}.png`), `${base} written`);
       assert.ok(html.includes(`figures/${base}.svg`), `${base} referenced`);
     }
@@ -121,10 +121,10 @@ for (const model of ['stories260k', 'tiny-gpt2']) {
   });
 }
 
-test('figure specs carry the expected data rows', () => {
+test('figure specs carry the expected data rows', async () => {
   const g = loadGolden('tiny-gpt2');
   const prompts = goldenPrompts(g, 'resample', true);
-  const stats = datasetStatistics(prompts, { indices: g.bootstrap_indices });
+  const stats = await datasetStatistics(prompts, { indices: g.bootstrap_indices });
   const L = g.model.arch?.n_layers ?? 3;
   const S = prompts[0].ablations['attn.1'].patches.length;
   assert.equal(S, 3);

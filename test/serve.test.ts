@@ -5,6 +5,7 @@ import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
+import { ResultsStore } from '../src/experiments/store.js';
 import { sourcePool } from '../src/experiments/profile.js';
 import { defaultModelDir, packageRoot, storiesRecallPath } from '../src/io/paths.js';
 import { HookedModel } from '../src/models/model.js';
@@ -28,13 +29,14 @@ let model: HookedModel;
 let pool: number[][];
 let server: RunningServer;
 let dbServer: RunningServer;
+let db: string;
 let browser: Browser | undefined;
 
 before(async () => {
   model = await HookedModel.load(defaultModelDir);
   pool = await sourcePool(model);
   server = await startServer({ model, modelName: 'stories260k', pool });
-  const db = path.join(tmpDir(), 'r.duckdb');
+  db = path.join(tmpDir(), 'r.duckdb');
   const sweep = spawnSync(process.execPath, [cli, 'sweep', '--dataset', storiesRecallPath, '--limit', '16', '--samples', '3', '--out', db], { encoding: 'utf8' });
   assert.equal(sweep.status, 0, sweep.stderr);
   dbServer = await startServer({ model, modelName: 'stories260k', pool, db });
@@ -47,7 +49,7 @@ before(async () => {
 });
 
 after(async () => {
-  assert.deepEqual(pageErrors, [], 'errors in the page');
+  assert.deepEqual(pageErrors, [], `errors in the page: ${pageErrors.join(' / ')}`);
   await browser?.close();
   await server?.close();
   await dbServer?.close();
@@ -168,7 +170,40 @@ test('dataset view: Figures 2, 7 and 8 from --db; clicking a prompt\'s point ope
   const text = await page.inputValue('#prompt-text');
   const stories = fs.readFileSync(storiesRecallPath, 'utf8');
   assert.ok(text.length > 20 && stories.includes(JSON.stringify(text).slice(1, -1)), `opened prompt: ${text}`);
+  // ... with the point's layer ablated as stored: the run's settings, its sources, the stored TE
+  await page.waitForSelector('#stored-note:not([hidden])');
+  const title = (await page.locator('#ablation-title').textContent())!;
+  assert.match(title, /stored in r\.duckdb \(resample, S = 3, seed 0, sources \d+, \d+, \d+\)/);
+  const component = (await page.locator('#ablation').getAttribute('data-component'))!;
+  const store = await ResultsStore.openReadOnly(db);
+  const idx = (await store.query(`SELECT prompt_idx FROM prompts WHERE text = '${text.replace(/'/g, "''")}'`))[0].prompt_idx;
+  const te = (await store.query(`SELECT te FROM effects WHERE prompt_idx = ${idx} AND component = '${component}'`))[0].te as number;
+  await store.close();
+  assert.equal(Number(await page.locator('#effects td[data-field="te"]').getAttribute('data-value')), te);
+  assert.match((await page.locator('#stored-note').textContent())!, /recomputed live with the stored sources/);
+  assert.equal(await page.inputValue('#samples'), '3');
+  // every term has a one-line definition on the page
+  const terms = await page.locator('#terms dt').allTextContents();
+  assert.deepEqual(terms, ['π̂', 'σ', 'DE', 'TE', 'DE′', 'ΔDE', 'CE', 'NE', 'IE']);
   await page.close();
+});
+
+test('/api/stored gives the database\'s numbers, and the live recomputation with the stored sources agrees', async () => {
+  const store = await ResultsStore.openReadOnly(db);
+  const [row] = await store.query(`SELECT prompt_idx, te, ce, ce_attn, ne FROM effects WHERE component = 'attn.1' ORDER BY prompt_idx LIMIT 1`);
+  const sources = (await store.query(`SELECT source FROM patches WHERE prompt_idx = ${row.prompt_idx} AND component = 'attn.1' ORDER BY patch_idx`)).map((r) => r.source);
+  await store.close();
+  const res = await request(new URL(`/api/stored?prompt=${row.prompt_idx}&component=attn.1`, dbServer.url).toString(), 'GET');
+  assert.equal(res.status, 200, res.text);
+  const msg = JSON.parse(res.text);
+  const a = msg.result.ablations['attn.1'];
+  for (const f of ['te', 'ce', 'ce_attn', 'ne']) assert.equal(a[f], row[f], f);
+  assert.deepEqual(msg.sources, sources);
+  assert.deepEqual(msg.settings, { kind: 'resample', samples: 3, seed: 0, database: 'r.duckdb' });
+  assert.ok(msg.live.max_abs_diff < 1e-4, `live vs stored: ${msg.live.max_abs_diff}`);
+  const bad = await request(new URL('/api/stored?prompt=99999&component=attn.1', dbServer.url).toString(), 'GET');
+  assert.equal(bad.status, 404);
+  assert.match(JSON.parse(bad.text).error, /not a kept prompt/);
 });
 
 // ---------------------------------------------------------------------- API

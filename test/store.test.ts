@@ -118,6 +118,35 @@ test('zero ablation (one patch, no source), dropped prompts, done set, duplicate
   await st.close();
 });
 
+test('prompt groups: stored with kept and dropped prompts; a store without the column gets it when reopened', async () => {
+  const file = path.join(tmpDir(), 'g.duckdb');
+  const cfg: RunConfig = { ...config, ablation: 'zero', samples: 1, heads: false };
+  const st = await ResultsStore.open(file, cfg);
+  await st.writePrompt(synth(1, 2, 1, 0, false), { group: 'P30' });
+  await st.writePrompt(synth(3, 2, 1, 0, false));
+  await st.writeDropped({ index: 2, reason: 'wrong first token', group: 'P17' });
+  assert.deepEqual(await st.query('SELECT prompt_idx, group_id FROM prompts ORDER BY prompt_idx'),
+    [{ prompt_idx: 1, group_id: 'P30' }, { prompt_idx: 2, group_id: 'P17' }, { prompt_idx: 3, group_id: null }]);
+  assert.equal((await st.readDropped())[0].group, 'P17');
+  // the report's light read: layer components only, no DE', one prompt when asked
+  const light = await st.readResults({ patches: false, layersOnly: true, dePrime: false, prompts: [3] });
+  assert.deepEqual(light.map((r) => r.index), [3]);
+  assert.deepEqual(Object.keys(light[0].ablations), ['attn.0', 'mlp.0', 'attn.1', 'mlp.1']);
+  assert.deepEqual(light[0].ablations['attn.0'].de_prime, {});
+  assert.equal(light[0].ablations['attn.0'].te, synth(3, 2, 1, 0, false).ablations['attn.0'].te);
+  await st.close();
+  // a store written before the column existed
+  const old = path.join(tmpDir(), 'old.duckdb');
+  const o = await ResultsStore.open(old, cfg);
+  await o.writePrompt(synth(1, 2, 1, 0, false));
+  await (o as unknown as { con: { run(sql: string): Promise<void> } }).con.run('ALTER TABLE prompts DROP COLUMN group_id');
+  await o.close();
+  const again = await ResultsStore.open(old, cfg);
+  await again.writePrompt(synth(2, 2, 1, 0, false), { group: 'g' });
+  assert.deepEqual(await again.query('SELECT prompt_idx, group_id FROM prompts ORDER BY prompt_idx'), [{ prompt_idx: 1, group_id: null }, { prompt_idx: 2, group_id: 'g' }]);
+  await again.close();
+});
+
 test('config mismatch is refused and leaves the stored data intact', async () => {
   const file = path.join(tmpDir(), 'results.duckdb');
   const rs = [0, 1].map((i) => synth(i, 2, 3, 2, true));

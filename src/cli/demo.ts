@@ -1,7 +1,7 @@
 import path from 'node:path';
 import { Command } from 'commander';
 import { MAX_SAMPLES } from '../causal/ablations.js';
-import { reportFromDatabase } from '../experiments/report.js';
+import { reportFromDatabase } from '../report/database.js';
 import { runSweep } from '../experiments/sweep.js';
 import { defaultModelDir, storiesRecallPath } from '../io/paths.js';
 import { sweepProgress, waiting } from './progress.js';

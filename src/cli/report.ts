@@ -2,7 +2,7 @@ import { Command } from 'commander';
 import { ablationKind } from '../causal/ablations.js';
 import type { AblationKind, PromptResult } from '../causal/types.js';
 import { profilePrompt, sourcePool } from '../experiments/profile.js';
-import { reportFromDatabase } from '../experiments/report.js';
+import { reportFromDatabase } from '../report/database.js';
 import { MAX_BOOTSTRAP } from '../experiments/stats.js';
 import { HydraError } from '../io/errors.js';
 import { makeDir } from '../io/paths.js';
@@ -11,19 +11,22 @@ import { profileFigure } from '../report/figures.js';
 import { writeFigure } from '../report/render.js';
 import { waiting } from './progress.js';
 import { addPromptPick, pickPrompt, type PromptOptions } from './prompts.js';
-import { addAblationOptions, addModelOptions, fmt, loadModelFromOptions, positiveInt, printJson, type ModelOptions } from './util.js';
+import { addAblationOptions, addModelOptions, fmt, loadModelFromOptions, nonNegativeInt, positiveInt, printJson, type ModelOptions } from './util.js';
 
 /** `hydra report` (dataset figures and HTML from a sweep) and `hydra profile` (Figure 1 for one prompt). */
 export function registerReport(program: Command): void {
   program
     .command('report')
-    .description('statistics, the paper\'s Figures 1, 2, 3, 7 and 8, and an HTML report from a sweep database')
+    .description('findings, statistics, the paper\'s Figures 1, 2, 3, 7 and 8, and an HTML report from a sweep database')
     .requiredOption('--db <file>', 'results database written by hydra sweep')
     .option('--out <dir>', 'report folder', 'hydra-report')
-    .option('--bootstrap <B>', 'bootstrap resamples for the 95% intervals', positiveInt('--bootstrap', MAX_BOOTSTRAP), 1000)
+    .option('--bootstrap <B>', 'bootstrap resamples for the intervals (groups of prompts when the dataset has them)', positiveInt('--bootstrap', MAX_BOOTSTRAP), 1000)
+    .option('--seed <N>', 'seed of the bootstrap resampling', nonNegativeInt('--seed'), 0)
+    .option('--figure1 <component>', 'the layer Figure 1 ablates, e.g. attn.18 (default: the attention layer with at least two attention layers downstream and the largest mean CE_attn)')
     .option('--json', 'print {"report": index.html path} instead of a line')
-    .action(async (opts: { db: string; out: string; bootstrap: number; json?: boolean }) => {
-      const index = await waiting(`writing the report of ${opts.db}`, () => reportFromDatabase(opts.db, opts.out, { bootstrap: opts.bootstrap }));
+    .action(async (opts: { db: string; out: string; bootstrap: number; seed: number; figure1?: string; json?: boolean }) => {
+      const index = await waiting(`writing the report of ${opts.db}`, () =>
+        reportFromDatabase(opts.db, opts.out, { bootstrap: opts.bootstrap, seed: opts.seed, figure1: opts.figure1 }));
       if (opts.json) printJson({ report: index });
       else process.stdout.write(`report: ${index}\n`);
     });

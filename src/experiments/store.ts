@@ -17,7 +17,10 @@
  *   prompts     one row per prompt handled, kept or dropped by the filter.
  *     prompt_idx INTEGER PRIMARY KEY, dataset_id VARCHAR, text VARCHAR, ids INTEGER[],
  *     answer VARCHAR, token INTEGER (clean argmax i), token_text VARCHAR, sigma DOUBLE (clean σ),
- *     pi_hat DOUBLE (clean π̂_i), kept BOOLEAN, drop_reason VARCHAR (NULL when kept).
+ *     pi_hat DOUBLE (clean π̂_i), kept BOOLEAN, drop_reason VARCHAR (NULL when kept),
+ *     group_id VARCHAR (the dataset's group of the prompt: known_1000 relation_id, a `group`
+ *     column; NULL when none; the report's bootstrap resamples whole groups). Stores written
+ *     before this column existed get it, all NULL, when opened for writing; readers check for it.
  *   clean_de    prompt_idx INTEGER, component VARCHAR, de DOUBLE — DE(c) in the clean run.
  *   effects     patch-averaged effects of ablating `component`:
  *     prompt_idx INTEGER, component VARCHAR, te, ce, ce_attn, ce_mlp, ne, ie, dde_self DOUBLE
@@ -75,6 +78,8 @@ export interface PromptExtra {
   dataset_id?: string | null;
   answer?: string | null;
   token_text?: string | null;
+  /** The prompt's group (template, relation) for the clustered bootstrap. */
+  group?: string | null;
 }
 
 export interface DroppedPrompt {
@@ -88,11 +93,18 @@ export interface DroppedPrompt {
   token_text?: string | null;
   sigma?: number | null;
   pi_hat?: number | null;
+  group?: string | null;
 }
 
 export interface ReadOptions {
   /** Include per-patch results (patches and their de_prime); default true. */
   patches?: boolean;
+  /** Only these prompt indices (default: every kept prompt). */
+  prompts?: number[];
+  /** Only layer-level components (embed, attn.L, mlp.L) as ablated and read-out components. */
+  layersOnly?: boolean;
+  /** Read DE' (default true); without it `de_prime` stays empty, for callers that need the effects only. */
+  dePrime?: boolean;
 }
 
 /** A column: name, type, and any constraint. */
@@ -105,7 +117,7 @@ const doubles = (names: readonly string[]): Column[] => names.map((n) => [n, DOU
  */
 const TABLES = {
   prompts: [['prompt_idx', INTEGER, 'PRIMARY KEY'], ['dataset_id', VARCHAR], ['text', VARCHAR], ['ids', LIST(INTEGER)], ['answer', VARCHAR],
-    ['token', INTEGER], ['token_text', VARCHAR], ['sigma', DOUBLE], ['pi_hat', DOUBLE], ['kept', BOOLEAN, 'NOT NULL'], ['drop_reason', VARCHAR]],
+    ['token', INTEGER], ['token_text', VARCHAR], ['sigma', DOUBLE], ['pi_hat', DOUBLE], ['kept', BOOLEAN, 'NOT NULL'], ['drop_reason', VARCHAR], ['group_id', VARCHAR]],
   clean_de: [['prompt_idx', INTEGER], ['component', VARCHAR], ['de', DOUBLE]],
   effects: [['prompt_idx', INTEGER], ['component', VARCHAR], ...doubles(EFFECT_FIELDS)],
   patches: [['prompt_idx', INTEGER], ['component', VARCHAR], ['patch_idx', INTEGER], ['source', INTEGER], ...doubles(PATCH_FIELDS), ...doubles(EFFECT_FIELDS)],
@@ -119,6 +131,8 @@ const PROMPT_TABLES = Object.keys(TABLES) as PromptTable[];
 /** Config fields that must match on reopen (and across merged shards, shard aside). */
 const COMPARED: (keyof RunConfig)[] = ['model', 'model_revision', 'model_hash', 'dataset', 'ablation', 'samples', 'seed', 'heads', 'shard'];
 
+/** Layer-level component names (embed, attn.L, mlp.L), as a DuckDB regular expression. */
+export const LAYER_RE = '(embed|attn\\.[0-9]+|mlp\\.[0-9]+)';
 const SCHEMA_SQL = `
 CREATE TABLE run_config (schema_version INTEGER, model VARCHAR, model_revision VARCHAR, model_hash VARCHAR,
   dataset VARCHAR, ablation VARCHAR, samples INTEGER, seed BIGINT, heads BOOLEAN, "limit" INTEGER, shard VARCHAR,
@@ -221,7 +235,7 @@ async function readStoredConfig(con: DuckDBConnection, file: string, catalog?: s
 }
 
 /** Appends columns to a table through data chunks (vector_size rows each): far faster than INSERTs. */
-async function appendColumns(con: DuckDBConnection, table: string, types: DuckDBType[], columns: DuckDBValue[][]): Promise<void> {
+export async function appendColumns(con: DuckDBConnection, table: string, types: DuckDBType[], columns: DuckDBValue[][]): Promise<void> {
   const n = columns[0].length;
   if (n === 0) return;
   const appender = await con.createAppender(table);
@@ -258,7 +272,7 @@ class PromptRows {
     check(Array.isArray(result.ids) && result.ids.every(Number.isInteger), `prompt ${p}: ids must be a list of integer token ids`);
     const row: DuckDBValue[] = [p, extra.dataset_id ?? null, result.text ?? null, listValue(result.ids), extra.answer ?? null,
       num(result.token, () => `prompt ${p} token`), extra.token_text ?? null,
-      num(result.sigma, () => `prompt ${p} sigma`), num(result.pi_hat, () => `prompt ${p} pi_hat`), true, null];
+      num(result.sigma, () => `prompt ${p} sigma`), num(result.pi_hat, () => `prompt ${p} pi_hat`), true, null, extra.group ?? null];
     row.forEach((v, j) => this.prompts[j].push(v));
     for (const c in result.de) push(this.cleanDe, p, c, num(result.de[c], () => `prompt ${p} de[${c}]`));
 
@@ -350,6 +364,7 @@ export class ResultsStore {
         await con.run('COMMIT');
       } else {
         stored = await readStoredConfig(con, file);
+        await con.run('ALTER TABLE prompts ADD COLUMN IF NOT EXISTS group_id VARCHAR');
         const d = configDiff(stored, config);
         if (d) {
           const show = (v: unknown) => (v === null ? 'none' : String(v));
@@ -452,10 +467,10 @@ export class ResultsStore {
       await this.assertNotDone([d.index]);
       check(typeof d.reason === 'string' && d.reason !== '', `dropped prompt ${d.index}: give a reason`);
       await this.con.run(
-        `INSERT INTO prompts VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, false, $10)`,
+        `INSERT INTO prompts VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, false, $10, $11)`,
         [d.index, d.dataset_id ?? null, d.text ?? null, d.ids ? listValue(d.ids) : null, d.answer ?? null, d.token ?? null,
-          d.token_text ?? null, d.sigma ?? null, d.pi_hat ?? null, d.reason],
-        [INTEGER, VARCHAR, VARCHAR, LIST(INTEGER), VARCHAR, INTEGER, VARCHAR, DOUBLE, DOUBLE, VARCHAR],
+          d.token_text ?? null, d.sigma ?? null, d.pi_hat ?? null, d.reason, d.group ?? null],
+        [INTEGER, VARCHAR, VARCHAR, LIST(INTEGER), VARCHAR, INTEGER, VARCHAR, DOUBLE, DOUBLE, VARCHAR, VARCHAR],
       );
       await this.con.run('INSERT INTO done (prompt_idx, kept) VALUES ($1, false)', [d.index]);
     });
@@ -470,7 +485,7 @@ export class ResultsStore {
         index: Number(o.prompt_idx), reason: String(o.drop_reason), dataset_id: o.dataset_id as string | null,
         text: o.text as string | null, ids: o.ids === null ? null : (o.ids as number[]), answer: o.answer as string | null,
         token: o.token as number | null, token_text: o.token_text as string | null, sigma: o.sigma as number | null,
-        pi_hat: o.pi_hat as number | null,
+        pi_hat: o.pi_hat as number | null, group: (o.group_id ?? null) as string | null,
       }));
     });
   }
@@ -492,7 +507,10 @@ export class ResultsStore {
     return this.serial(async () => {
       const con = this.con;
       const byIdx = new Map<number, PromptResult>();
-      const kept = '(SELECT prompt_idx FROM done WHERE kept)';
+      check(!opts.prompts || opts.prompts.every(Number.isInteger), 'prompt indices must be integers');
+      const only = opts.prompts ? ` AND prompt_idx IN (${opts.prompts.join(', ') || 'NULL'})` : '';
+      const kept = `(SELECT prompt_idx FROM done WHERE kept${only})`;
+      const layers = (col: string) => (opts.layersOnly ? ` AND regexp_full_match(${col}, '${LAYER_RE}')` : '');
       const prompts = await con.runAndReadAll(
         `SELECT prompt_idx, text, ids, token, sigma, pi_hat FROM prompts WHERE kept AND prompt_idx IN ${kept} ORDER BY prompt_idx`);
       for (const [idx, text, ids, token, sigma, pi_hat] of prompts.getRowsJS()) {
@@ -500,7 +518,7 @@ export class ResultsStore {
         if (text !== null) r.text = text as string;
         byIdx.set(r.index, r);
       }
-      await this.scan(`SELECT prompt_idx, component, de FROM clean_de WHERE prompt_idx IN ${kept} ORDER BY prompt_idx, rowid`, (row) => {
+      await this.scan(`SELECT prompt_idx, component, de FROM clean_de WHERE prompt_idx IN ${kept}${layers('component')} ORDER BY prompt_idx, rowid`, (row) => {
         byIdx.get(row[0] as number)!.de[row[1] as string] = row[2] as number;
       });
       const effectsOf = (row: unknown[], start: number): Effects => {
@@ -508,14 +526,14 @@ export class ResultsStore {
         for (let j = 0; j < EFFECT_FIELDS.length; j++) e[EFFECT_FIELDS[j]] = row[start + j] as number;
         return e;
       };
-      await this.scan(`SELECT prompt_idx, component, ${EFFECT_FIELDS.join(', ')} FROM effects WHERE prompt_idx IN ${kept} ORDER BY prompt_idx, rowid`, (row) => {
+      await this.scan(`SELECT prompt_idx, component, ${EFFECT_FIELDS.join(', ')} FROM effects WHERE prompt_idx IN ${kept}${layers('component')} ORDER BY prompt_idx, rowid`, (row) => {
         const e = effectsOf(row, 2);
         byIdx.get(row[0] as number)!.ablations[row[1] as string] = { ...e, patches: [] };
       });
       if (withPatches) {
         await this.scan(
           `SELECT prompt_idx, component, patch_idx, source, ${[...PATCH_FIELDS, ...EFFECT_FIELDS].join(', ')} FROM patches
-           WHERE prompt_idx IN ${kept} ORDER BY prompt_idx, rowid`, (row) => {
+           WHERE prompt_idx IN ${kept}${layers('component')} ORDER BY prompt_idx, rowid`, (row) => {
             const a = byIdx.get(row[0] as number)!.ablations[row[1] as string];
             const e = effectsOf(row, 4 + PATCH_FIELDS.length) as PatchEffects;
             e.source = row[3] as number | null;
@@ -523,9 +541,10 @@ export class ResultsStore {
             a.patches[row[2] as number] = e;
           });
       }
+      if (opts.dePrime === false) return [...byIdx.values()];
       await this.scan(
         `SELECT prompt_idx, ablated, patch_idx, component, value FROM de_prime
-         WHERE prompt_idx IN ${kept}${withPatches ? '' : ' AND patch_idx IS NULL'} ORDER BY prompt_idx, rowid`, (row) => {
+         WHERE prompt_idx IN ${kept}${withPatches ? '' : ' AND patch_idx IS NULL'}${layers('ablated')}${layers('component')} ORDER BY prompt_idx, rowid`, (row) => {
           const a = byIdx.get(row[0] as number)!.ablations[row[1] as string];
           const target = row[2] === null ? a : a.patches[row[2] as number];
           target.de_prime[row[3] as string] = row[4] as number;
@@ -561,6 +580,12 @@ export class ResultsStore {
       this.instance.closeSync();
       openPaths.delete(path.resolve(this.file));
     }
+  }
+
+  /** The connection of a store opened read-only, for analysis in SQL (temp tables are allowed). */
+  readConnection(): DuckDBConnection {
+    check(this.readOnly && !this.closed, `${this.file} must be open read-only for analysis queries`);
+    return this.con;
   }
 
   /** Run a read query on the store (for reports and tests); rows as plain JS values. */

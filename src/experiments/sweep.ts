@@ -179,7 +179,7 @@ export async function runSweep(opts: SweepOptions): Promise<SweepSummary> {
     store ??= await ResultsStore.open(opts.out, config);
     for (const d of dropped) {
       if (decided.has(d.index)) continue;
-      await store.writeDropped({ index: d.index, reason: d.reason, dataset_id: records[d.index].id, text: records[d.index].prompt, answer: records[d.index].answer ?? null });
+      await store.writeDropped({ index: d.index, reason: d.reason, dataset_id: records[d.index].id, text: records[d.index].prompt, answer: records[d.index].answer ?? null, group: records[d.index].group ?? null });
     }
     if (kind.pool === 'sources') checkSamples(S, kept.length, true); // fails early when S is too large
     const noise = kind.usesSubjects ? await datasetNoise(model, records, tokens, kept, B) : undefined;
@@ -212,7 +212,7 @@ export async function runSweep(opts: SweepOptions): Promise<SweepSummary> {
         onBatch: async (rs) => {
           const list = rs.map((r) => {
             const rec = records[kept[r.index]];
-            return { result: toDatasetIndices(r, kept, rec), extra: { dataset_id: rec.id, answer: rec.answer ?? null, token_text: model.tokenizer?.tokenText(r.token) ?? null } };
+            return { result: toDatasetIndices(r, kept, rec), extra: { dataset_id: rec.id, answer: rec.answer ?? null, token_text: model.tokenizer?.tokenText(r.token) ?? null, group: rec.group ?? null } };
           });
           const write = out.writePrompts(list);
           writes.push(opts.verbose ? write.then(() => list.forEach((x) => log(`stored prompt ${x.result.index}`))) : write);

@@ -23,7 +23,7 @@ export interface PromptRecord {
   /** Expected continuation (known_1000 `attribute`, counterfact `target_true.str`), as written in the file. */
   answer?: string;
   subject?: string;
-  /** A label to compare prompts by (e.g. a relation or a template), as written in the file. */
+  /** A label to compare prompts by (known_1000 and counterfact relation_id, a `group` field, a template); prompts of one group are not independent, so the report's bootstrap resamples groups. */
   group?: string;
   /** Already-tokenized prompt, for .json files of {ids: [...]}; the caller must not re-tokenize it. */
   ids?: number[];
@@ -198,7 +198,8 @@ function plainRecord(obj: unknown, index: number, where: string, answer = 'answe
   }
   for (const f of ['subject', 'group'] as const) {
     const v = obj[f];
-    if (v === undefined || v === null) continue;
+    // an empty cell is no label (it would lump every unlabelled prompt into one group)
+    if (v === undefined || v === null || v === '') continue;
     check(typeof v === 'string' || typeof v === 'number', `${where}: '${f}' must be a string, found ${typeof v}`);
     rec[f] = String(v);
   }
@@ -218,7 +219,9 @@ function knownRecord(obj: unknown, where: string): PromptRecord {
     check(typeof obj[f] === 'string' && (obj[f] as string).trim() !== '', `${where}: '${f}' is missing or not a non-empty string`);
   }
   check(typeof obj.known_id === 'number' || typeof obj.known_id === 'string', `${where}: 'known_id' is missing`);
-  return { id: String(obj.known_id), prompt: obj.prompt as string, answer: obj.attribute as string, subject: obj.subject as string };
+  const rec: PromptRecord = { id: String(obj.known_id), prompt: obj.prompt as string, answer: obj.attribute as string, subject: obj.subject as string };
+  if (typeof obj.relation_id === 'string' && obj.relation_id !== '') rec.group = obj.relation_id;
+  return rec;
 }
 
 /** A counterfact record: requested_rewrite.prompt is a template whose {} is the subject. */
@@ -235,7 +238,9 @@ function counterfactRecord(obj: unknown, where: string): PromptRecord {
   check(typeof id === 'number' || typeof id === 'string', `${where}: 'case_id' is missing`);
   // A function replacer, so that `$&` and friends in the subject are taken literally.
   const prompt = rw.prompt.replace('{}', () => rw.subject as string);
-  return { id: String(id), prompt, answer: tt.str, subject: rw.subject };
+  const rec: PromptRecord = { id: String(id), prompt, answer: tt.str, subject: rw.subject };
+  if (typeof rw.relation_id === 'string' && rw.relation_id !== '') rec.group = rw.relation_id;
+  return rec;
 }
 
 /** "line L column C" from a JSON.parse error, when it gives a position. */

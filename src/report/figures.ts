@@ -10,8 +10,11 @@
  */
 import type { TopLevelSpec } from 'vega-lite';
 import type { PromptResult } from '../causal/types.js';
-import type { ComponentStats, Interval } from '../experiments/stats.js';
+import { undefinedReason, type ComponentStats, type Interval, type Ols } from '../experiments/stats.js';
 import { HydraError } from '../io/errors.js';
+import { componentLabel, parseComponent } from '../models/components.js';
+
+export { componentLabel, parseComponent };
 
 /** Font of every figure; render.ts bundles it and measures text with it. */
 export const FIGURE_FONT = 'DejaVu Sans';
@@ -41,23 +44,13 @@ const H = 200;
 
 export type LayerType = 'Attention' | 'MLP';
 
-/** Parse a component name: embed, attn.{l}, mlp.{l}, head.{l}.{h}, attn_bias.{l}. */
-export function parseComponent(name: string): { kind: 'embed' | 'attn' | 'mlp' | 'head' | 'attn_bias'; layer: number | null; head: number | null } {
-  if (name === 'embed') return { kind: 'embed', layer: null, head: null };
-  let m = /^(attn|mlp|attn_bias)\.(\d+)$/.exec(name);
-  if (m) return { kind: m[1] as 'attn' | 'mlp' | 'attn_bias', layer: +m[2], head: null };
-  m = /^head\.(\d+)\.(\d+)$/.exec(name);
-  if (m) return { kind: 'head', layer: +m[1], head: +m[2] };
-  throw new HydraError(`unknown component name ${name}; expected embed, attn.L, mlp.L, head.L.H or attn_bias.L`);
-}
-
 /** Layer-level components (attn.L / mlp.L) of a name list, with their layer and type. */
 function layerComponents(names: string[]): { name: string; layer: number; type: LayerType }[] {
   const out: { name: string; layer: number; type: LayerType }[] = [];
   for (const n of names) {
     const c = parseComponent(n);
-    if (c.kind === 'attn') out.push({ name: n, layer: c.layer!, type: 'Attention' });
-    else if (c.kind === 'mlp') out.push({ name: n, layer: c.layer!, type: 'MLP' });
+    if (c.kind === 'attn') out.push({ name: n, layer: c.layer, type: 'Attention' });
+    else if (c.kind === 'mlp') out.push({ name: n, layer: c.layer, type: 'MLP' });
   }
   return out;
 }
@@ -76,18 +69,6 @@ function trim(text: string, max: number): string {
   return t.length > max ? `…${t.slice(t.length - max + 1)}` : t;
 }
 
-/** Readable "attention layer 3", "MLP layer 2", "head 1.2" for titles. */
-export function componentLabel(name: string): string {
-  const c = parseComponent(name);
-  switch (c.kind) {
-    case 'embed': return 'the embedding';
-    case 'attn': return `attention layer ${c.layer}`;
-    case 'mlp': return `MLP layer ${c.layer}`;
-    case 'head': return `attention head ${c.layer}.${c.head}`;
-    case 'attn_bias': return `the attention output bias of layer ${c.layer}`;
-  }
-}
-
 const layerAxis = (n: number) => ({
   field: 'layer', type: 'quantitative', title: 'layer',
   // a little room either side so end points and the ablated-layer rule stay clear of the frame
@@ -103,7 +84,7 @@ function nLayers(names: string[]): number {
   let n = 0;
   for (const k of names) {
     const c = parseComponent(k);
-    if (c.layer !== null) n = Math.max(n, c.layer + 1);
+    n = Math.max(n, c.layer + 1);
   }
   return n;
 }
@@ -152,7 +133,7 @@ export function profileFigure(prompt: PromptResult, k: string, opts: ProfileOpti
     if (v !== undefined) rows.push({ layer: c.layer, type: c.type, series: PROFILE_SERIES.mean, patch: -1, value: v });
   }
   const target = parseComponent(k);
-  if (target.layer !== null) {
+  if (target.layer >= 0) {
     rows.push({ layer: target.layer, type: target.kind === 'mlp' ? 'MLP' : 'Attention', series: 'ablated', patch: -1, value: null });
   }
   const text = opts.promptText ?? prompt.text;
@@ -236,6 +217,18 @@ function diagonalRows(xs: number[], ys: number[]): { v: number }[] {
   return hi > lo ? [{ v: lo }, { v: hi }] : [];
 }
 
+/** Colour by the ablated layer's depth (viridis over 0..L−1). */
+const depthColor = (L: number) => ({ field: 'layer', type: 'quantitative', title: 'layer', scale: { scheme: 'viridis', domain: [0, Math.max(L - 1, 1)] }, legend: { format: 'd', tickMinStep: 1 } });
+
+/** The dashed y = x reference line of a scatter, inside its data. */
+function diagonalLayer(xs: number[], ys: number[]): Record<string, unknown> {
+  return {
+    data: { values: diagonalRows(xs, ys) },
+    mark: { type: 'line', strokeDash: [6, 4], color: '#555', strokeWidth: 1.5 },
+    encoding: { x: { field: 'v', type: 'quantitative' }, y: { field: 'v', type: 'quantitative' } },
+  };
+}
+
 /** Figure 2 (a, b): per layer, DE and −TE, per prompt (grey) and mean (blue); rows = 2 per (prompt, layer component). */
 export function importanceProfiles(prompts: PromptResult[]): Record<string, unknown> {
   const rows = importanceRows(prompts).flatMap((r) => [
@@ -287,18 +280,14 @@ export function importanceScatter(prompts: PromptResult[]): Record<string, unkno
     width: W,
     height: W,
     layer: [
-      {
-        data: { values: diagonalRows(rows.map((r) => r.de), rows.map((r) => r.neg_te)) },
-        mark: { type: 'line', strokeDash: [6, 4], color: '#555', strokeWidth: 1.5 },
-        encoding: { x: { field: 'v', type: 'quantitative' }, y: { field: 'v', type: 'quantitative' } },
-      },
+      diagonalLayer(rows.map((r) => r.de), rows.map((r) => r.neg_te)),
       {
         data: { values: rows },
         mark: { type: 'point', filled: true, size: 55, opacity: 0.8 },
         encoding: {
           x: { field: 'de', type: 'quantitative', title: 'DE: direct effect (logit units)' },
           y: { field: 'neg_te', type: 'quantitative', title: '−TE: drop in logit when ablated' },
-          color: { field: 'layer', type: 'quantitative', title: 'layer', scale: { scheme: 'viridis', domain: [0, Math.max(L - 1, 1)] }, legend: { format: 'd', tickMinStep: 1 } },
+          color: depthColor(L),
           shape: { field: 'type', type: 'nominal', title: 'ablated', scale: { domain: ['Attention', 'MLP'], range: ['circle', 'triangle-up'] } },
           tooltip: [{ field: 'prompt' }, { field: 'layer' }, { field: 'type' }, { field: 'de', format: '.4f' }, { field: 'neg_te', format: '.4f' }],
         },
@@ -358,7 +347,7 @@ export function importanceSummary(stats: Record<string, ComponentStats>): Record
 /** Figure 2: (a, b) profiles, (c) scatter, (d) per-layer correlation and fraction. */
 export function importanceFigure(prompts: PromptResult[], stats: Record<string, ComponentStats>, opts: { kind?: string } = {}): TopLevelSpec {
   return top({
-    title: { text: 'Unembedding (DE) and ablation (−TE) measures of layer importance disagree', subtitle: opts.kind ? `${opts.kind} ablation, ${prompts.length} prompts` : `${prompts.length} prompts`, fontSize: 17 },
+    title: { text: 'Layer importance by unembedding (DE) and by ablation (−TE)', subtitle: opts.kind ? `${opts.kind} ablation, ${prompts.length} prompts` : `${prompts.length} prompts`, fontSize: 17 },
     vconcat: [importanceProfiles(prompts), { hconcat: [importanceScatter(prompts), importanceSummary(stats)], resolve: { scale: { color: 'independent', shape: 'independent' } } }],
     resolve: { scale: { color: 'independent' } },
   });
@@ -379,30 +368,26 @@ export function compensationRows(prompts: PromptResult[]): { prompt: number; com
   return rows;
 }
 
-function compensationScatter(rows: ReturnType<typeof compensationRows>, type: LayerType, L: number, letter: string): Record<string, unknown> {
-  const mine = rows.filter((r) => r.type === type);
-  return {
-    title: { text: `(${letter}) ${type} layers ablated`, fontSize: 14 },
-    width: W,
-    height: W - 40,
-    layer: [
-      {
-        data: { values: diagonalRows(mine.map((r) => r.removed), mine.map((r) => r.ce)) },
-        mark: { type: 'line', strokeDash: [6, 4], color: '#555', strokeWidth: 1.5 },
-        encoding: { x: { field: 'v', type: 'quantitative' }, y: { field: 'v', type: 'quantitative' } },
+function compensationScatter(mine: ReturnType<typeof compensationRows>, L: number, title: string, fit?: Ols): Record<string, unknown> {
+  const layers: Record<string, unknown>[] = [
+    diagonalLayer(mine.map((r) => r.removed), mine.map((r) => r.ce)),
+    {
+      data: { values: mine },
+      mark: { type: 'point', filled: true, size: 55, opacity: 0.8 },
+      encoding: {
+        x: { field: 'removed', type: 'quantitative', title: 'removed direct effect, −ΔDE(k)' },
+        y: { field: 'ce', type: 'quantitative', title: 'compensatory effect CE' },
+        color: depthColor(L),
+        tooltip: [{ field: 'prompt' }, { field: 'component' }, { field: 'removed', format: '.4f' }, { field: 'ce', format: '.4f' }],
       },
-      {
-        data: { values: mine },
-        mark: { type: 'point', filled: true, size: 55, opacity: 0.8 },
-        encoding: {
-          x: { field: 'removed', type: 'quantitative', title: 'removed direct effect, −ΔDE(k)' },
-          y: { field: 'ce', type: 'quantitative', title: 'compensatory effect CE' },
-          color: { field: 'layer', type: 'quantitative', title: 'layer', scale: { scheme: 'viridis', domain: [0, Math.max(L - 1, 1)] }, legend: { format: 'd', tickMinStep: 1 } },
-          tooltip: [{ field: 'prompt' }, { field: 'component' }, { field: 'removed', format: '.4f' }, { field: 'ce', format: '.4f' }],
-        },
-      },
-    ],
-  };
+    },
+  ];
+  if (fit && fit.slope !== null && fit.intercept !== null && mine.length > 0) {
+    const xs = mine.map((r) => r.removed);
+    const line = [Math.min(...xs), Math.max(...xs)].map((x) => ({ x, y: fit.intercept! + fit.slope! * x }));
+    layers.push({ data: { values: line }, mark: { type: 'line', color: RED, strokeWidth: 2 }, encoding: { x: { field: 'x', type: 'quantitative' }, y: { field: 'y', type: 'quantitative' } } });
+  }
+  return { title: { text: title, fontSize: 14 }, width: W, height: W - 40, layer: layers };
 }
 
 const STAT_SLOPE = 'OLS slope';
@@ -418,28 +403,41 @@ export function regressionRows(stats: Record<string, ComponentStats>, which: 'ce
     const b = s.bootstrap95;
     const slopeIv = which === 'ce' ? b.slope_ce : which === 'ce_attn' ? b.slope_ce_attn : b.slope_ce_mlp;
     const r2Iv = which === 'ce' ? b.r2_ce : which === 'ce_attn' ? b.r2_ce_attn : b.r2_ce_mlp;
-    rows.push({ layer: c.layer, x: nudge(c.layer, which === 'ce_mlp' || (which === 'ce' && c.type === 'MLP')), type: c.type, part, stat: STAT_SLOPE, value: o.slope, ...ciRows(slopeIv) });
+    // an undefined slope (nothing downstream) is left out, not drawn as 0
+    const na = undefinedReason(s, `slope_${which}`) !== null;
+    const slope = na ? { value: null, lo: null, hi: null } : { value: o.slope, ...ciRows(slopeIv) };
+    rows.push({ layer: c.layer, x: nudge(c.layer, which === 'ce_mlp' || (which === 'ce' && c.type === 'MLP')), type: c.type, part, stat: STAT_SLOPE, ...slope });
     rows.push({ layer: c.layer, x: nudge(c.layer, which === 'ce_mlp' || (which === 'ce' && c.type === 'MLP')), type: c.type, part, stat: STAT_R2, value: o.r2, ...ciRows(r2Iv) });
   }
   return rows;
 }
 
-/** Figure 7: CE_k against the removed direct effect, coloured by depth, and slope/R² per layer. */
-export function compensationFigure(prompts: PromptResult[], stats: Record<string, ComponentStats>, opts: { kind?: string } = {}): TopLevelSpec {
+/**
+ * Figure 7: (a) attention and (c) MLP ablations, CE_k against the removed direct effect coloured by
+ * depth; (b) the layer `best` (the paper: highest R²) with its fit; (d) slope and R² per layer.
+ */
+export function compensationFigure(prompts: PromptResult[], stats: Record<string, ComponentStats>, opts: { kind?: string; best?: string | null } = {}): TopLevelSpec {
   const rows = compensationRows(prompts);
   const L = Math.max(...rows.map((r) => r.layer)) + 1;
-  const types = (['Attention', 'MLP'] as LayerType[]).filter((t) => rows.some((r) => r.type === t));
-  const scatters = types.map((t, i) => compensationScatter(rows, t, L, 'ab'[i]));
+  const scatters: Record<string, unknown>[] = [];
+  const attn = rows.filter((r) => r.type === 'Attention'), mlp = rows.filter((r) => r.type === 'MLP');
+  if (attn.length) scatters.push(compensationScatter(attn, L, '(a) Attention layers ablated'));
+  if (opts.best) {
+    const s = stats[opts.best];
+    scatters.push(compensationScatter(rows.filter((r) => r.component === opts.best), L,
+      `(b) ${componentLabel(opts.best)}: highest R² (${s?.ols_ce_on_removed.r2?.toFixed(2) ?? 'n/a'})`, s?.ols_ce_on_removed));
+  }
+  if (mlp.length) scatters.push(compensationScatter(mlp, L, '(c) MLP layers ablated'));
   const reg = regressionRows(stats, 'ce');
   return top({
     title: {
-      text: 'Compensation: downstream layers restore part of the removed direct effect',
+      text: 'Compensatory effect against the removed direct effect',
       subtitle: `each point is one prompt; dashed line y = x is full compensation${opts.kind ? `; ${opts.kind} ablation` : ''}, ${prompts.length} prompts`,
       fontSize: 17,
     },
     vconcat: [
       { hconcat: scatters, resolve: { scale: { color: 'shared' } } },
-      summaryPanel('(c) Regression of CE on the removed DE, per ablated layer (bars: bootstrap 95% interval)', reg, L, 'slope or R²', 'stat', typeColor, [STAT_SLOPE, STAT_R2]),
+      summaryPanel('(d) Regression of CE on the removed DE, per ablated layer (bars: bootstrap 95% interval)', reg, L, 'slope or R²', 'stat', typeColor, [STAT_SLOPE, STAT_R2]),
     ],
     resolve: { scale: { color: 'independent' } },
   });
@@ -476,8 +474,9 @@ export function compensationSplitRows(prompts: PromptResult[], stats: Record<str
     const s = stats[k];
     if (!s) continue;
     const lo = Math.min(...xs), hi = Math.max(...xs);
-    for (const [part, o] of [[PART_ATTN, s.ols_ce_attn_on_removed], [PART_MLP, s.ols_ce_mlp_on_removed]] as const) {
-      if (o.slope === null || o.intercept === null) continue;
+    for (const [part, o, stat] of [[PART_ATTN, s.ols_ce_attn_on_removed, 'slope_ce_attn'], [PART_MLP, s.ols_ce_mlp_on_removed, 'slope_ce_mlp']] as const) {
+      // no fit where the part is undefined (nothing of that type downstream)
+      if (o.slope === null || o.intercept === null || undefinedReason(s, stat) !== null) continue;
       for (const x of [lo, hi]) rows.push({ panel, prompt: -1, mark: 'fit', part, removed: x, value: o.intercept + o.slope * x });
     }
   }
@@ -505,7 +504,7 @@ export function compensationSplitFigure(
   };
   return top({
     title: {
-      text: 'Compensation split into attention (Hydra effect) and MLP (reduced erasure) parts',
+      text: 'Compensation split into attention (CE_attn) and MLP (CE_mlp) parts',
       subtitle: `lines: least-squares fits${opts.kind ? `; ${opts.kind} ablation` : ''}, ${prompts.length} prompts`,
       fontSize: 17,
     },
@@ -564,7 +563,7 @@ export function headsFigure(prompt: PromptResult, k?: string, opts: { tokenText?
   if (k && !ab) throw new HydraError(`prompt ${prompt.index} has no ablation of ${k}`);
   const panel = (title: string, value: (n: string) => number) => ({
     title,
-    width: 26 * (Math.max(...heads.map((x) => x.c.head!)) + 1),
+    width: 26 * (Math.max(...heads.map((x) => x.c.head)) + 1),
     height: 22 * nLayers(heads.map((x) => x.n)),
     data: { values: heads.map(({ n, c }) => ({ component: n, layer: c.layer, head: c.head, value: value(n) })) },
     mark: { type: 'rect', stroke: 'white', strokeWidth: 1 },

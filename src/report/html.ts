@@ -7,7 +7,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { TopLevelSpec } from 'vega-lite';
 import type { PromptResult } from '../causal/types.js';
-import { statsToCsv, type ComponentStats, type Interval } from '../experiments/stats.js';
+import { estimateOf, type Findings, type LayerFinding } from '../experiments/findings.js';
+import { fmtNum } from '../experiments/format.js';
+import { statsToCsv, undefinedReason, type BootstrapStat, type ComponentStats, type Interval } from '../experiments/stats.js';
 import { HydraError } from '../io/errors.js';
 import { makeDir } from '../io/paths.js';
 import { compensationFigure, compensationSplitFigure, componentLabel, importanceFigure, parseComponent, profileFigure } from './figures.js';
@@ -27,10 +29,23 @@ export interface ReportInput {
   /** Decoded prompt texts and predicted tokens, by position in `prompts`, for the profile figures. */
   promptTexts?: string[];
   tokenTexts?: string[];
-  /** Override the (prompt position, component) shown in Figures 1 and 3. */
-  figure1?: { prompt: number; component: string };
-  figure3?: { prompt: number; component: string };
+  /** Figures 1 and 3: the ablated component and prompt of each (default: chosen from the statistics). */
+  picks?: ProfilePick[];
+  /** The verdicts (findings.json); without them the report has no Findings section. */
+  findings?: Findings;
+  /** The same statistics with the ablated run's own final-norm scale, shown beside the frozen-scale ones. */
+  ownScale?: Record<string, ComponentStats> | null;
   title?: string;
+}
+
+/** A Figure 1 / 3 choice and why it was made. */
+export interface ProfilePick {
+  component: string;
+  prompt: PromptResult;
+  /** named: --figure1; compensation: largest mean CE_attn > 0; removed_de: no layer compensates on average, largest removed DE. */
+  why: 'named' | 'compensation' | 'removed_de';
+  /** Attention layers with at least two attention layers downstream. */
+  candidates: number;
 }
 
 interface FigureEntry {
@@ -45,31 +60,19 @@ export function escapeHtml(s: string): string {
   return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;').replace(/'/g, '&#39;');
 }
 
-function fmt(v: number | null | undefined): string {
-  if (v === null || v === undefined || !Number.isFinite(v)) return '—';
-  if (v === 0) return '0';
-  const a = Math.abs(v);
-  return a >= 1e4 || a < 1e-3 ? v.toExponential(2) : v.toPrecision(3);
-}
+const fmt = fmtNum;
 
-function withCi(v: number | null, iv: Interval | undefined): string {
+/** A value with its interval, or "n/a" with the reason when the statistic is undefined. */
+function withCi(v: number | null, iv: Interval | undefined, reason: string | null = null): string {
+  if (reason !== null || v === null) return `<span class="na" title="${escapeHtml(reason ?? 'undefined')}">n/a</span>`;
   const main = escapeHtml(fmt(v));
   if (!iv || iv.lo === null || iv.hi === null) return main;
   return `${main}<span class="ci">[${escapeHtml(fmt(iv.lo))}, ${escapeHtml(fmt(iv.hi))}]</span>`;
 }
 
-/** The (prompt, component) of type `kind` with the largest clean DE, among components ablated in every prompt. */
-function pickProfile(prompts: PromptResult[], kind: 'attn' | 'mlp'): { prompt: number; component: string } | null {
-  const names = Object.keys(prompts[0]?.ablations ?? {}).filter((k) => parseComponent(k).kind === kind && prompts.every((p) => k in p.ablations));
-  if (names.length === 0) return null;
-  // the paper shows layers with a high direct effect: take the layer with the largest mean DE, then its strongest prompt
-  const meanDe = (k: string) => prompts.reduce((s, p) => s + (p.de[k] ?? 0), 0) / prompts.length;
-  const comp = names.reduce((a, b) => (meanDe(b) > meanDe(a) ? b : a));
-  let best = 0;
-  prompts.forEach((p, i) => {
-    if ((p.de[comp] ?? -Infinity) > (prompts[best].de[comp] ?? -Infinity)) best = i;
-  });
-  return { prompt: best, component: comp };
+/** withCi for one bootstrapped statistic of a component. */
+function statCell(s: ComponentStats, stat: BootstrapStat): string {
+  return withCi(estimateOf(s, stat), s.bootstrap95[stat], undefinedReason(s, stat));
 }
 
 const CSS = `
@@ -80,6 +83,9 @@ figcaption{margin-top:.5em}.explain{background:#f6f8fa;border-left:4px solid #1f
 table{border-collapse:collapse;font-size:.85em;margin:.8em 0;width:100%}th,td{border:1px solid #ddd;padding:.3em .45em;text-align:right;white-space:nowrap}
 th{background:#f0f2f5;position:sticky;top:0}td:first-child,th:first-child{text-align:left}.ci{display:block;color:#777;font-size:.85em}
 .tablewrap{overflow-x:auto;max-height:80vh}pre{background:#f6f8fa;padding:.8em;overflow-x:auto}dt{font-weight:bold;margin-top:.4em}
+.na{color:#777;font-style:italic}.verdict{font-weight:bold}.v-found{color:#116611}.v-opposite{color:#a01010}.v-inconclusive,.v-n\/a{color:#666}
+.v-not-found{color:#a01010}.claim{margin:.8em 0;padding:.5em 1em;border:1px solid #ddd;border-radius:4px}.rule{color:#555;font-size:.9em}
+td.sentence{white-space:normal;text-align:left;min-width:26em}
 `;
 
 const GLOSSARY = `
@@ -96,9 +102,10 @@ into attention and MLP layers.</dd>
 The parts add up exactly: TE = ΔDE(k) + CE + NE, where ΔDE(k) is the change of the ablated component's own direct effect
 (its negative is the "removed direct effect").</dd>
 <dt>IE — indirect effect</dt><dd>The effect of the ablation that flows only through downstream components.</dd>
-<dt>The Hydra effect</dt><dd>When one attention layer is ablated, later layers change their output to compensate, like the
-heads of the Hydra growing back. So ablation (−TE) can under-state how much a layer contributes directly (DE), and the
-compensatory effect tracks the removed direct effect. Late MLP layers that normally <em>erase</em> evidence also erase less.</dd>
+<dt>The Hydra effect</dt><dd>The paper's name for downstream attention layers changing their output to make up for an
+ablated attention layer, like the heads of the Hydra growing back; it also reports late MLP layers that <em>erase</em>
+evidence for the token and erase less after an ablation. Whether these happen in this model on these prompts is what the
+Findings section above tests; nothing in this report assumes them.</dd>
 </dl>`;
 
 function statsTable(stats: Record<string, ComponentStats>): string {
@@ -108,18 +115,154 @@ function statsTable(stats: Record<string, ComponentStats>): string {
     'mean DE', 'mean TE', 'mean CE', 'mean NE', 'mean IE',
   ];
   const rows = Object.values(stats).map((s) => {
-    const b = s.bootstrap95;
     const cells = [
       escapeHtml(s.component), String(s.n),
-      withCi(s.pearson_de_vs_neg_te, b.pearson_de_vs_neg_te), withCi(s.frac_de_gt_neg_te, b.frac_de_gt_neg_te),
-      withCi(s.ols_ce_on_removed.slope, b.slope_ce), escapeHtml(fmt(s.ols_ce_on_removed.intercept)), withCi(s.ols_ce_on_removed.r2, b.r2_ce),
-      withCi(s.ols_ce_attn_on_removed.slope, b.slope_ce_attn), withCi(s.ols_ce_attn_on_removed.r2, b.r2_ce_attn),
-      withCi(s.ols_ce_mlp_on_removed.slope, b.slope_ce_mlp), withCi(s.ols_ce_mlp_on_removed.r2, b.r2_ce_mlp),
-      withCi(s.mean.de, b.mean_de), withCi(s.mean.te, b.mean_te), withCi(s.mean.ce, b.mean_ce), withCi(s.mean.ne, b.mean_ne), withCi(s.mean.ie, b.mean_ie),
+      statCell(s, 'pearson_de_vs_neg_te'), statCell(s, 'frac_de_gt_neg_te'),
+      statCell(s, 'slope_ce'), withCi(s.ols_ce_on_removed.intercept, undefined, undefinedReason(s, 'slope_ce')), statCell(s, 'r2_ce'),
+      statCell(s, 'slope_ce_attn'), statCell(s, 'r2_ce_attn'), statCell(s, 'slope_ce_mlp'), statCell(s, 'r2_ce_mlp'),
+      statCell(s, 'mean_de'), statCell(s, 'mean_te'), statCell(s, 'mean_ce'), statCell(s, 'mean_ne'), statCell(s, 'mean_ie'),
     ];
     return `<tr>${cells.map((c) => `<td>${c}</td>`).join('')}</tr>`;
   });
   return `<div class="tablewrap"><table><thead><tr>${head.map((h) => `<th>${h}</th>`).join('')}</tr></thead><tbody>${rows.join('\n')}</tbody></table></div>`;
+}
+
+const componentName = (k: string) => escapeHtml(componentLabel(k));
+
+/** Figure 1 / 3 choice (METHOD.md "Findings"; issue: show a compensation case when there is one). */
+export function chooseProfiles(prompts: PromptResult[], stats: Record<string, ComponentStats>, figure1?: string): ProfilePick[] {
+  const layerOf = (k: string) => parseComponent(k).layer;
+  const attn = Object.keys(stats).filter((k) => parseComponent(k).kind === 'attn' && prompts.every((p) => k in p.ablations));
+  if (figure1 !== undefined && !(figure1 in stats && prompts.every((p) => figure1 in p.ablations))) {
+    const layers = Object.keys(stats).filter((k) => ['attn', 'mlp'].includes(parseComponent(k).kind));
+    throw new HydraError(`--figure1 ${figure1} was not ablated in this run; choose one of ${layers.join(', ')}`);
+  }
+  if (attn.length === 0 && figure1 === undefined) return [];
+  const top = Math.max(...attn.map(layerOf));
+  const candidates = attn.filter((k) => layerOf(k) <= top - 2);
+  const pool = candidates.length > 0 ? candidates : attn;
+  const meanCeAttn = (k: string) => stats[k].mean.ce_attn ?? -Infinity;
+  const meanRemoved = (k: string) => stats[k].mean.removed_de ?? -Infinity;
+  const compensating = attn.filter((k) => meanCeAttn(k) > 0);
+  // compensation cases by mean CE_attn first, then the rest by mean removed DE; Figure 3 may go beyond the pool
+  const rank = (ks: string[]) => [
+    ...ks.filter((k) => compensating.includes(k)).sort((x, y) => meanCeAttn(y) - meanCeAttn(x)),
+    ...ks.filter((k) => !compensating.includes(k)).sort((x, y) => meanRemoved(y) - meanRemoved(x)),
+  ];
+  const ranked = [...rank(pool), ...rank(attn.filter((k) => !pool.includes(k)))];
+  const order = figure1 !== undefined ? [figure1, ...ranked.filter((k) => k !== figure1)] : ranked;
+  return order.slice(0, 2).map((k) => {
+    const comp = meanCeAttn(k) > 0;
+    // the prompt that shows the repair best, or (no repair on average) the largest removed effect
+    const key = (p: PromptResult) => (comp ? p.ablations[k].ce_attn : -p.ablations[k].dde_self);
+    const prompt = prompts.reduce((best, p) => (key(p) > key(best) ? p : best));
+    return { component: k, prompt, why: k === figure1 ? 'named' : comp ? 'compensation' : 'removed_de', candidates: candidates.length };
+  });
+}
+
+/** Why this prompt and layer are shown (Figure 1: first = true; Figure 3: the next by the same rule), and its numbers. */
+function pickExplain(pick: ProfilePick, stats: Record<string, ComponentStats>, first: boolean): string {
+  const k = pick.component;
+  const s = stats[k];
+  const a = pick.prompt.ablations[k];
+  const who = componentName(k);
+  const pool = pick.candidates > 0 ? 'attention layer with at least two attention layers downstream' : 'attention layer';
+  let reason: string;
+  if (pick.why === 'named') reason = `${who} was chosen with <code>--figure1</code>.`;
+  else if (!first) {
+    reason = `The next attention layer by the rule of Figure 1: ${who}, ${pick.why === 'compensation'
+      ? `whose ablation gives a positive mean CE<sub>attn</sub> (${fmt(s.mean.ce_attn)}), on the prompt where CE<sub>attn</sub> is largest.`
+      : `which removes ${fmt(s.mean.removed_de)} of direct effect on average (its mean CE<sub>attn</sub> is not positive), on the prompt where it removes the most.`}`;
+  } else if (pick.why === 'compensation') {
+    reason = `Shown: ${who}, the ${pool} whose ablation gives the largest mean CE<sub>attn</sub> (${fmt(s.mean.ce_attn)}), on the prompt where CE<sub>attn</sub> is largest.`;
+  } else {
+    reason = `No ${pool} has a positive mean CE<sub>attn</sub>, so there is no compensation case to show: this is ${who}, the one whose ablation removes the most direct effect on average (${fmt(s.mean.removed_de)}), on the prompt where it removes the most.`;
+  }
+  return `${reason} In this prompt: TE ${fmt(a.te)}, removed DE ${fmt(-a.dde_self)}, CE<sub>attn</sub> ${fmt(a.ce_attn)}, CE<sub>mlp</sub> ${fmt(a.ce_mlp)}, NE ${fmt(a.ne)}.`;
+}
+
+const VERDICT_CLASS = (v: string) => `verdict v-${v.replace(/ /g, '-')}`;
+
+function intervalText(f: { lo: number | null; hi: number | null; level: number }): string {
+  return f.lo === null || f.hi === null ? 'n/a' : `[${fmt(f.lo)}, ${fmt(f.hi)}] (${fmt(100 * f.level)}%)`;
+}
+
+const STAT_LABEL: Partial<Record<BootstrapStat, string>> = {
+  slope_ce: 'slope of CE', slope_ce_attn: 'slope of CE<sub>attn</sub>', slope_ce_mlp: 'slope of CE<sub>mlp</sub>', slope_ne: 'slope of NE',
+  mean_de: 'mean DE', mean_ce: 'mean CE', mean_ce_attn: 'mean CE<sub>attn</sub>', mean_ce_mlp: 'mean CE<sub>mlp</sub>',
+  pearson_de_vs_neg_te: 'Pearson r (DE, −TE)', frac_de_gt_neg_te: 'fraction DE &gt; −TE',
+};
+
+function findingRow(f: LayerFinding): string {
+  const also = f.also.map((a) => `${STAT_LABEL[a.statistic] ?? a.statistic} ${escapeHtml(fmt(a.estimate))}${a.lo !== null ? ` <span class="ci">${escapeHtml(intervalText(a))}</span>` : ''}`).join('<br>');
+  const cells = [
+    componentName(f.component), STAT_LABEL[f.statistic] ?? f.statistic,
+    f.estimate === null ? `<span class="na" title="${escapeHtml(f.reason ?? '')}">n/a</span>` : escapeHtml(fmt(f.estimate)),
+    escapeHtml(intervalText(f)), `<span class="${VERDICT_CLASS(f.verdict)}">${escapeHtml(f.verdict)}</span>`, also,
+  ];
+  return `<tr>${cells.map((c) => `<td>${c}</td>`).join('')}<td class="sentence">${escapeHtml(f.sentence)}</td></tr>`;
+}
+
+function findingsSection(f: Findings): string {
+  const b = f.bootstrap;
+  const boot = b
+    ? `${b.B} bootstrap resamples${b.seed !== null ? ` (seed ${b.seed})` : ''} of ${b.unit === 'groups' ? `the ${b.n_groups} groups of prompts (grouping: ${escapeHtml(f.grouping)}); a resample draws whole groups, since prompts of one group are not independent` : `the ${b.n_groups} prompts (grouping: ${escapeHtml(f.grouping)})`}`
+    : 'no bootstrap';
+  const claims = f.claims.map((c) => {
+    const rows = f.layers.filter((l) => l.claim === c.claim).map(findingRow).join('\n');
+    return `<div class="claim" id="claim-${c.claim}"><h3>${escapeHtml(c.title)}: <span class="${VERDICT_CLASS(c.verdict)}">${escapeHtml(c.verdict)}</span></h3>
+<p>${escapeHtml(c.sentence)}</p><p class="rule">Rule: ${escapeHtml(c.rule)}</p>
+<div class="tablewrap"><table><thead><tr><th>layer ablated</th><th>statistic</th><th>estimate</th><th>interval</th><th>verdict</th><th>also reported</th><th>in words</th></tr></thead>
+<tbody>${rows}</tbody></table></div></div>`;
+  }).join('\n');
+  return `<section id="findings"><h2>Findings</h2>
+<div class="explain">What these data show, claim by claim, computed from the stored results. Each estimate has a bootstrap
+percentile interval from ${boot}. For a claim tested on <i>m</i> layers each interval has level 1 − 0.05/<i>m</i> (Bonferroni),
+so that all <i>m</i> hold together with 95% confidence. A layer is <b>found</b> when its interval lies entirely on the claimed
+side of 0, <b>opposite</b> when it lies entirely on the other side, <b>inconclusive</b> when it contains 0, and <b>n/a</b> when the
+statistic is undefined (the reason is given). The model shows a claim (<b>found</b>) when at least one layer is found, else
+<b>not found</b>. Direct effects use ${escapeHtml(f.scale)}. All numbers: <a href="findings.json">findings.json</a>.</div>
+${claims}
+</section>`;
+}
+
+function scaleSection(stats: Record<string, ComponentStats>, own: Record<string, ComponentStats>): string {
+  const STATS: BootstrapStat[] = ['slope_ce', 'slope_ce_attn', 'slope_ce_mlp', 'mean_ce'];
+  const comps = Object.keys(own).filter((k) => k in stats);
+  const head = ['layer ablated', ...STATS.flatMap((st) => [`${STAT_LABEL[st]} (frozen σ)`, `${STAT_LABEL[st]} (own σ′)`])];
+  const rows = comps.map((k) => `<tr><td>${escapeHtml(k)}</td>${STATS.map((st) => `<td>${statCell(stats[k], st)}</td><td>${statCell(own[k], st)}</td>`).join('')}</tr>`);
+  return `<section id="scale"><h2>Frozen scale and own scale</h2>
+<div class="explain">METHOD.md measures every direct effect after an ablation, DE′, with the final norm's scale frozen at the clean
+run's σ, so that layers upstream of the ablation keep their direct effect; the part of the total effect carried by the change of
+scale is NE. The alternative divides by the ablated run's own scale σ′ (DE′·σ/σ′), which folds that change into every layer's DE′.
+The key statistics under both are side by side below (95% bootstrap intervals). <b>The findings use the frozen scale.</b> Where
+the two columns differ much, the norm's scale, not the layers, carries the difference.</div>
+<div class="tablewrap"><table><thead><tr>${head.map((h) => `<th>${h}</th>`).join('')}</tr></thead><tbody>${rows.join('\n')}</tbody></table></div>
+</section>`;
+}
+
+/** Undefined statistics of the table, each with its reason, once per component and reason. */
+function naList(stats: Record<string, ComponentStats>): string {
+  const items: string[] = [];
+  for (const s of Object.values(stats)) {
+    const reasons = new Set<string>();
+    for (const st of ['slope_ce', 'slope_ce_attn', 'slope_ce_mlp', 'pearson_de_vs_neg_te'] as BootstrapStat[]) {
+      const r = undefinedReason(s, st);
+      if (r) reasons.add(r);
+    }
+    for (const r of reasons) items.push(`<li>${escapeHtml(s.component)}: ${escapeHtml(r)}</li>`);
+  }
+  return items.length ? `<p>Statistics shown as n/a are undefined:</p><ul>${items.join('')}</ul>` : '';
+}
+
+/** The highest-R² layer of CE on the removed DE (the paper's Figure 7b), or null. */
+function bestR2(stats: Record<string, ComponentStats>): string | null {
+  let best: string | null = null;
+  for (const [k, s] of Object.entries(stats)) {
+    if (!['attn', 'mlp'].includes(parseComponent(k).kind) || s.ols_ce_on_removed.r2 === null) continue;
+    if (best === null || s.ols_ce_on_removed.r2 > stats[best].ols_ce_on_removed.r2!) best = k;
+  }
+  return best;
 }
 
 /**
@@ -127,11 +270,15 @@ function statsTable(stats: Record<string, ComponentStats>): string {
  * Returns the path of index.html.
  */
 export async function writeReport(outDir: string, input: ReportInput): Promise<string> {
-  const { prompts, stats } = input;
+  const { prompts, stats, findings } = input;
   if (prompts.length === 0) throw new HydraError('no prompts to report on; check the prompt filter');
   const kind = input.kind ?? (typeof input.config?.kind === 'string' ? (input.config.kind as string) : 'resample');
   const figDir = path.join(outDir, 'figures');
   makeDir(figDir, 'choose a writable --out');
+  const said = (claim: string) => {
+    const c = findings?.claims.find((x) => x.claim === claim);
+    return c ? ` <b>Finding:</b> ${escapeHtml(c.sentence)}` : '';
+  };
 
   const figures: FigureEntry[] = [];
   const add = async (id: string, title: string, spec: TopLevelSpec, explanation: string) => {
@@ -140,46 +287,51 @@ export async function writeReport(outDir: string, input: ReportInput): Promise<s
   };
   const profileExplain = (k: string) =>
     `Each point is one layer's <b>direct effect</b> on the predicted token for this one prompt. Blue: the intact model. ` +
-    `Red: after ablating ${escapeHtml(componentLabel(k))} (dashed line); faint red lines are individual patches, the solid red line their mean. ` +
-    `At the dashed line the red value is what the patch itself contributes. Where red rises above blue in later layers, those layers ` +
-    `<b>compensate</b> for the ablation (the Hydra effect); where an MLP's red line is less negative than its blue one, it erases less.`;
-  const profileSpec = (pick: { prompt: number; component: string }) =>
-    profileFigure(prompts[pick.prompt], pick.component, {
-      kind,
-      promptText: input.promptTexts?.[pick.prompt],
-      tokenText: input.tokenTexts?.[pick.prompt],
-    });
+    `Red: after ablating ${componentName(k)} (dashed line); faint red lines are individual patches, the solid red line their mean. ` +
+    `At the dashed line the red value is what the patch itself contributes. A later layer whose red point lies above its blue one ` +
+    `raised its direct effect after the ablation (compensation); below, it lowered it.`;
+  const profileSpec = (pick: ProfilePick) => {
+    const i = prompts.findIndex((p) => p.index === pick.prompt.index);
+    return profileFigure(pick.prompt, pick.component, { kind, promptText: input.promptTexts?.[i], tokenText: input.tokenTexts?.[i] });
+  };
   const notes: string[] = [];
-
-  const f1 = input.figure1 ?? pickProfile(prompts, 'attn');
-  if (f1) await add('fig1_profile_attention', `Figure 1 — one prompt, ablating ${componentLabel(f1.component)}`, profileSpec(f1), profileExplain(f1.component));
-  else notes.push('Figure 1 needs an attention-layer ablation; none was run.');
+  const picks = input.picks ?? chooseProfiles(prompts, stats);
+  const ids = ['fig1_profile_attention', 'fig3_profile_attention'];
+  for (let i = 0; i < 2; i++) {
+    const pick = picks[i];
+    if (!pick) {
+      notes.push(`Figure ${i === 0 ? 1 : 3} needs ${i === 0 ? 'an' : 'a second'} attention-layer ablation; none was run.`);
+      continue;
+    }
+    await add(ids[i], `Figure ${i === 0 ? 1 : 3} — one prompt, ablating ${componentLabel(pick.component)}`, profileSpec(pick),
+      `${pickExplain(pick, stats, i === 0)} ${profileExplain(pick.component)}${i === 0 ? said('hydra_effect') : ''}`);
+  }
 
   const hasLayers = Object.keys(stats).some((k) => ['attn', 'mlp'].includes(parseComponent(k).kind));
   if (hasLayers) {
     await add('fig2_importance', 'Figure 2 — unembedding vs ablation importance', importanceFigure(prompts, stats, { kind }),
       '(a, b) For every layer, its direct effect DE (top) and its importance by ablation −TE (bottom); grey lines are single prompts, ' +
       'blue their mean. (c) Every prompt and layer as one point: if ablation measured the same thing as the direct effect, points would ' +
-      'lie on the dashed line y = x. Points <b>below</b> the line are cases where the ablation hurts less than the layer\'s direct ' +
-      'contribution, because other layers make up for it. (d) Per layer, the correlation of DE with −TE across prompts and the fraction ' +
-      'of prompts where DE &gt; −TE; bars are bootstrap 95% intervals over prompts.');
+      'lie on the dashed line y = x; points below it are cases where ablating the layer costs less than its direct contribution. ' +
+      '(d) Per layer, the correlation of DE with −TE across prompts and the fraction of prompts where DE &gt; −TE; bars are bootstrap ' +
+      `95% intervals.${said('de_te_disagree')}`);
   } else notes.push('Figures 2, 7 and 8 need attention and MLP layer ablations; none were run.');
 
-  const f3 = input.figure3 ?? pickProfile(prompts, 'mlp');
-  if (f3) await add('fig3_profile_mlp', `Figure 3 — one prompt, ablating ${componentLabel(f3.component)}`, profileSpec(f3), profileExplain(f3.component));
-  else notes.push('Figure 3 needs an MLP-layer ablation; none was run.');
-
   if (hasLayers) {
-    await add('fig7_compensation', 'Figure 7 — compensation against removed direct effect', compensationFigure(prompts, stats, { kind }),
-      '(a, b) Each point is one prompt and one ablated layer (colour = depth). The x axis is the direct effect the ablation removed ' +
-      '(−ΔDE of the ablated layer); the y axis is the compensatory effect CE, how much downstream layers changed their direct effects. ' +
-      'On the dashed line y = x compensation would be complete. (c) Per ablated layer, the least-squares slope of CE on the removed ' +
-      'effect (what fraction is restored on average) and R² (how much of CE\'s variation the removed effect explains). A layer with ' +
-      'nothing downstream has CE = 0, so its R² is undefined and not drawn.');
+    const best = bestR2(stats);
+    await add('fig7_compensation', 'Figure 7 — compensation against removed direct effect', compensationFigure(prompts, stats, { kind, best }),
+      '(a, c) Each point is one prompt and one ablated layer (colour = depth), attention layers in (a) and MLP layers in (c). The x axis ' +
+      'is the direct effect the ablation removed (−ΔDE of the ablated layer); the y axis is the compensatory effect CE, how much ' +
+      'downstream layers changed their direct effects. On the dashed line y = x compensation would be complete; below 0, downstream ' +
+      `layers add to the loss. (b) The layer with the highest R²${best ? ` (${componentName(best)}, R² ${fmt(stats[best].ols_ce_on_removed.r2)})` : ''}, with its least-squares line. ` +
+      '(d) Per ablated layer, the least-squares slope of CE on the removed effect (the share restored on average) and R² (how much of ' +
+      'CE\'s variation the removed effect explains), with bootstrap 95% intervals. A layer with nothing downstream has CE = 0, so its ' +
+      `R² is undefined and not drawn.${said('restoration')}`);
     await add('fig8_compensation_split', 'Figure 8 — attention vs MLP compensation', compensationSplitFigure(prompts, stats, { kind }),
-      'The compensatory effect split into the change of downstream <b>attention</b> layers (CE<sub>attn</sub>, the Hydra effect proper) ' +
-      'and of downstream <b>MLP</b> layers (CE<sub>mlp</sub>, often reduced erasure). (a) For a few ablated layers, both parts against ' +
-      'the removed direct effect, with least-squares lines. (b) Slope and R² of each part per ablated layer, with bootstrap 95% intervals.');
+      'The compensatory effect split into the change of downstream <b>attention</b> layers (CE<sub>attn</sub>; positive slopes would ' +
+      'be the Hydra effect) and of downstream <b>MLP</b> layers (CE<sub>mlp</sub>; positive slopes would be reduced erasure). (a) For a ' +
+      'few ablated layers, both parts against the removed direct effect, with least-squares lines. (b) Slope and R² of each part per ' +
+      `ablated layer, with bootstrap 95% intervals.${said('hydra_effect')}${said('erasure')}`);
   }
 
   // statistics files
@@ -194,10 +346,11 @@ export async function writeReport(outDir: string, input: ReportInput): Promise<s
     bootstrap: first?.bootstrap ?? null,
     config: input.config ?? {},
     components: stats,
+    own_scale: input.ownScale ?? null,
   };
   fs.writeFileSync(path.join(outDir, 'stats.json'), JSON.stringify(json, null, 2) + '\n');
 
-  const title = input.title ?? `Hydra effect report: ${input.model}`;
+  const title = input.title ?? `Hydra analysis report: ${input.model}`;
   const boot = first?.bootstrap;
   const figHtml = figures
     .map(
@@ -207,29 +360,35 @@ export async function writeReport(outDir: string, input: ReportInput): Promise<s
 Files: <a href="${escapeHtml(f.svg)}">SVG</a> · <a href="${escapeHtml(f.png)}">PNG</a></figcaption></figure></section>`,
     )
     .join('\n');
+  const bootText = boot
+    ? ` · ${boot.B} bootstrap resamples${boot.seed !== null ? ` (seed ${boot.seed})` : ''} of ${boot.n_groups} ${boot.unit === 'groups' ? 'groups' : 'prompts'}`
+    : '';
   const html = `<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>${escapeHtml(title)}</title><style>${CSS}</style></head>
 <body>
 <h1>${escapeHtml(title)}</h1>
 <p class="meta">Model <b>${escapeHtml(input.model)}</b> · prompt set <b>${escapeHtml(input.dataset)}</b> · ${prompts.length} prompts ·
-${escapeHtml(kind)} ablation${boot ? ` · ${boot.B} bootstrap resamples${boot.seed !== null ? ` (seed ${boot.seed})` : ''}` : ''}</p>
+${escapeHtml(kind)} ablation${escapeHtml(bootText)}</p>
+${findings ? findingsSection(findings) : ''}
 <section id="about"><h2>What is measured</h2>
-<p>This report reproduces the measurements of McGrath et al. (2023), "The Hydra Effect". All effects are on the centred logit
-of the token the intact model predicts at the last prompt position, in logit units.</p>
+<p>This report applies the measurements of McGrath et al. (2023), "The Hydra Effect", to this model and prompt set. All effects
+are on the centred logit of the token the intact model predicts at the last prompt position, in logit units.</p>
 ${GLOSSARY}
 ${notes.length ? `<p><em>${notes.map(escapeHtml).join(' ')}</em></p>` : ''}
 </section>
+${input.ownScale ? scaleSection(stats, input.ownScale) : ''}
 ${figHtml}
 <section id="statistics"><h2>Statistics per ablated component</h2>
 <div class="explain">One row per ablated component, over all ${prompts.length} prompts, using each prompt's effects averaged over
-its patches. Small grey brackets are bootstrap 95% intervals (resampling prompts). "Pearson r" compares the direct effect with the
+its patches. Small grey brackets are bootstrap 95% intervals${boot?.unit === 'groups' ? ' (resampling groups of prompts)' : ' (resampling prompts)'}. "Pearson r" compares the direct effect with the
 importance by ablation; "fraction DE &gt; −TE" is how often ablation under-states the direct effect. Slope and R² come from a
-least-squares fit of the compensatory effect (total, attention part, MLP part) on the removed direct effect: a slope near 1 means
-the loss is fully restored, near 0 means no compensation. "—" marks a value that is undefined (for example R² when nothing is
-downstream of the component, so CE is always 0).</div>
+least-squares fit of the compensatory effect (total, attention part, MLP part) on the removed direct effect: a slope of 1 means
+the loss is fully restored, 0 no compensation, below 0 downstream layers add to the loss. "n/a" marks an undefined statistic;
+hover for the reason, or see the list below the table.</div>
 ${statsTable(stats)}
-<p>Download: <a href="stats.csv">stats.csv</a> · <a href="stats.json">stats.json</a></p>
+${naList(stats)}
+<p>Download: <a href="stats.csv">stats.csv</a> · <a href="stats.json">stats.json</a>${findings ? ' · <a href="findings.json">findings.json</a>' : ''}</p>
 </section>
 <section id="config"><h2>Run settings</h2><pre>${escapeHtml(JSON.stringify(input.config ?? {}, null, 2))}</pre></section>
 </body></html>

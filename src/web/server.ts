@@ -12,7 +12,13 @@
  *                                (the `hydra effects --json` prompt entry) or {"error": ...}.
  *                                component "all" ablates every attention and MLP layer in turn.
  *                                Closing the request cancels the work between two components.
- *   GET  /api/dataset            with --db: Figures 2, 7 and 8 and the prompts' texts
+ *   GET  /api/dataset            with --db: Figures 2, 7 and 8, the findings and the prompts' texts
+ *   GET  /api/stored?prompt=N&component=K
+ *                                with --db: prompt N's stored results for ablating K (the `hydra
+ *                                effects --json` entry, one ablation), the run's settings and
+ *                                sources, Figure 1 from the stored numbers, and (resample and zero
+ *                                ablation, same model) the same ablation recomputed live with the
+ *                                stored sources, with the largest difference from the stored effects.
  *
  * Only requests whose Host (and Origin, when sent) is this server's own address and port are
  * answered (403 otherwise: no DNS rebinding).
@@ -30,19 +36,20 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { AddressInfo } from 'node:net';
 import { ablationKind, CLI_KINDS, DEFAULT_SAMPLES, needsPool, samplesOf } from '../causal/ablations.js';
-import { defaultTargets } from '../causal/analysis.js';
+import { analyze, defaultTargets } from '../causal/analysis.js';
 import { checkActivations } from '../causal/finite.js';
 import { MAX_SEED } from '../causal/random.js';
 import { centredLogit, directEffect, Readout, softmax, topTokens } from '../causal/readout.js';
 import { EFFECTS, type AblationKind, type PromptResult } from '../causal/types.js';
 import { profilePrompt } from '../experiments/profile.js';
-import { datasetStatistics } from '../experiments/stats.js';
 import { ResultsStore } from '../experiments/store.js';
+import { modelHash } from '../experiments/sweep.js';
 import { HydraError } from '../io/errors.js';
 import { toJson } from '../io/json.js';
 import { packageRoot } from '../io/paths.js';
 import { layerComponents, parseComponent } from '../models/components.js';
 import type { HookedModel } from '../models/model.js';
+import { analyzeDatabase } from '../report/database.js';
 import { compensationFigure, compensationSplitFigure, headsFigure, importanceFigure, profileFigure } from '../report/figures.js';
 
 export interface ServeOptions {
@@ -154,8 +161,10 @@ class Explorer {
         return this.ablate(req, res, await readJson(req));
       case 'GET /api/dataset':
         return this.json(res, 200, await this.datasetView());
+      case 'GET /api/stored':
+        return this.json(res, 200, await this.stored(url.searchParams));
     }
-    const known = Object.keys(STATIC).includes(url.pathname) || ['/api/info', '/api/prompt', '/api/ablate', '/api/dataset'].includes(url.pathname);
+    const known = Object.keys(STATIC).includes(url.pathname) || ['/api/info', '/api/prompt', '/api/ablate', '/api/dataset', '/api/stored'].includes(url.pathname);
     throw new RequestError(known ? 405 : 404, known ? `${req.method} is not allowed on ${url.pathname}` : `no such page: ${url.pathname}`);
   }
 
@@ -283,33 +292,86 @@ class Explorer {
     res.end();
   }
 
-  /** Figures 2, 7 and 8 of the loaded database, computed once. */
+  /** Figures 2, 7 and 8 and the findings of the loaded database, computed once (statistics in DuckDB). */
   private datasetView(): Promise<unknown> {
-    const db = this.opts.db;
-    if (!db) throw new RequestError(404, 'no results database loaded; start hydra serve with --db results.duckdb');
+    const db = this.database();
     this.dataset ??= (async () => {
-      const store = await ResultsStore.openReadOnly(db);
-      try {
-        const prompts = await store.readResults();
-        if (prompts.length === 0) throw new HydraError(`${db} holds no computed prompts; run hydra sweep first`);
-        const stats = datasetStatistics(prompts, { bootstrap: 200 });
-        const kind = store.config.ablation;
-        return {
-          database: path.basename(db),
-          config: store.config,
-          prompts: prompts.map((p) => ({ index: p.index, text: p.text ?? null })),
-          figures: {
-            fig2: importanceFigure(prompts, stats, { kind }),
-            fig7: compensationFigure(prompts, stats, { kind }),
-            fig8: compensationSplitFigure(prompts, stats, { kind }),
-          },
-        };
-      } finally {
-        await store.close();
-      }
+      const a = await analyzeDatabase(db, { bootstrap: 200 });
+      const kind = a.config.ablation;
+      return {
+        database: path.basename(db),
+        config: a.config,
+        prompts: a.prompts.map((p) => ({ index: p.index, text: p.text ?? null })),
+        findings: a.findings.claims.map((c) => ({ claim: c.claim, title: c.title, verdict: c.verdict, sentence: c.sentence })),
+        figures: {
+          fig2: importanceFigure(a.prompts, a.stats, { kind }),
+          fig7: compensationFigure(a.prompts, a.stats, { kind }),
+          fig8: compensationSplitFigure(a.prompts, a.stats, { kind }),
+        },
+      };
     })();
     this.dataset.catch(() => (this.dataset = undefined));
     return this.dataset;
+  }
+
+  private database(): string {
+    if (!this.opts.db) throw new RequestError(404, 'no results database loaded; start hydra serve with --db results.duckdb');
+    return this.opts.db;
+  }
+
+  /** One prompt's stored ablation of one component, and the same recomputed live where the run can be repeated. */
+  private async stored(q: URLSearchParams) {
+    const db = this.database();
+    const index = Number(q.get('prompt'));
+    const component = q.get('component') ?? '';
+    if (!Number.isInteger(index) || index < 0) throw new RequestError(400, 'prompt must be a prompt index of the database');
+    const { model } = this.opts;
+    const target = parseComponent(component, model.spec).name;
+    const store = await ResultsStore.openReadOnly(db);
+    let r: PromptResult | undefined;
+    let sourceIds: number[][] = [];
+    const config = store.config;
+    try {
+      [r] = await store.readResults({ prompts: [index], layersOnly: !['head', 'attn_bias'].includes(parseComponent(target).kind) });
+      if (!r) throw new RequestError(404, `prompt ${index} is not a kept prompt of ${path.basename(db)}`);
+      if (!r.ablations[target]) throw new RequestError(404, `${target} was not ablated in prompt ${index} of ${path.basename(db)}`);
+      const sources = r.ablations[target].patches.map((p) => p.source).filter((x): x is number => x !== null);
+      if (sources.length) {
+        const rows = await store.query(`SELECT prompt_idx, ids FROM prompts WHERE prompt_idx IN (${sources.join(', ')})`);
+        const ids = new Map(rows.map((x) => [Number(x.prompt_idx), x.ids as number[]]));
+        sourceIds = sources.map((s) => ids.get(s)!);
+      }
+    } finally {
+      await store.close();
+    }
+    const a = r.ablations[target];
+    const storedResult: PromptResult = { ...r, ablations: { [target]: a } };
+    const sameModel = !!config.model_hash && config.model_hash === modelHash(model.source.dir);
+    let live: PromptResult | null = null;
+    let note: string;
+    if (!sameModel) note = 'the loaded model is not the one this run was computed with; showing the stored numbers only';
+    else if (config.ablation === 'resample' || config.ablation === 'zero') {
+      // the prompt, then its stored sources; only the prompt is ablated
+      const prompts = [r.ids, ...sourceIds];
+      const S = sourceIds.length;
+      const sources = config.ablation === 'resample' ? prompts.map((_, i) => (i === 0 ? [...Array(S).keys()].map((j) => j + 1) : [...Array(S + 1).keys()].filter((j) => j !== i))) : undefined;
+      const skip = new Set([...Array(S).keys()].map((j) => j + 1));
+      [live] = await this.queue.run(() => analyze(model, prompts, { kind: config.ablation, targets: [target], sources, skip, heads: !!config.heads }));
+      note = `recomputed live with the stored ${config.ablation === 'resample' ? `sources (prompts ${a.patches.map((p) => p.source).join(', ')})` : 'settings'}`;
+    } else note = `${config.ablation} ablation depends on the whole run (its dataset mean or noise draws); showing the stored numbers only`;
+    const fields = ['te', 'ce', 'ce_attn', 'ce_mlp', 'ne', 'ie', 'dde_self'] as const;
+    const diff = live ? Math.max(...fields.map((f) => Math.abs(live!.ablations[target][f] - a[f]))) : null;
+    return {
+      text: r.text ?? null,
+      prompt: index,
+      component: target,
+      settings: { kind: config.ablation, samples: config.samples, seed: config.seed, database: path.basename(db) },
+      sources: a.patches.map((p) => p.source),
+      result: { ...storedResult, ablations: { [target]: { ...a, patches: a.patches.map((p) => ({ ...p, de_prime: {} })) } } },
+      live: live ? { te: live.ablations[target].te, ce: live.ablations[target].ce, max_abs_diff: diff } : null,
+      note,
+      figures: { profile: profileFigure(storedResult, target, { promptText: r.text, kind: config.ablation }) },
+    };
   }
 }
 

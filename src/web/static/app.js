@@ -172,6 +172,7 @@ async function ablate(component) {
 }
 
 function renderAblation(component, msg) {
+  $('#stored-note').hidden = true;
   const r = msg.result;
   const a = r.ablations[component];
   const s = msg.settings;
@@ -183,7 +184,7 @@ function renderAblation(component, msg) {
   $('#closure').textContent = `closure: TE = ΔDE + CE + NE  →  ${a.te.toFixed(4)} = ${a.dde_self.toFixed(4)} + ${a.ce.toFixed(4)} + ${a.ne.toFixed(4)}  (residual ${resid.toExponential(1)})`;
   for (const td of document.querySelectorAll('#de-table td[data-de-prime]')) cell(td, a.de_prime[td.dataset.dePrime]);
   chart($('#profile-chart'), msg.figures.profile, `figure1_${component}`);
-  chart($('#heads-chart'), msg.figures.heads, `heads_${component}`);
+  if (msg.figures.heads) chart($('#heads-chart'), msg.figures.heads, `heads_${component}`);
 }
 
 async function ablateAll() {
@@ -211,18 +212,54 @@ async function ablateAll() {
 
 // ------------------------------------------------------------------ dataset view
 
+/** The ablated component of a clicked point: Figure 7 and 8 rows name it, Figure 2 rows give its layer and type. */
+function componentOf(datum) {
+  if (typeof datum.component === 'string') return datum.component;
+  if (Number.isInteger(datum.layer) && (datum.type === 'Attention' || datum.type === 'MLP')) return `${datum.type === 'MLP' ? 'mlp' : 'attn'}.${datum.layer}`;
+  return null;
+}
+
+/** Open a database prompt in the Prompt view with `component` ablated as the run stored it. */
+async function openStored(index, text, component) {
+  selectTab('prompt');
+  $('#prompt-text').value = text;
+  await runPrompt(text);
+  if (!component) return;
+  try {
+    const msg = await api(`/api/stored?prompt=${index}&component=${encodeURIComponent(component)}`);
+    $('#kind').value = msg.settings.kind;
+    $('#samples').value = String(msg.settings.samples);
+    $('#seed').value = String(msg.settings.seed);
+    state.ablation = { component, ...msg };
+    renderAblation(component, msg);
+    const s = msg.settings;
+    const live = msg.live ? `; live recomputation: TE ${msg.live.te.toFixed(4)}, largest difference ${msg.live.max_abs_diff.toExponential(1)}` : '';
+    $('#ablation-title').textContent = `Ablating ${component}: stored in ${s.database} (${s.kind}${s.samples > 1 ? `, S = ${s.samples}` : ''}, seed ${s.seed}${msg.sources.some((x) => x !== null) ? `, sources ${msg.sources.join(', ')}` : ''})`;
+    $('#stored-note').textContent = `${msg.note}${live}`;
+    $('#stored-note').hidden = false;
+  } catch (e) {
+    showError(e.message);
+  }
+}
+
 async function loadDataset() {
   const el = $('#fig2-chart');
   if (el.dataset.rendered) return;
   try {
     const data = await api('/api/dataset');
+    const list = $('#dataset-findings');
+    list.textContent = '';
+    for (const f of data.findings) {
+      const li = document.createElement('li');
+      li.textContent = f.sentence;
+      li.dataset.verdict = f.verdict;
+      list.append(li);
+    }
     const texts = new Map(data.prompts.map((p) => [p.index, p.text]));
     const open = (datum) => {
       const text = texts.get(datum.prompt);
       if (typeof text !== 'string') return;
-      selectTab('prompt');
-      $('#prompt-text').value = text;
-      runPrompt(text);
+      openStored(datum.prompt, text, componentOf(datum));
     };
     await chart(el, data.figures.fig2, 'figure2', open);
     await chart($('#fig7-chart'), data.figures.fig7, 'figure7', open);
