@@ -7,7 +7,9 @@ import { centredLogit, Readout } from '../src/causal/readout.js';
 import { ort } from '../src/engine/runtime.js';
 import { sourcePool } from '../src/experiments/profile.js';
 import { defaultModelDir } from '../src/io/paths.js';
+import { analyze } from '../src/causal/analysis.js';
 import { HookedModel } from '../src/models/model.js';
+import { fixtureModelDir, loadGolden } from './helpers.js';
 import { startServer, type RunningServer } from '../src/web/server.js';
 
 /**
@@ -74,4 +76,27 @@ test('an ablation click on a cached model runs the prompt once and the fast path
   let want = 0;
   for (let l = 0; l < model.spec.nLayers; l++) for (const c of [`attn.${l}`, `mlp.${l}`]) want += await expected(b, c, 15);
   assert.equal(await click(b, 'all', 'resample'), want);
+});
+
+test('a resample analysis runs each batch clean once: the pool pass keeps its runs for the ablations', async () => {
+  const golden = loadGolden('tiny-gpt2');
+  const m = await HookedModel.load(fixtureModelDir('tiny-gpt2'), { threads: 1 });
+  const prompts: number[][] = golden.prompts.map((p: { ids: number[] }) => p.ids);
+  let forwards = 0;
+  const forward = m.forward.bind(m);
+  (m as { forward: typeof m.forward }).forward = (ids, o) => {
+    forwards++;
+    return forward(ids, o);
+  };
+  const opts = { kind: 'resample' as const, samples: 2, seed: 1, targets: ['attn.0', 'mlp.1'], batchPrompts: 3, allowSameAnswer: true };
+  const once = await analyze(m, prompts, opts);
+  assert.equal(forwards, 3, 'three batches of 3, 3 and 2 prompts, each run once');
+  // Asking for heads, which the pool's own runs do not record, the batches the pool ran first run again
+  // (batch 0 runs for the analysis first and serves the pool): 3 + 2, with the same numbers.
+  forwards = 0;
+  const twice = await analyze(m, prompts, { ...opts, heads: true });
+  assert.equal(forwards, 5);
+  once.forEach((r, n) => {
+    for (const t of opts.targets) twice[n].ablations[t].patches.forEach((p, s) => assert.equal(p.te, r.ablations[t].patches[s].te));
+  });
 });

@@ -72,7 +72,14 @@ export async function analyze(model: HookedModel, prompts: number[][], opts: Abl
     const chunk = [...prompts.keys()].slice(c0, c0 + batchPrompts);
     if (chunk.every((n) => opts.skip?.has(n))) continue;
     const ids = chunk.map((n) => prompts[n]);
-    const clean = await model.forward(ids, { heads: withHeads });
+    // When the prompts are their own pool, batched alike, each batch runs clean once: the pool's
+    // pass may have run it already, or it gives the pool this run.
+    const own = !opts.pool && pool.batchPrompts === batchPrompts;
+    let clean = own ? pool.takeRun(c0 / batchPrompts, withHeads) : undefined;
+    if (!clean) {
+      clean = await model.forward(ids, { heads: withHeads });
+      if (own) pool.adopt(c0 / batchPrompts, clean, targets);
+    }
     clean.prompts.forEach((a, p) => checkActivations(a, `prompt ${chunk[p]}`));
     const qs = await readout.vectors(clean.prompts.map((a) => a.token));
     const ctxs = clean.prompts.map((a, i) => cleanContext(a, qs[i], centredLogit(a.logits, a.token)));

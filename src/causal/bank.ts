@@ -17,7 +17,28 @@ export function needsHeads(targets: Component[]): boolean {
  * that holds it, so no value depends on which prompts were asked for first. Layer components are
  * always kept; head components (head.{l}.{h}, attn_bias.{l}) once a target asks for them.
  */
+/** A clean forward's result: every prompt's activations and the batch's keys and values. */
+export type CleanRun = Awaited<ReturnType<HookedModel['forward']>>;
+
+/** Default budget for kept clean runs. */
+export const DEFAULT_RETAIN_BYTES = 512 * 2 ** 20;
+
+/** Bytes a clean run holds: its key/value caches and each prompt's recorded vectors. */
+function runBytes(run: CleanRun): number {
+  let n = 0;
+  for (const t of [...run.cache.k, ...run.cache.v]) n += 4 * t.size;
+  for (const a of run.prompts) {
+    for (const v of a.components.values()) n += v.byteLength;
+    for (const v of a.sites.values()) n += v.byteLength;
+    for (const v of [...a.stageIn, ...a.attnPre, a.logits]) n += v.byteLength;
+  }
+  return n;
+}
+
 export class CleanBank {
+  /** Whole clean runs kept for analyze to reuse (its batches are the bank's when the prompts are the pool). */
+  private readonly runs = new Map<number, { run: CleanRun; heads: boolean; bytes: number }>();
+  private retainedBytes = 0;
   private readonly tokens: Int32Array;
   private readonly outputs = new Map<string, Float32Array[]>();
   /** Per batch, the component names it has stored (undefined: not run yet). */
@@ -28,6 +49,8 @@ export class CleanBank {
     readonly model: HookedModel,
     readonly prompts: number[][],
     readonly batchPrompts = DEFAULT_BATCH_PROMPTS,
+    /** Bytes of whole clean runs (keys, values, activations) kept for reuse; past it, analyze runs them again. */
+    readonly retainBudget = DEFAULT_RETAIN_BYTES,
   ) {
     if (!Number.isInteger(batchPrompts) || batchPrompts < 1) throw new HydraError(`batchPrompts must be a positive integer, got ${batchPrompts}`);
     this.tokens = new Int32Array(prompts.length).fill(-1);
@@ -46,11 +69,46 @@ export class CleanBank {
       const have = this.stored[k];
       if (have && targets.every((t) => have.has(t.name))) continue;
       const idx = [...this.prompts.keys()].slice(k * B, (k + 1) * B);
-      const res = await this.model.forward(idx.map((n) => this.prompts[n]), { heads: needsHeads(targets) });
-      const names = new Set([...layerComponents(this.model.spec), ...targets.map((t) => t.name), ...(have ?? [])]);
-      res.prompts.forEach((a, b) => this.keep(idx[b], a, names));
-      this.stored[k] = names;
+      const heads = needsHeads(targets);
+      const res = await this.model.forward(idx.map((n) => this.prompts[n]), { heads });
+      this.adopt(k, res, targets);
+      this.retain(k, res, heads);
     }
+  }
+
+  /** Take batch k's outputs from a clean run of it (the bank's own, or analyze's), so that it never runs again. */
+  adopt(k: number, run: CleanRun, targets: Component[] = []): void {
+    const idx = [...this.prompts.keys()].slice(k * this.batchPrompts, (k + 1) * this.batchPrompts);
+    const have = this.stored[k] ?? new Set<string>();
+    const names = new Set([...layerComponents(this.model.spec), ...targets.map((t) => t.name), ...have].filter((n) => have.has(n) || run.prompts[0].components.has(n)));
+    run.prompts.forEach((a, b) => this.keep(idx[b], a, names));
+    this.stored[k] = names;
+  }
+
+  /** Keep batch k's whole run while the budget allows (the first batches, which analyze reaches first). */
+  private retain(k: number, run: CleanRun, heads: boolean): void {
+    const old = this.runs.get(k);
+    if (old) {
+      this.retainedBytes -= old.bytes;
+      this.runs.delete(k);
+    }
+    const bytes = runBytes(run);
+    if (this.retainedBytes + bytes > this.retainBudget) return;
+    this.runs.set(k, { run, heads, bytes });
+    this.retainedBytes += bytes;
+  }
+
+  /**
+   * Batch k's clean run, once, if the bank kept it and it recorded what is asked (heads): the
+   * same batch of the same prompts, so the same numbers as running it again. The bank lets go
+   * of it, so that what analyze has used frees its budget.
+   */
+  takeRun(k: number, heads: boolean): CleanRun | undefined {
+    const kept = this.runs.get(k);
+    if (!kept || (heads && !kept.heads)) return undefined;
+    this.runs.delete(k);
+    this.retainedBytes -= kept.bytes;
+    return kept.run;
   }
 
   private keep(n: number, a: PromptActivations, names: Set<string>): void {
