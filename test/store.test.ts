@@ -6,7 +6,11 @@ import { spawn } from 'node:child_process';
 import { DuckDBInstance } from '@duckdb/node-api';
 import { ResultsStore, mergeStores, exportParquet, type RunConfig } from '../src/experiments/store.js';
 import type { PromptResult } from '../src/causal/types.js';
-import { rejectsWith, tmpDir } from './helpers.js';
+import { analyze } from '../src/causal/analysis.js';
+import { fmtNum } from '../src/experiments/format.js';
+import { reportFromDatabase } from '../src/report/database.js';
+import { HookedModel } from '../src/models/model.js';
+import { fixtureModelDir, loadGolden, rejectsWith, tmpDir } from './helpers.js';
 import { createProgress, formatDuration, sweepProgress } from '../src/cli/progress.js';
 
 /**
@@ -370,4 +374,25 @@ test('sweepProgress: a batch of prompts ticks the bar by its size', () => {
   t += 2000;
   progress(20, 20);
   assert.deepEqual(lines, ['sweep: 8/20 prompts (40.0%), 1.3 prompts/s, ETA 9s\n', 'sweep: 20/20 prompts (100.0%), 2.5 prompts/s, done in 8s\n']);
+});
+
+test('te_capped (soft-capped models) is stored beside te, per patch and averaged, and read back', async () => {
+  const golden = loadGolden('tiny-gemma2');
+  const model = await HookedModel.load(fixtureModelDir('tiny-gemma2'), { threads: 1 });
+  const results = await analyze(model, golden.prompts.slice(0, 4).map((p: { ids: number[] }) => p.ids), { kind: 'zero', targets: ['attn.0', 'mlp.2'] });
+  assert.ok(results.every((r) => Object.values(r.ablations).every((a) => a.te_capped !== undefined && a.patches.every((p) => p.te_capped !== undefined))));
+  const file = path.join(tmpDir(), 'capped.duckdb');
+  const st = await ResultsStore.open(file, { ...config, model: 'tiny-gemma2', ablation: 'zero', samples: 1, heads: false });
+  await st.writePrompts(results.map((result) => ({ result })));
+  assert.deepStrictEqual(await st.readResults(), results);
+  const [row] = await st.query('SELECT count(te_capped) AS n, count(*) AS all FROM patches');
+  assert.equal(Number(row.n), Number(row.all));
+  await st.close();
+  // The report shows it beside TE, with the mean over the prompts.
+  const out = path.join(tmpDir(), 'report');
+  await reportFromDatabase(file, out, { bootstrap: 50 });
+  const html = fs.readFileSync(path.join(out, 'index.html'), 'utf8');
+  const mean = results.reduce((s, r) => s + r.ablations['attn.0'].te_capped!, 0) / results.length;
+  assert.match(html, /Soft-capped logits/);
+  assert.ok(html.includes(fmtNum(mean)), `mean TE_capped ${fmtNum(mean)} in the report`);
 });

@@ -2,6 +2,7 @@ import { Command } from 'commander';
 import { checkActivations } from '../causal/finite.js';
 import { centredLogit, directEffect, Readout, softmax, topTokens } from '../causal/readout.js';
 import { HydraError } from '../io/errors.js';
+import { attnName, mlpName } from '../models/components.js';
 import type { HookedModel, PromptActivations } from '../models/model.js';
 import { SUPPORTED_MODEL_TYPES } from '../models/registry.js';
 import { addPromptPick, pickPrompt, type PromptOptions } from './prompts.js';
@@ -111,8 +112,8 @@ export function forwardSummary(model: HookedModel, clean: PromptActivations, de:
   lines.push(`  ${'embed'.padEnd(6)} ${fmt(de.embed ?? NaN, 4, 10)} ${''.padStart(10)}`);
   let sum = de.embed ?? 0;
   for (let l = 0; l < model.spec.nLayers; l++) {
-    const a = de[`attn.${l}`] ?? NaN;
-    const m = de[`mlp.${l}`] ?? NaN;
+    const a = de[attnName(l)] ?? NaN;
+    const m = de[mlpName(l)] ?? NaN;
     sum += a + m;
     lines.push(`  ${String(l).padEnd(6)} ${fmt(a, 4, 10)} ${fmt(m, 4, 10)}`);
   }

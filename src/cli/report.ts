@@ -6,7 +6,7 @@ import { reportFromDatabase } from '../report/database.js';
 import { MAX_BOOTSTRAP } from '../experiments/stats.js';
 import { HydraError } from '../io/errors.js';
 import { makeDir } from '../io/paths.js';
-import { parseComponent } from '../models/components.js';
+import { attnName, mlpName, parseComponent } from '../models/components.js';
 import { profileFigure } from '../report/figures.js';
 import { writeFigure } from '../report/render.js';
 import { waiting } from './progress.js';
@@ -73,7 +73,7 @@ async function runProfile(opts: ProfileOptions): Promise<void> {
     seed: opts.seed,
     allowSameAnswer: opts.allowSameAnswer,
     targets: [target],
-    heads: target.startsWith('head.') || target.startsWith('attn_bias.'),
+    heads: ['head', 'attn_bias'].includes(parseComponent(target).kind),
     pool,
   }));
   const tokenText = model.tokenizer?.tokenText(result.token);
@@ -95,7 +95,7 @@ function profileTable(tokenText: string, r: PromptResult, target: string, L: num
     `${'layer'.padEnd(6)}${['DE attn', "DE' attn", 'DE mlp', "DE' mlp"].map((h) => h.padStart(10)).join('')}`,
   ];
   for (let l = 0; l < L; l++) {
-    const vals = [r.de[`attn.${l}`], a.de_prime[`attn.${l}`], r.de[`mlp.${l}`], a.de_prime[`mlp.${l}`]];
+    const vals = [r.de[attnName(l)], a.de_prime[attnName(l)], r.de[mlpName(l)], a.de_prime[mlpName(l)]];
     lines.push(`${String(l).padEnd(6)}${vals.map((v) => fmt(v, 4, 10)).join('')}`);
   }
   return lines.join('\n') + '\n';

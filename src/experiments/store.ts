@@ -24,11 +24,13 @@
  *   clean_de    prompt_idx INTEGER, component VARCHAR, de DOUBLE — DE(c) in the clean run.
  *   effects     patch-averaged effects of ablating `component`:
  *     prompt_idx INTEGER, component VARCHAR, te, ce, ce_attn, ce_mlp, ne, ie, dde_self DOUBLE
- *     (one DOUBLE per effect of causal/types.ts EFFECTS; the tables are declared in TABLES below).
+ *     (one DOUBLE per effect of causal/types.ts EFFECTS; the tables are declared in TABLES below),
+ *     te_capped DOUBLE (TE on the real, soft-capped logits, for models that cap them — Gemma-2;
+ *     NULL otherwise; added, all NULL, to older stores opened for writing).
  *   patches     the same per patch run, patch_idx 0..S-1 (0 alone for zero/mean/custom):
  *     prompt_idx INTEGER, component VARCHAR, patch_idx INTEGER, source INTEGER (resample source
  *     prompt_idx, else NULL), sigma_prime DOUBLE (σ'), pi_hat_prime DOUBLE (π̂'_i),
- *     te, ce, ce_attn, ce_mlp, ne, ie, dde_self DOUBLE.
+ *     te, ce, ce_attn, ce_mlp, ne, ie, dde_self, te_capped DOUBLE.
  *   de_prime    DE'_k(c), long format (one value a row; DuckDB compresses the repeated names):
  *     prompt_idx INTEGER, ablated VARCHAR (k), patch_idx INTEGER (NULL = patch average),
  *     component VARCHAR (c), value DOUBLE.
@@ -119,8 +121,8 @@ const TABLES = {
   prompts: [['prompt_idx', INTEGER, 'PRIMARY KEY'], ['dataset_id', VARCHAR], ['text', VARCHAR], ['ids', LIST(INTEGER)], ['answer', VARCHAR],
     ['token', INTEGER], ['token_text', VARCHAR], ['sigma', DOUBLE], ['pi_hat', DOUBLE], ['kept', BOOLEAN, 'NOT NULL'], ['drop_reason', VARCHAR], ['group_id', VARCHAR]],
   clean_de: [['prompt_idx', INTEGER], ['component', VARCHAR], ['de', DOUBLE]],
-  effects: [['prompt_idx', INTEGER], ['component', VARCHAR], ...doubles(EFFECT_FIELDS)],
-  patches: [['prompt_idx', INTEGER], ['component', VARCHAR], ['patch_idx', INTEGER], ['source', INTEGER], ...doubles(PATCH_FIELDS), ...doubles(EFFECT_FIELDS)],
+  effects: [['prompt_idx', INTEGER], ['component', VARCHAR], ...doubles(EFFECT_FIELDS), ['te_capped', DOUBLE]],
+  patches: [['prompt_idx', INTEGER], ['component', VARCHAR], ['patch_idx', INTEGER], ['source', INTEGER], ...doubles(PATCH_FIELDS), ...doubles(EFFECT_FIELDS), ['te_capped', DOUBLE]],
   de_prime: [['prompt_idx', INTEGER], ['ablated', VARCHAR], ['patch_idx', INTEGER], ['component', VARCHAR], ['value', DOUBLE]],
   sources: [['prompt_idx', INTEGER], ['patch_idx', INTEGER], ['source', INTEGER]],
   done: [['prompt_idx', INTEGER, 'PRIMARY KEY'], ['kept', BOOLEAN], ['written_at', TIMESTAMPTZ, 'DEFAULT current_timestamp']],
@@ -278,6 +280,8 @@ class PromptRows {
 
     const pushEffects = (cols: DuckDBValue[][], start: number, e: Effects, where: () => string) => {
       for (let j = 0; j < EFFECT_FIELDS.length; j++) cols[start + j].push(num(e[EFFECT_FIELDS[j]], () => `${where()} ${EFFECT_FIELDS[j]}`));
+      // TE on soft-capped logits, for the models that cap them (null otherwise).
+      cols[start + EFFECT_FIELDS.length].push(e.te_capped === undefined ? null : num(e.te_capped, () => `${where()} te_capped`));
     };
     const [dpPrompt, dpAblated, dpPatch, dpComponent, dpValue] = this.dePrime;
     // The bulk of a sweep's rows (every component per patch): plain pushes, no row arrays.
@@ -365,6 +369,7 @@ export class ResultsStore {
       } else {
         stored = await readStoredConfig(con, file);
         await con.run('ALTER TABLE prompts ADD COLUMN IF NOT EXISTS group_id VARCHAR');
+        for (const t of ['effects', 'patches']) await con.run(`ALTER TABLE ${t} ADD COLUMN IF NOT EXISTS te_capped DOUBLE`);
         const d = configDiff(stored, config);
         if (d) {
           const show = (v: unknown) => (v === null ? 'none' : String(v));
@@ -524,15 +529,17 @@ export class ResultsStore {
       const effectsOf = (row: unknown[], start: number): Effects => {
         const e = { de_prime: {} } as Effects;
         for (let j = 0; j < EFFECT_FIELDS.length; j++) e[EFFECT_FIELDS[j]] = row[start + j] as number;
+        const capped = row[start + EFFECT_FIELDS.length];
+        if (capped !== null && capped !== undefined) e.te_capped = capped as number;
         return e;
       };
-      await this.scan(`SELECT prompt_idx, component, ${EFFECT_FIELDS.join(', ')} FROM effects WHERE prompt_idx IN ${kept}${layers('component')} ORDER BY prompt_idx, rowid`, (row) => {
+      await this.scan(`SELECT prompt_idx, component, ${EFFECT_FIELDS.join(', ')}, te_capped FROM effects WHERE prompt_idx IN ${kept}${layers('component')} ORDER BY prompt_idx, rowid`, (row) => {
         const e = effectsOf(row, 2);
         byIdx.get(row[0] as number)!.ablations[row[1] as string] = { ...e, patches: [] };
       });
       if (withPatches) {
         await this.scan(
-          `SELECT prompt_idx, component, patch_idx, source, ${[...PATCH_FIELDS, ...EFFECT_FIELDS].join(', ')} FROM patches
+          `SELECT prompt_idx, component, patch_idx, source, ${[...PATCH_FIELDS, ...EFFECT_FIELDS].join(', ')}, te_capped FROM patches
            WHERE prompt_idx IN ${kept}${layers('component')} ORDER BY prompt_idx, rowid`, (row) => {
             const a = byIdx.get(row[0] as number)!.ablations[row[1] as string];
             const e = effectsOf(row, 4 + PATCH_FIELDS.length) as PatchEffects;

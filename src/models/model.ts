@@ -324,7 +324,10 @@ export class HookedModel {
     cache.v.push(mix.v);
     const z = mix.z.data as Float32Array;
     // Rows to split into heads: those recorded with heads, and those a head or bias patch hits.
-    const isPart = (iv: Intervention) => /^(head|attn_bias)\./.test(iv.component) && parseComponent(iv.component).layer === l;
+    const isPart = (iv: Intervention) => {
+      const c = parseComponent(iv.component);
+      return (c.kind === 'head' || c.kind === 'attn_bias') && c.layer === l;
+    };
     const wanted: { b: number; t: number; record: boolean }[] = [];
     for (let b = 0; b < B; b++) {
       const rows = !heads ? [] : out[b].positions ? [...Array(lengths[b]).keys()] : [lengths[b] - 1];

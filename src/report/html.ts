@@ -241,6 +241,20 @@ the two columns differ much, the norm's scale, not the layers, carries the diffe
 </section>`;
 }
 
+/** Models with final-logit soft-capping: mean TE on the raw logits (every effect's scale) beside TE on the real, capped ones. */
+function cappedSection(prompts: PromptResult[]): string {
+  const comps = Object.keys(prompts[0]?.ablations ?? {}).filter((k) => prompts.every((p) => p.ablations[k]?.te_capped !== undefined));
+  if (comps.length === 0) return '';
+  const mean = (k: string, f: 'te' | 'te_capped') => prompts.reduce((s, p) => s + p.ablations[k][f]!, 0) / prompts.length;
+  const rows = comps.map((k) => `<tr><td>${escapeHtml(k)}</td><td>${escapeHtml(fmt(mean(k, 'te')))}</td><td>${escapeHtml(fmt(mean(k, 'te_capped')))}</td></tr>`);
+  return `<section id="capped"><h2>Soft-capped logits</h2>
+<div class="explain">This model caps its final logits (c·tanh(π/c)). As METHOD.md fixes, every effect in this report is measured on the
+raw logits before the cap, where the direct effects add up exactly; TE<sub>capped</sub> is the total effect on the model's real,
+capped logits, reported beside TE (means over the prompts).</div>
+<div class="tablewrap"><table><thead><tr><th>ablated</th><th>mean TE (raw)</th><th>mean TE<sub>capped</sub></th></tr></thead><tbody>${rows.join('\n')}</tbody></table></div>
+</section>`;
+}
+
 /** Undefined statistics of the table, each with its reason, once per component and reason. */
 function naList(stats: Record<string, ComponentStats>): string {
   const items: string[] = [];
@@ -378,6 +392,7 @@ ${GLOSSARY}
 ${notes.length ? `<p><em>${notes.map(escapeHtml).join(' ')}</em></p>` : ''}
 </section>
 ${input.ownScale ? scaleSection(stats, input.ownScale) : ''}
+${cappedSection(prompts)}
 ${figHtml}
 <section id="statistics"><h2>Statistics per ablated component</h2>
 <div class="explain">One row per ablated component, over all ${prompts.length} prompts, using each prompt's effects averaged over

@@ -99,7 +99,8 @@ function renderClean(clean) {
   for (let l = 0; l < state.info.layers; l++) {
     const tr = body.insertRow();
     tr.insertCell().textContent = String(l);
-    for (const c of [`attn.${l}`, `mlp.${l}`]) {
+    // Names come from the server (models/components.ts): layer l's attention and MLP.
+    for (const c of state.info.components.slice(1 + 2 * l, 3 + 2 * l)) {
       const de = tr.insertCell();
       cell(de, clean.de[c]);
       de.classList.add('comp');
