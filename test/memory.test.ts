@@ -61,7 +61,7 @@ test('float32 checkpoints are held once at four bytes; narrowing on request roun
 test('a model too big for the memory available is refused before loading, naming the need, the memory and the two-byte option', async () => {
   await rejectsWith(
     HookedModel.load(fixtureModelDir('tiny-gpt2'), { memoryLimit: 1e6 }),
-    /needs about 0\.3 GB \(0\.0 GB of weights\) but only 0\.0 GB is available; weights held in bfloat16 \(weightsDtype, --weights-dtype\) need half the memory/,
+    /needs about 0\.3 GB \(0\.0 GB of weights\) but only 0\.0 GB is available; weights held as `weightsDtype=bfloat16` need half the memory/,
   );
   await rejectsWith(HookedModel.load(fixtureModelDir('tiny-gpt2'), { weightsDtype: 'int8' as never }), /weightsDtype 'int8' is not one of float32, bfloat16, float16/);
 });

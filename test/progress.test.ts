@@ -42,6 +42,7 @@ test('waiting: silent when the work is quick, else the label and how long it too
 
 test('withFlags: library parameters in backticks become the CLI\'s flags', () => {
   assert.equal(withFlags('lower `samples` or add prompts'), 'lower --samples or add prompts');
+  assert.equal(withFlags('weights held as `weightsDtype=bfloat16` need half'), 'weights held as --weights-dtype bfloat16 need half');
   assert.equal(withFlags("pass `answerColumn=target` or rename the field"), 'pass --answer-column target or rename the field');
   assert.equal(withFlags('or `filter=false` to keep them all'), 'or --no-filter to keep them all');
   assert.equal(withFlags('use another `out`; `unknownParam` stays'), 'use another --out; `unknownParam` stays');

@@ -242,9 +242,9 @@ export function samplesHelp(): string {
 
 /** S must be a positive integer and no more than the pool's prompts to draw from (itself excluded when it is the prompt set). */
 export function checkSamples(S: number, poolSize: number, ownPool: boolean): void {
-  if (!Number.isInteger(S) || S < 1) throw new HydraError(`--samples must be a positive integer, got ${S}`);
+  if (!Number.isInteger(S) || S < 1) throw new HydraError(`\`samples\` must be a positive integer, got ${S}`);
   const need = ownPool ? S + 1 : S;
-  if (poolSize < need) throw new HydraError(`resample ablation with S=${S} needs at least ${need} ${ownPool ? '' : 'source '}prompts, but there are ${poolSize}; lower --samples or add prompts`);
+  if (poolSize < need) throw new HydraError(`resample ablation with S=${S} needs at least ${need} ${ownPool ? '' : 'source '}prompts, but there are ${poolSize}; lower \`samples\` or add prompts`);
 }
 
 /** Given source lists: one per prompt, all of one length, pool indices (never the prompt itself when the pool is the prompt set). */

@@ -66,7 +66,7 @@ export async function profilePrompt(model: HookedModel, ids: number[], opts: Pro
   const pool = opts.pool ?? [];
   const kind = ablationKind(opts.kind);
   if (needsPool(kind) && pool.length === 0) {
-    throw new HydraError(`${opts.kind} ablation needs source prompts, and none is usable (empty, or longer than the context); give --sources with prompts the model can run`);
+    throw new HydraError(`${opts.kind} ablation needs source prompts, and none is usable (empty, or longer than the context); give \`sources\` with prompts the model can run`);
   }
   const [result] = await analyze(model, [ids], {
     kind: opts.kind,

@@ -76,13 +76,13 @@ export function shardFromEnvironment(env: Record<string, string | undefined>, co
   const slurm = int('SLURM_ARRAY_TASK_ID');
   if (slurm !== undefined) {
     const n = count ?? int('SLURM_ARRAY_TASK_COUNT');
-    if (n === undefined) throw new HydraError('SLURM_ARRAY_TASK_ID is set but SLURM_ARRAY_TASK_COUNT is not; give the shard count (shardCount, --shard-count)');
+    if (n === undefined) throw new HydraError('SLURM_ARRAY_TASK_ID is set but SLURM_ARRAY_TASK_COUNT is not; give the shard count (`shardCount`)');
     const i = slurm - (int('SLURM_ARRAY_TASK_MIN') ?? 0);
     return { shard: `${i}/${n}`, from: `SLURM_ARRAY_TASK_ID=${slurm}` };
   }
   const k8s = int('JOB_COMPLETION_INDEX');
   if (k8s !== undefined) {
-    if (count === undefined) throw new HydraError('JOB_COMPLETION_INDEX is set (a Kubernetes Indexed Job) but no shard count is given; pass the job\'s completions as shardCount (--shard-count)');
+    if (count === undefined) throw new HydraError('JOB_COMPLETION_INDEX is set (a Kubernetes Indexed Job) but no shard count is given; pass the job\'s completions as `shardCount`');
     return { shard: `${k8s}/${count}`, from: `JOB_COMPLETION_INDEX=${k8s}` };
   }
   return undefined;

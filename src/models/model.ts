@@ -183,7 +183,7 @@ export class HookedModel {
 
   /** Tokenize text with the model's tokenizer. */
   encode(text: string): number[] {
-    if (!this.tokenizer) throw new HydraError(`${this.source.dir} has no tokenizer.json; pass token ids (--ids) instead of text`);
+    if (!this.tokenizer) throw new HydraError(`${this.source.dir} has no tokenizer.json; pass token ids (\`ids\`) instead of text`);
     return this.tokenizer.encode(text);
   }
 
@@ -609,7 +609,7 @@ function checkMemory(spec: ArchSpec, store: WeightStore, opts: LoadOptions): voi
   const limit = opts.memoryLimit ?? os.freemem();
   if (need > limit) {
     const gb = (b: number) => `${(b / 2 ** 30).toFixed(1)} GB`;
-    const hint = narrow || opts.weightsDtype === 'float32' ? '' : '; weights held in bfloat16 (weightsDtype, --weights-dtype) need half the memory';
+    const hint = narrow || opts.weightsDtype === 'float32' ? '' : '; weights held as `weightsDtype=bfloat16` need half the memory';
     throw new HydraError(`the model needs about ${gb(need)} (${gb(weights)} of weights${scratch ? `, ${gb(scratch)} scratch` : ''}) but only ${gb(limit)} is available${hint}`);
   }
 }

@@ -57,7 +57,7 @@ export async function reportFromDatabase(db: string, outDir: string, opts: Datab
   const a = await analyzeDatabase(db, opts);
   const c = a.config;
   const out = path.resolve(outDir);
-  makeDir(out, 'choose a writable --out');
+  makeDir(out, 'choose a writable `out`');
   fs.writeFileSync(path.join(out, 'findings.json'), JSON.stringify({ model: c.model, dataset: c.dataset, kind: c.ablation, n_prompts: a.prompts.length, ...a.findings }, null, 2) + '\n');
   return writeReport(out, {
     model: c.model,

@@ -135,7 +135,7 @@ export function chooseProfiles(prompts: PromptResult[], stats: Record<string, Co
   const attn = Object.keys(stats).filter((k) => parseComponent(k).kind === 'attn' && prompts.every((p) => k in p.ablations));
   if (figure1 !== undefined && !(figure1 in stats && prompts.every((p) => figure1 in p.ablations))) {
     const layers = Object.keys(stats).filter((k) => ['attn', 'mlp'].includes(parseComponent(k).kind));
-    throw new HydraError(`--figure1 ${figure1} was not ablated in this run; choose one of ${layers.join(', ')}`);
+    throw new HydraError(`\`figure1\` ${figure1} was not ablated in this run; choose one of ${layers.join(', ')}`);
   }
   if (attn.length === 0 && figure1 === undefined) return [];
   const top = Math.max(...attn.map(layerOf));
@@ -288,7 +288,7 @@ export async function writeReport(outDir: string, input: ReportInput): Promise<s
   if (prompts.length === 0) throw new HydraError('no prompts to report on; check the prompt filter');
   const kind = input.kind ?? (typeof input.config?.kind === 'string' ? (input.config.kind as string) : 'resample');
   const figDir = path.join(outDir, 'figures');
-  makeDir(figDir, 'choose a writable --out');
+  makeDir(figDir, 'choose a writable `out`');
   const said = (claim: string) => {
     const c = findings?.claims.find((x) => x.claim === claim);
     return c ? ` <b>Finding:</b> ${escapeHtml(c.sentence)}` : '';

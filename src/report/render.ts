@@ -131,7 +131,7 @@ export function svgToPng(svg: string, scale = 2): Buffer {
 /** Render `spec` to `<outDir>/<basename>.svg` and `.png`; returns both paths. */
 export async function writeFigure(spec: TopLevelSpec, outDir: string, basename: string): Promise<{ svg: string; png: string }> {
   const svgText = await renderSvg(spec);
-  makeDir(outDir, 'choose a writable --out');
+  makeDir(outDir, 'choose a writable `out`');
   const svg = path.join(outDir, `${basename}.svg`);
   const png = path.join(outDir, `${basename}.png`);
   fs.writeFileSync(svg, svgText);
