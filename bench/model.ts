@@ -117,28 +117,7 @@ const DEFS: Record<BenchShape, ShapeDef> = {
       hidden_act: 'silu',
       tie_word_embeddings: true,
     },
-    tensors: () => {
-      const d = 2048;
-      const f = 8192;
-      const kv = 8 * 64;
-      const out: [string, number[], Init][] = [['model.embed_tokens.weight', [32000, d], normal]];
-      for (let l = 0; l < 16; l++) {
-        const p = `model.layers.${l}`;
-        out.push(
-          [`${p}.input_layernorm.weight`, [d], gain],
-          [`${p}.self_attn.q_proj.weight`, [d, d], normal],
-          [`${p}.self_attn.k_proj.weight`, [kv, d], normal],
-          [`${p}.self_attn.v_proj.weight`, [kv, d], normal],
-          [`${p}.self_attn.o_proj.weight`, [d, d], normal],
-          [`${p}.post_attention_layernorm.weight`, [d], gain],
-          [`${p}.mlp.gate_proj.weight`, [f, d], normal],
-          [`${p}.mlp.up_proj.weight`, [f, d], normal],
-          [`${p}.mlp.down_proj.weight`, [d, f], normal],
-        );
-      }
-      out.push(['model.norm.weight', [d], gain]);
-      return out;
-    },
+    tensors: () => llamaTensors({ d: 2048, f: 8192, layers: 16, heads: 32, kvHeads: 8, dh: 64, vocab: 32000, tied: true, qkvBias: false }),
   },
   'qwen2.5-0.5b': {
     dtype: 'BF16',

@@ -372,7 +372,7 @@ export class HookedModel {
     }
     const post = lw.attnPostNorm;
     if (!post) return { sites, components: sites, out: preRow, patched: patches.length > 0 };
-    const scale = this.normScaleWith(preRow);
+    const scale = this.normScale(preRow);
     return { sites, components: sites.map((v) => scaleBy(v, scale, post.g)), out: scaleBy(preRow, scale, post.g), patched: patches.length > 0 };
   }
 
@@ -434,10 +434,6 @@ export class HookedModel {
 
   /** σ(z): the final norm's scale (population variance for LayerNorm). */
   normScale(z: ArrayLike<number>): number {
-    return this.normScaleWith(z);
-  }
-
-  private normScaleWith(z: ArrayLike<number>): number {
     const n = z.length;
     let mean = 0;
     if (this.spec.norm === 'layernorm') {
