@@ -508,6 +508,10 @@ export class HookedModel {
     const de = rows.map(() => ({}) as Record<string, number>);
     const maxBlocks = Math.max(...plan.stages.map((s) => s.length));
     const bufs = Array.from({ length: maxBlocks + 1 }, () => new Float32Array(slots * P * d));
+    // Attention's intermediates go to buffers reused by every layer: no garbage a block, and no fresh pages.
+    const wide = (spec.nHeads + 2 * spec.nKvHeads) * spec.dHead;
+    const qkvBuf = new Float32Array(slots * P * wide);
+    const zBuf = new Float32Array(slots * P * spec.nHeads * spec.dHead);
     let cur = 0;
     let n = 0;
     const view = (b: number) => f32(bufs[b].subarray(0, n * P * d), [n, P, d]);
@@ -529,8 +533,9 @@ export class HookedModel {
         const s = this.sessions[block.layer];
         if (block.kind === 'attn') {
           const l = block.layer;
-          const { qkv } = await s.attnIn.run({ x: view(cur) });
-          const { z } = await s.attnStepMix.run({ qkv, prompt: fixed.prompt, ...fixed.layer[l], pastK: cache.k[l], pastV: cache.v[l] });
+          const { qkv } = await s.attnIn.run({ x: view(cur) }, { qkv: f32(qkvBuf.subarray(0, n * P * wide), [n, P, wide]) });
+          const zOut = f32(zBuf.subarray(0, n * P * spec.nHeads * spec.dHead), [n, P, spec.nHeads * spec.dHead]);
+          const { z } = await s.attnStepMix.run({ qkv, prompt: fixed.prompt, ...fixed.layer[l], pastK: cache.k[l], pastV: cache.v[l] }, { z: zOut });
           const res = await s.attnOut.run({ z, base: view(base), qs: fixed.qs, zRows: noRows }, { resid: view(to), de: null, deHeads: null });
           record([block.component], res.de.data as Float32Array);
           if (heads) record([...Array(spec.nHeads).keys()].map((h) => headName(l, h)), res.deHeads.data as Float32Array);
