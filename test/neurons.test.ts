@@ -100,9 +100,10 @@ test('top neurons: largest |ΔDE| first, ties by index', () => {
 
 test('neurons: only MLP layers of the model', async () => {
   const model = await HookedModel.load(fixtureModelDir('tiny-gpt2'), { threads: 1 });
-  assert.throws(() => neuronLayers(model, ['attn.1']), /'attn.1' is not an MLP layer/);
-  assert.throws(() => neuronLayers(model, ['mlp.9']), /layer 9 does not exist/);
-  assert.throws(() => neuronLayers(model, ['mlp']), /unknown component 'mlp'/);
+  assert.throws(() => neuronLayers(model, ['attn.1']), /'attn.1' is not an MLP layer; .* mlp.0 to mlp.2/);
+  assert.throws(() => neuronLayers(model, ['mlp.9']), /mlp.9 does not exist; the model's MLP layers are mlp.0 to mlp.2/);
+  assert.throws(() => neuronLayers(model, ['mlp']), /'mlp' is not an MLP layer/);
+  assert.throws(() => neuronLayers(model, []), /names no MLP layer/);
   assert.deepEqual(neuronLayers(model, ['mlp.1', 'mlp.1']).map((c) => c.name), ['mlp.1']);
   await rejectsWith(analyze(model, [[1, 2, 3]], { kind: 'zero', targets: ['attn.0'], neurons: ['mlp.0'], topNeurons: 0 }), /topNeurons must be a positive integer/);
 });

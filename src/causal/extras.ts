@@ -34,7 +34,7 @@ export function extrasOf(model: HookedModel, opts: ExtraOptions): Extras | null 
   const layers = opts.neurons ? neuronLayers(model, opts.neurons) : [];
   if (!opts.distribution && layers.length === 0) return null;
   const top = opts.topNeurons ?? DEFAULT_TOP_NEURONS;
-  if (!Number.isInteger(top) || top < 1) throw new HydraError(`topNeurons must be a positive integer, got ${top}`);
+  if (!Number.isInteger(top) || top < 1) throw new HydraError(`\`topNeurons\` must be a positive integer, got ${top}`);
   return { layers, distribution: !!opts.distribution, top, taps: layers.length ? neuronTaps(model, layers) : undefined };
 }
 

@@ -19,14 +19,21 @@ import type { NeuronChange } from './types.js';
 
 /** The MLP layers named (`mlp.L`, checked against the model); anything else is refused. */
 export function neuronLayers(model: HookedModel, names: string[]): Component[] {
-  if (names.length === 0) throw new HydraError('neurons: no MLP layer named; give e.g. mlp.10,mlp.11');
+  const L = model.spec.nLayers;
+  if (names.length === 0) throw new HydraError('`neurons` names no MLP layer; give MLP layers such as mlp.0,mlp.1');
   const layers = names.map((n) => {
-    const c = parseComponent(n, model.spec);
-    if (c.kind !== 'mlp') throw new HydraError(`neurons: '${n}' is not an MLP layer; neurons are split for mlp.L components only`);
+    let c: Component | null = null;
+    try {
+      c = parseComponent(n);
+    } catch {
+      // reported below, with what to give instead
+    }
+    if (!c || c.kind !== 'mlp') throw new HydraError(`\`neurons\`: '${n}' is not an MLP layer; neurons are split for MLP layers only, mlp.0 to mlp.${L - 1}`);
+    if (c.layer >= L) throw new HydraError(`\`neurons\`: ${n} does not exist; the model's MLP layers are mlp.0 to mlp.${L - 1}`);
     const lv = model.layers[c.layer];
     // A LayerNorm post-norm (none of the supported families) is not linear in the neurons at a
     // fixed scale because of its mean and bias; a bias under a post-norm has no family either.
-    if (lv.mlpPostNorm && (model.spec.norm !== 'rmsnorm' || lv.bDown)) throw new HydraError(`neurons: ${n} has a post-norm with a mean or bias, so its output does not split into neurons; this family is not supported`);
+    if (lv.mlpPostNorm && (model.spec.norm !== 'rmsnorm' || lv.bDown)) throw new HydraError(`\`neurons\`: ${n} has a post-norm with a mean or bias, so its output does not split into neurons; this family is not supported`);
     return c;
   });
   return [...new Map(layers.map((c) => [c.name, c])).values()];
