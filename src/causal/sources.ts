@@ -60,3 +60,18 @@ export function promptRepairSources(plan: ResidualPlan, r: PromptResult, patches
   }
   return out;
 }
+
+/**
+ * The responders: the finest split of CE the result has. Each downstream attention layer is
+ * replaced by its heads (and output bias) where they were recorded; MLP layers stay whole.
+ * Their ΔDE sum to CE.
+ */
+export function responders<T>(s: { layers: Record<string, T>; heads: Record<string, T> }): Record<string, T> {
+  const out: Record<string, T> = {};
+  const headLayers = new Set(Object.keys(s.heads).map((c) => parseComponent(c).layer));
+  for (const [c, v] of Object.entries(s.layers)) {
+    const p = parseComponent(c);
+    if (p.kind !== 'attn' || !headLayers.has(p.layer)) out[c] = v;
+  }
+  return { ...out, ...s.heads };
+}
