@@ -105,5 +105,5 @@ test('neurons: only MLP layers of the model', async () => {
   assert.throws(() => neuronLayers(model, ['mlp']), /'mlp' is not an MLP layer/);
   assert.throws(() => neuronLayers(model, []), /names no MLP layer/);
   assert.deepEqual(neuronLayers(model, ['mlp.1', 'mlp.1']).map((c) => c.name), ['mlp.1']);
-  await rejectsWith(analyze(model, [[1, 2, 3]], { kind: 'zero', targets: ['attn.0'], neurons: ['mlp.0'], topNeurons: 0 }), /topNeurons must be a positive integer/);
+  await rejectsWith(analyze(model, [[1, 2, 3]], { kind: 'zero', targets: ['attn.0'], neurons: ['mlp.0'], topNeurons: 0 }), /`topNeurons` must be a positive integer, got 0/);
 });

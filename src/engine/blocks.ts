@@ -264,13 +264,16 @@ function readout(g: GraphBuilder, v: string, qs: string): string {
 /**
  * MLP block on rows x [n, P, d] (the clean forward passes [N, 1, d]).
  * Outputs: out [n, P, d] (m_l, what the block adds, post-norm included), resid [n, P, d]
- * = base + m_l, de [n, P] = m_l·qs with qs [P, d] (zeros when not wanted), and
- * deNeurons [n, P, f]: each neuron's share of de, a_n (W_down[:, n] · (g ⊙ qs)) / s with a
- * the hidden activation (gated: act(gate)·up), and with an RMS post-norm its gain g and
- * scale s (linear at the run's own scale, as a post-norm head); the output bias is the rest.
+ * = base + m_l, de [n, P] = m_l·qs with qs [P, d] (zeros when not wanted). The `neurons`
+ * variant (a session of its own, built on request) adds deNeurons [n, P, f]: each neuron's
+ * share of de, a_n (W_down[:, n] · (g ⊙ qs)) / s with a the hidden activation (gated:
+ * act(gate)·up), and with an RMS post-norm its gain g and scale s (linear at the run's own
+ * scale, as a post-norm head); the output bias is the rest.
  */
-export function mlpGraph(spec: ArchSpec, lw: LayerWeights, l: number): Graph {
-  const g = new GraphBuilder(`mlp${l}`);
+export type MlpWeights = Pick<LayerWeights, 'ln2' | 'wUp' | 'bUp' | 'wGate' | 'bGate' | 'wDown' | 'bDown' | 'mlpPostNorm'>;
+
+export function mlpGraph(spec: ArchSpec, lw: MlpWeights, l: number, neurons = false): Graph {
+  const g = new GraphBuilder(neurons ? `mlp_neurons${l}` : `mlp${l}`);
   const { dModel: d } = spec;
   const x = g.input('x', ['n', 'P', d]);
   const base = g.input('base', ['n', 'P', d]);
@@ -289,6 +292,7 @@ export function mlpGraph(spec: ArchSpec, lw: LayerWeights, l: number): Graph {
   g.output(out, 'out', ['n', 'P', d]);
   g.output(g.op('Add', [base, out]), 'resid', ['n', 'P', d]);
   g.output(readout(g, out, qs), 'de', ['n', 'P']);
+  if (!neurons) return g.build();
   // Neuron readouts: W_down (g ⊙ qs) [Pq, f], times each row's activations (and 1/s after a post-norm).
   const f = spec.dMlp;
   const r = lw.mlpPostNorm ? g.op('Mul', [qs, g.weight(`l${l}.mpn.gr`, lw.mlpPostNorm.g, [d])]) : qs;

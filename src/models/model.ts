@@ -127,9 +127,14 @@ export class HookedModel {
     /** Bytes of the weight matrices the model holds, at their stored width. */
     readonly weightBytes: number,
     private readonly feeder: WeightFeeder,
+    /** The options sessions were built with (for sessions built on request). */
+    private readonly engine: EngineOptions = {},
   ) {
     this.plan = new ResidualPlan(spec, layers);
   }
+
+  /** MLP graphs with neuron readouts, built on request (mlpNeurons), reusing the MLP's weights. */
+  private readonly neuronBlocks = new Map<number, Promise<Block>>();
 
   /**
    * Load a model. Every weight matrix is read from the checkpoint once, at its stored width
@@ -170,7 +175,7 @@ export class HookedModel {
       layers.push(vectorsOf(lw));
       bytes += layerMatrices(lw).reduce((s, m) => s + matrixBytes(m), 0);
     }
-    return new HookedModel(source, spec, layers, ends, tokenizer, unembedSession, sessions, bytes, feeder);
+    return new HookedModel(source, spec, layers, ends, tokenizer, unembedSession, sessions, bytes, feeder, opts);
   }
 
   /** Check a prompt before running it: not empty, ids in the vocabulary, within the context. */
@@ -466,8 +471,14 @@ export class HookedModel {
    */
   async mlpNeurons(l: number, x: Float32Array, readout: Float32Array, n: number): Promise<{ deNeurons: Float32Array; de: Float32Array }> {
     const d = this.spec.dModel;
+    if (!this.neuronBlocks.has(l)) {
+      const m = new Map(this.sessions[l].mlp.weights);
+      const lw = { ...this.layers[l], wUp: m.get(`l${l}.wUp`)!, wGate: m.get(`l${l}.wGate`) ?? null, wDown: m.get(`l${l}.wDown`)! };
+      this.neuronBlocks.set(l, createBlock(mlpGraph(this.spec, lw, l, true), this.engine, this.feeder));
+    }
+    const block = await this.neuronBlocks.get(l)!;
     const rows = f32(x.subarray(0, n * d), [1, n, d]);
-    const res = await this.sessions[l].mlp.run({ x: rows, base: rows, qs: f32(readout.subarray(0, n * d), [n, d]) }, { de: null, deNeurons: null });
+    const res = await block.run({ x: rows, base: rows, qs: f32(readout.subarray(0, n * d), [n, d]) }, { de: null, deNeurons: null });
     return { deNeurons: res.deNeurons.data as Float32Array, de: res.de.data as Float32Array };
   }
 
