@@ -79,7 +79,7 @@ for (const name of ['tiny-gpt2', 'tiny-neox-parallel', 'tiny-llama-gqa', 'tiny-g
             fl.forEach((x, i) => {
               assert.ok(Math.abs(x.dde - gl[i].dde) < 1e-5, `${name} ${t} ${layer} neuron ${x.neuron}: ${x.dde} vs ${gl[i].dde}`);
               assert.ok(Math.abs(x.de_prime - x.de - x.dde) < 1e-6);
-              compared++;
+              if (Math.abs(x.dde) > 1e-4) compared++;
             });
             const sum = fl.reduce((s, x) => s + x.dde, 0);
             const want = f.de_prime[layer] - r.de[layer];
@@ -88,7 +88,7 @@ for (const name of ['tiny-gpt2', 'tiny-neox-parallel', 'tiny-llama-gqa', 'tiny-g
         }
       }
     });
-    assert.ok(compared > 0);
+    assert.ok(compared > 0, 'some neuron changes');
   });
 }
 

@@ -114,12 +114,19 @@ export async function runNeurons(model: HookedModel, ctxs: CleanContext[], rows:
   return out;
 }
 
-/** The `top` neurons of a layer by |ΔDE_n| (largest first; ties: lower index first). */
+/** The `top` neurons of a layer by |ΔDE_n| (largest first; ties: lower index first), in one pass. */
 export function topNeurons(de: ArrayLike<number>, dePrime: ArrayLike<number>, top: number): NeuronChange[] {
-  const idx = [...Array(de.length).keys()];
-  const dde = (n: number) => dePrime[n] - de[n];
-  idx.sort((a, b) => Math.abs(dde(b)) - Math.abs(dde(a)) || a - b);
-  return idx.slice(0, top).map((n) => ({ neuron: n, de: de[n], de_prime: dePrime[n], dde: dde(n) }));
+  const best: number[] = [];
+  const size = (n: number) => Math.abs(dePrime[n] - de[n]);
+  for (let n = 0; n < de.length; n++) {
+    const v = size(n);
+    if (best.length === top && v <= size(best[top - 1])) continue;
+    let at = best.length;
+    while (at > 0 && size(best[at - 1]) < v) at--;
+    best.splice(at, 0, n);
+    if (best.length > top) best.pop();
+  }
+  return best.map((n) => ({ neuron: n, de: de[n], de_prime: dePrime[n], dde: dePrime[n] - de[n] }));
 }
 
 /** Per layer, the patch average of DE′_n (the Monte-Carlo average of effects), with the clean DE_n. */
