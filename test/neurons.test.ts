@@ -7,10 +7,8 @@ import { centredLogit, Readout } from '../src/causal/readout.js';
 import type { Effects, NeuronChange, PromptResult } from '../src/causal/types.js';
 import { mlpName, parseComponent } from '../src/models/components.js';
 import { HookedModel } from '../src/models/model.js';
-import { fixtureModelDir, hydraName, loadGolden, rejectsWith } from './helpers.js';
+import { FIXTURE_MODELS, fixtureModelDir, hydraName, loadGolden, rejectsWith } from './helpers.js';
 
-// Pre-norm (LayerNorm, RMSNorm, gated, fused gate/up, parallel) and post-norm (Gemma-2's sandwich, OLMo-2) families.
-const FAMILIES = ['tiny-gpt2', 'tiny-llama-gqa', 'tiny-neox-parallel', 'tiny-neox-sequential', 'tiny-gemma2', 'tiny-olmo2', 'tiny-phi3', 'tiny-gptj'];
 
 async function cleanOf(model: HookedModel, ids: number[][]) {
   const clean = await model.forward(ids);
@@ -19,7 +17,8 @@ async function cleanOf(model: HookedModel, ids: number[][]) {
 }
 
 // Σ_n DE_n + DE(output bias) = DE(mlp.L): against Hydra's DE and the independent golden DE.
-for (const name of FAMILIES) {
+// Every family: pre-norm (LayerNorm, RMSNorm, gated, fused gate/up, parallel) and post-norm (Gemma-2/3 sandwich, OLMo-2).
+for (const name of FIXTURE_MODELS) {
   test(`neuron DEs sum to the MLP layer's DE: ${name}`, async () => {
     const golden = loadGolden(name);
     const model = await HookedModel.load(fixtureModelDir(name), { threads: 1 });
