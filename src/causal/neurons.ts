@@ -58,7 +58,7 @@ export async function neuronEffects(model: HookedModel, layer: number, inputs: F
     x.set(v, k * d);
     for (let j = 0; j < d; j++) r[k * d + j] = ctxs[k].q[j] / ctxs[k].acts.sigma;
   });
-  const { deNeurons } = await model.mlpNeurons(layer, x, r, inputs.length);
+  const deNeurons = await model.mlpNeurons(layer, x, r, inputs.length);
   return inputs.map((_, k) => deNeurons.slice(k * f, (k + 1) * f));
 }
 

@@ -466,10 +466,10 @@ export class HookedModel {
   /**
    * The neurons of MLP layer l on rows x [n, d] (each the residual entering the layer's
    * stage), each row read out with its own vector readout [n, d]: per row, every neuron's
-   * share of the block's readout, deNeurons [n, dMlp] (a_n · W_down[:, n] · r; after an RMS
-   * post-norm, at the row's own norm scale), and the block's readout de [n].
+   * share of the block's readout: [n, dMlp] (a_n · W_down[:, n] · r; after an RMS post-norm,
+   * at the row's own norm scale).
    */
-  async mlpNeurons(l: number, x: Float32Array, readout: Float32Array, n: number): Promise<{ deNeurons: Float32Array; de: Float32Array }> {
+  async mlpNeurons(l: number, x: Float32Array, readout: Float32Array, n: number): Promise<Float32Array> {
     const d = this.spec.dModel;
     if (!this.neuronBlocks.has(l)) {
       const m = new Map(this.sessions[l].mlp.weights);
@@ -478,8 +478,8 @@ export class HookedModel {
     }
     const block = await this.neuronBlocks.get(l)!;
     const rows = f32(x.subarray(0, n * d), [1, n, d]);
-    const res = await block.run({ x: rows, base: rows, qs: f32(readout.subarray(0, n * d), [n, d]) }, { de: null, deNeurons: null });
-    return { deNeurons: res.deNeurons.data as Float32Array, de: res.de.data as Float32Array };
+    const res = await block.run({ x: rows, base: rows, qs: f32(readout.subarray(0, n * d), [n, d]) }, { deNeurons: null });
+    return res.deNeurons.data as Float32Array;
   }
 
   /** Additive attention mask [B, 1, 1, T, T]: causal, padded keys masked, and a window W where given (i − W < j ≤ i). */
