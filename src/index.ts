@@ -34,6 +34,17 @@ export { CleanBank } from './causal/bank.js';
 export type { AblationOptions } from './causal/analysis.js';
 export type { AblationKind, AblationResult, Effects, PatchEffects, PromptResult } from './causal/types.js';
 
+// Where the repair comes from, neurons, the whole distribution (analyze options `distribution`, `neurons`)
+export { DISTRIBUTION } from './causal/types.js';
+export type { DistributionEffects, NeuronChange } from './causal/types.js';
+export type { ExtraOptions } from './causal/extras.js';
+export { distributionChange } from './causal/distribution.js';
+export { neuronEffects, neuronLayers, biasDirectEffect } from './causal/neurons.js';
+export { repairSources, promptRepairSources, responders } from './causal/sources.js';
+export type { RepairSources } from './causal/sources.js';
+export { datasetRepairSources } from './experiments/sources.js';
+export type { DatasetRepairSources, MeanInterval } from './experiments/sources.js';
+
 // Prompt sets
 export { loadDataset, BUNDLED_DATASETS, summarizeFilter } from './io/datasets.js';
 export type { Dataset, DatasetOptions, PromptRecord } from './io/datasets.js';

@@ -4,6 +4,7 @@ import type { HookedModel } from '../models/model.js';
 import { ablationKind, samplesOf, type PatchOptions } from './ablations.js';
 import { CleanBank, DEFAULT_BATCH_PROMPTS, needsHeads } from './bank.js';
 import { averagePatches, cleanContext, patchEffects, type CleanContext } from './effects.js';
+import { averageExtras, extrasOf, measureExtras, type ExtraOptions } from './extras.js';
 import { checkActivations, checkResult } from './finite.js';
 import { runFastPath, type AblationRow } from './fastpath.js';
 import { runNaivePath } from './naive.js';
@@ -11,7 +12,7 @@ import { checkSeed } from './random.js';
 import { centredLogit, Readout, softcap } from './readout.js';
 import type { AblationKind, PatchEffects, PromptResult } from './types.js';
 
-export interface AblationOptions extends PatchOptions {
+export interface AblationOptions extends PatchOptions, ExtraOptions {
   kind: AblationKind;
   /** Components to ablate; default every attn.{l} and mlp.{l} (and every head with `heads`). */
   targets?: string[];
@@ -66,6 +67,7 @@ export async function analyze(model: HookedModel, prompts: number[][], opts: Abl
   const pool = opts.pool ?? new CleanBank(model, prompts, batchPrompts);
   const plan = await kind.plan({ model, prompts, targets, opts, S, pool, ownPool: !opts.pool });
   const readout = new Readout(model);
+  const extras = extrasOf(model, opts);
   const results: PromptResult[] = [];
 
   for (let c0 = 0; c0 < prompts.length; c0 += batchPrompts) {
@@ -95,14 +97,17 @@ export async function analyze(model: HookedModel, prompts: number[][], opts: Abl
     const batchRows = opts.batchRows ?? 4096;
     for (const [r0, r1] of rowParts(rows, batchRows)) {
       const part = rows.slice(r0, r1);
-      const runs = opts.path === 'naive' ? await runNaivePath(model, ids, ctxs, part, withHeads) : await runFastPath(model, ctxs, clean.cache, part, withHeads);
+      const runs = opts.path === 'naive' ? await runNaivePath(model, ids, ctxs, part, withHeads) : await runFastPath(model, ctxs, clean.cache, part, withHeads, extras?.taps);
       const capped = model.spec.finalSoftcap === null ? null : await cappedTotalEffects(model, ctxs, part, runs.map((r) => r.z));
+      const partEffects: PatchEffects[] = [];
       part.forEach((row, i) => {
         const e = patchEffects(model.plan, ctxs[row.prompt], row.target, row.patch, runs[i], (z) => model.normScale(z), row.source);
         if (capped) e.te_capped = capped[i];
         if (opts.ownScale) e.de_prime_own_scale = ownScale(e, ctxs[row.prompt].acts.sigma);
-        effects.push(e);
+        partEffects.push(e);
       });
+      if (extras) await measureExtras(model, extras, ctxs, part, runs, partEffects);
+      effects.push(...partEffects);
     }
 
     const batch: PromptResult[] = [];
@@ -113,6 +118,7 @@ export async function analyze(model: HookedModel, prompts: number[][], opts: Abl
       targets.forEach((t, ti) => {
         const at = (p * targets.length + ti) * S;
         result.ablations[t.name] = averagePatches(effects.slice(at, at + S));
+        if (extras) averageExtras(extras, result.ablations[t.name]);
       });
       checkResult(result);
       batch.push(result);

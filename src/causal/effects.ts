@@ -33,6 +33,10 @@ export interface AblatedRun {
   piHatPrime?: number;
   /** The target's component in the ablated run, where it is not the patch (a post-norm head: p / s' ⊙ g). */
   targetValue?: Float32Array;
+  /** Residual entering each stage asked for (neurons, src/causal/neurons.ts); absent where the stage was not recomputed. */
+  stageIn?: Map<number, Float32Array>;
+  /** Raw logits over the vocabulary, where the run unembedded itself (the naive path). */
+  logits?: Float32Array;
 }
 
 /** σ of a residual, for the model's final norm. */

@@ -19,7 +19,7 @@ export interface AblationRow {
   patch: Float32Array;
 }
 
-export async function runFastPath(model: HookedModel, ctxs: CleanContext[], cache: KVCache, rows: AblationRow[], withHeads: boolean): Promise<AblatedRun[]> {
+export async function runFastPath(model: HookedModel, ctxs: CleanContext[], cache: KVCache, rows: AblationRow[], withHeads: boolean, taps?: number[]): Promise<AblatedRun[]> {
   const starts = rows.map((r) => model.plan.startRow(ctxs[r.prompt].acts, [{ component: r.target, value: r.patch }]));
   // The readout of the clean token at the clean scale: DE'(c) = c · q / σ.
   const readout = ctxs.map((c) => Float32Array.from(c.q, (v) => v / c.acts.sigma));
@@ -28,12 +28,13 @@ export async function runFastPath(model: HookedModel, ctxs: CleanContext[], cach
     rows.map((r, k) => ({ prompt: r.prompt, resid: starts[k].resid, start: starts[k].start })),
     readout,
     withHeads,
+    taps,
   );
   return rows.map((r, k) => {
     const ctx = ctxs[r.prompt];
     const dePrime = { ...ctx.de };
     for (const [name, v] of starts[k].values) if (name in dePrime) dePrime[name] = dot(v, ctx.q) / ctx.acts.sigma;
     Object.assign(dePrime, runs[k].de);
-    return { z: runs[k].z, dePrime, targetValue: starts[k].values.get(r.target.name) };
+    return { z: runs[k].z, dePrime, targetValue: starts[k].values.get(r.target.name), stageIn: runs[k].stageIn };
   });
 }

@@ -17,6 +17,7 @@ export async function runNaivePath(model: HookedModel, ids: number[][], ctxs: Cl
     const ctx = ctxs[rows[i].prompt];
     const dePrime: Record<string, number> = {};
     for (const [name, c] of acts.components) dePrime[name] = dot(c, ctx.q) / ctx.acts.sigma;
-    return { z: acts.z, dePrime, piHatPrime: centredLogit(acts.logits, ctx.acts.token), targetValue: acts.components.get(rows[i].target.name) };
+    const stageIn = new Map(acts.stageIn.map((x, s) => [s, x]));
+    return { z: acts.z, dePrime, piHatPrime: centredLogit(acts.logits, ctx.acts.token), targetValue: acts.components.get(rows[i].target.name), stageIn, logits: acts.logits };
   });
 }

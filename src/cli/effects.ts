@@ -7,11 +7,12 @@ import { readPromptSet } from '../experiments/prompts.js';
 import { HydraError } from '../io/errors.js';
 import type { HookedModel } from '../models/model.js';
 import { EFFECTS } from '../causal/types.js';
+import { addExtraOptions, datasetJson, datasetTable, extraAnalyzeOptions, extraTables, promptJson, type ExtrasCliOptions } from './effects-extras.js';
 import { createProgress } from './progress.js';
 import { addAnswerColumn, PROMPTS_HELP } from './prompts.js';
 import { addAblationOptions, addModelOptions, fmt, loadModelFromOptions, printJson, type ModelOptions } from './util.js';
 
-export interface EffectsCliOptions extends ModelOptions {
+export interface EffectsCliOptions extends ModelOptions, ExtrasCliOptions {
   prompts: string;
   answerColumn?: string;
   ablation: AblationKind;
@@ -42,11 +43,12 @@ export function registerEffects(program: Command): void {
       .option('--naive', 'recompute whole prompts instead of the last-position fast path (slow; for checking)')
       .option('--json', 'print {"prompts": [...]} (schema in the README) instead of tables'),
   );
-  addAnswerColumn(cmd).action(async (opts: EffectsCliOptions) => runEffects(opts));
+  addExtraOptions(addAnswerColumn(cmd)).action(async (opts: EffectsCliOptions) => runEffects(opts));
 }
 
 async function runEffects(opts: EffectsCliOptions): Promise<void> {
   const sources = opts.sources ? readSourcesFile(opts.sources) : undefined;
+  const extras = extraAnalyzeOptions(opts);
   const kind = ablationKind(opts.ablation);
   if (sources && kind.pool !== 'sources') throw new HydraError('--sources only applies to --ablation resample');
   const model = await loadModelFromOptions(opts);
@@ -65,6 +67,7 @@ async function runEffects(opts: EffectsCliOptions): Promise<void> {
     heads: opts.heads,
     ownScale: opts.ownScale,
     path: opts.naive ? 'naive' : 'fast',
+    ...extras,
     onBatch: (rs) => bar.tick(rs.length),
   });
   bar.stop();
@@ -76,10 +79,13 @@ async function runEffects(opts: EffectsCliOptions): Promise<void> {
       samples: samplesOf(opts.ablation, opts.samples, sources),
       seed: opts.seed,
       rules: kind.rules({ sourcesGiven: !!sources, allowSameAnswer: opts.allowSameAnswer, subjects: subjects.some((x) => x !== undefined) }),
-      prompts: results.map((r) => ({ ...r, text: text(r.index), token_text: model.tokenizer?.tokenText(r.token) })),
+      prompts: results.map((r) => ({ ...promptJson(model, r, opts), text: text(r.index), token_text: model.tokenizer?.tokenText(r.token) })),
+      ...datasetJson(model, results, opts),
     });
   } else {
-    for (const r of results) process.stdout.write(effectsTable(model, r, text(r.index)) + '\n');
+    for (const r of results) process.stdout.write([effectsTable(model, r, text(r.index)), extraTables(model, r, opts)].filter(Boolean).join('\n') + '\n');
+    const summary = datasetTable(model, results, opts);
+    if (summary) process.stdout.write(summary + '\n');
   }
 }
 

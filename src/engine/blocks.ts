@@ -264,10 +264,16 @@ function readout(g: GraphBuilder, v: string, qs: string): string {
 /**
  * MLP block on rows x [n, P, d] (the clean forward passes [N, 1, d]).
  * Outputs: out [n, P, d] (m_l, what the block adds, post-norm included), resid [n, P, d]
- * = base + m_l, de [n, P] = m_l·qs with qs [P, d] (zeros when not wanted).
+ * = base + m_l, de [n, P] = m_l·qs with qs [P, d] (zeros when not wanted). The `neurons`
+ * variant (a session of its own, built on request) adds deNeurons [n, P, f]: each neuron's
+ * share of de, a_n (W_down[:, n] · (g ⊙ qs)) / s with a the hidden activation (gated:
+ * act(gate)·up), and with an RMS post-norm its gain g and scale s (linear at the run's own
+ * scale, as a post-norm head); the output bias is the rest.
  */
-export function mlpGraph(spec: ArchSpec, lw: LayerWeights, l: number): Graph {
-  const g = new GraphBuilder(`mlp${l}`);
+export type MlpWeights = Pick<LayerWeights, 'ln2' | 'wUp' | 'bUp' | 'wGate' | 'bGate' | 'wDown' | 'bDown' | 'mlpPostNorm'>;
+
+export function mlpGraph(spec: ArchSpec, lw: MlpWeights, l: number, neurons = false): Graph {
+  const g = new GraphBuilder(neurons ? `mlp_neurons${l}` : `mlp${l}`);
   const { dModel: d } = spec;
   const x = g.input('x', ['n', 'P', d]);
   const base = g.input('base', ['n', 'P', d]);
@@ -278,12 +284,21 @@ export function mlpGraph(spec: ArchSpec, lw: LayerWeights, l: number): Graph {
   const up = g.linear(h, g.matrix(`l${l}.wUp`, lw.wUp), lw.wUp, bias('bUp', lw.bUp));
   // Gated: act(x W_gate) ⊙ (x W_up); otherwise act(x W_up).
   const a = lw.wGate ? g.op('Mul', [activation(g, g.linear(h, g.matrix(`l${l}.wGate`, lw.wGate), lw.wGate, bias('bGate', lw.bGate)), spec.act), up]) : activation(g, up, spec.act);
-  let rows = g.linear(a, g.matrix(`l${l}.wDown`, lw.wDown), lw.wDown, bias('bDown', lw.bDown));
-  if (lw.mlpPostNorm) rows = norm(g, rows, lw.mlpPostNorm, spec, `l${l}.mpn`).y;
+  const wDown = g.matrix(`l${l}.wDown`, lw.wDown);
+  let rows = g.linear(a, wDown, lw.wDown, bias('bDown', lw.bDown));
+  const post = lw.mlpPostNorm ? norm(g, rows, lw.mlpPostNorm, spec, `l${l}.mpn`) : null;
+  if (post) rows = post.y;
   const out = g.op('Reshape', [rows, g.op('Shape', [x])]);
   g.output(out, 'out', ['n', 'P', d]);
   g.output(g.op('Add', [base, out]), 'resid', ['n', 'P', d]);
   g.output(readout(g, out, qs), 'de', ['n', 'P']);
+  if (!neurons) return g.build();
+  // Neuron readouts: W_down (g ⊙ qs) [Pq, f], times each row's activations (and 1/s after a post-norm).
+  const f = spec.dMlp;
+  const r = lw.mlpPostNorm ? g.op('Mul', [qs, g.weight(`l${l}.mpn.gr`, lw.mlpPostNorm.g, [d])]) : qs;
+  let deNeurons = g.op('Mul', [shapedLike(g, a, x, [f]), g.linearT(r, wDown, lw.wDown)]);
+  if (post?.inv) deNeurons = g.op('Mul', [deNeurons, shapedLike(g, post.inv, x, [1])]);
+  g.output(deNeurons, 'deNeurons', ['n', 'P', f]);
   return g.build();
 }
 

@@ -93,7 +93,8 @@ export class WeightFeeder {
 export class Block {
   constructor(
     private readonly session: Session,
-    private readonly weights: [string, Matrix][],
+    /** The matrices it is fed, by graph input name (another graph of the same weights may reuse them). */
+    readonly weights: [string, Matrix][],
     private readonly feeder: WeightFeeder,
   ) {}
 

@@ -127,9 +127,14 @@ export class HookedModel {
     /** Bytes of the weight matrices the model holds, at their stored width. */
     readonly weightBytes: number,
     private readonly feeder: WeightFeeder,
+    /** The options sessions were built with (for sessions built on request). */
+    private readonly engine: EngineOptions = {},
   ) {
     this.plan = new ResidualPlan(spec, layers);
   }
+
+  /** MLP graphs with neuron readouts, built on request (mlpNeurons), reusing the MLP's weights. */
+  private readonly neuronBlocks = new Map<number, Promise<Block>>();
 
   /**
    * Load a model. Every weight matrix is read from the checkpoint once, at its stored width
@@ -170,7 +175,7 @@ export class HookedModel {
       layers.push(vectorsOf(lw));
       bytes += layerMatrices(lw).reduce((s, m) => s + matrixBytes(m), 0);
     }
-    return new HookedModel(source, spec, layers, ends, tokenizer, unembedSession, sessions, bytes, feeder);
+    return new HookedModel(source, spec, layers, ends, tokenizer, unembedSession, sessions, bytes, feeder, opts);
   }
 
   /** Check a prompt before running it: not empty, ids in the vocabulary, within the context. */
@@ -458,6 +463,25 @@ export class HookedModel {
     return res.out.data as Float32Array;
   }
 
+  /**
+   * The neurons of MLP layer l on rows x [n, d] (each the residual entering the layer's
+   * stage), each row read out with its own vector readout [n, d]: per row, every neuron's
+   * share of the block's readout: [n, dMlp] (a_n · W_down[:, n] · r; after an RMS post-norm,
+   * at the row's own norm scale).
+   */
+  async mlpNeurons(l: number, x: Float32Array, readout: Float32Array, n: number): Promise<Float32Array> {
+    const d = this.spec.dModel;
+    if (!this.neuronBlocks.has(l)) {
+      const m = new Map(this.sessions[l].mlp.weights);
+      const lw = { ...this.layers[l], wUp: m.get(`l${l}.wUp`)!, wGate: m.get(`l${l}.wGate`) ?? null, wDown: m.get(`l${l}.wDown`)! };
+      this.neuronBlocks.set(l, createBlock(mlpGraph(this.spec, lw, l, true), this.engine, this.feeder));
+    }
+    const block = await this.neuronBlocks.get(l)!;
+    const rows = f32(x.subarray(0, n * d), [1, n, d]);
+    const res = await block.run({ x: rows, base: rows, qs: f32(readout.subarray(0, n * d), [n, d]) }, { deNeurons: null });
+    return res.deNeurons.data as Float32Array;
+  }
+
   /** Additive attention mask [B, 1, 1, T, T]: causal, padded keys masked, and a window W where given (i − W < j ≤ i). */
   causalMask(lengths: number[], T: number, window: number | null): Float32Array {
     const m = new Float32Array(lengths.length * T * T);
@@ -480,7 +504,14 @@ export class HookedModel {
    * buffer; each block's session writes the residual after it (and the readouts) straight
    * into the next buffer. No row is copied between blocks.
    */
-  async recomputeLast(cache: KVCache, rows: LastPositionRow[], readout: Float32Array[], heads: boolean): Promise<{ z: Float32Array; de: Record<string, number> }[]> {
+  async recomputeLast(
+    cache: KVCache,
+    rows: LastPositionRow[],
+    readout: Float32Array[],
+    heads: boolean,
+    /** Stages whose input residual each row should also return (as `stageIn`), for rows recomputed there. */
+    taps?: number[],
+  ): Promise<{ z: Float32Array; de: Record<string, number>; stageIn?: Map<number, Float32Array> }[]> {
     const { spec, plan } = this;
     const d = spec.dModel;
     const stages = plan.stages.length;
@@ -522,9 +553,11 @@ export class HookedModel {
         if (k >= 0) for (let h = 0; h < per; h++) de[k][names[h]] = values[b * per + h];
       }
     };
+    const tapped = taps?.length ? rows.map(() => new Map<number, Float32Array>()) : null;
     for (let s = 0; s < stages; s++) {
       for (const k of startingAt[s]) bufs[cur].set(rows[k].resid, at[k] * d);
       n = offset[s] + width[s];
+      if (tapped && taps!.includes(s)) rows.forEach((r, k) => at[k] >= 0 && r.start <= s && tapped[k].set(s, bufs[cur].slice(at[k] * d, (at[k] + 1) * d)));
       if (n === 0) continue;
       // Every block of the stage reads bufs[cur]; each adds its output to the previous block's result.
       let base = cur;
@@ -548,7 +581,7 @@ export class HookedModel {
       cur = base;
     }
     const final = bufs[cur];
-    return rows.map((r, k) => ({ z: at[k] < 0 ? r.resid : final.slice(at[k] * d, (at[k] + 1) * d), de: de[k] }));
+    return rows.map((r, k) => ({ z: at[k] < 0 ? r.resid : final.slice(at[k] * d, (at[k] + 1) * d), de: de[k], ...(tapped ? { stageIn: tapped[k] } : {}) }));
   }
 
   /** The attention step's per-group inputs: prompt index, readout, and per layer its mask and rotary tables. */
