@@ -2,7 +2,7 @@ import { HydraError } from '../io/errors.js';
 import { defaultTargets as targetsOf, parseComponent } from '../models/components.js';
 import type { HookedModel } from '../models/model.js';
 import { ablationKind, samplesOf, type PatchOptions } from './ablations.js';
-import { CleanBank, DEFAULT_BATCH_PROMPTS, needsHeads } from './bank.js';
+import { CleanBank, DEFAULT_BATCH_PROMPTS, defaultBatchRows, needsHeads } from './bank.js';
 import { averagePatches, cleanContext, patchEffects, type CleanContext } from './effects.js';
 import { averageExtras, extrasOf, measureExtras, type ExtraOptions } from './extras.js';
 import { checkActivations, checkResult } from './finite.js';
@@ -32,8 +32,10 @@ export interface AblationOptions extends PatchOptions, ExtraOptions {
    * independent of which prompts were skipped.
    */
   batchPrompts?: number;
-  /** Ablated runs per engine batch. */
+  /** Ablated runs per engine batch (default: defaultBatchRows, by the model's width). */
   batchRows?: number;
+  /** Return every prompt's result (default true); false when onBatch/onPrompt consume them, so that a long run holds one batch at a time. */
+  collect?: boolean;
   /** Prompt indices not wanted (done in a resumed sweep); a batch holding any wanted prompt still runs whole. */
   skip?: Set<number>;
   /** Called as each prompt finishes, in order. */
@@ -94,7 +96,7 @@ export async function analyze(model: HookedModel, prompts: number[][], opts: Abl
       }),
     );
     const effects: PatchEffects[] = [];
-    const batchRows = opts.batchRows ?? 4096;
+    const batchRows = opts.batchRows ?? defaultBatchRows(model.spec);
     for (const [r0, r1] of rowParts(rows, batchRows)) {
       const part = rows.slice(r0, r1);
       const runs = opts.path === 'naive' ? await runNaivePath(model, ids, ctxs, part, withHeads) : await runFastPath(model, ctxs, clean.cache, part, withHeads, extras?.taps);
@@ -124,7 +126,7 @@ export async function analyze(model: HookedModel, prompts: number[][], opts: Abl
       batch.push(result);
       await opts.onPrompt?.(result);
     }
-    results.push(...batch);
+    if (opts.collect !== false) results.push(...batch);
     await opts.onBatch?.(batch);
   }
   return results;

@@ -209,6 +209,7 @@ export async function runSweep(opts: SweepOptions): Promise<SweepSummary> {
         skip,
         batchPrompts: B,
         batchRows: opts.batchRows,
+        collect: false,
         onBatch: async (rs) => {
           const list = rs.map((r) => {
             const rec = records[kept[r.index]];
