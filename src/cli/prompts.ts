@@ -58,7 +58,7 @@ export function metricAnswers(model: HookedModel, records: PromptRecord[], metri
     for (const f of need) {
       const id = r[`${f}_id`];
       const text = r[f];
-      if (id === undefined && text === undefined) throw new HydraError(`--metric ${metric}: ${label} record ${i} has no ${f}; give every record an "${f}" (text) or "${f}_id" (token id)`);
+      if (id === undefined && text === undefined) throw new HydraError(`--metric ${metric}: ${label} record ${i} has no ${f}; give every record "${f}" (text) or "${f}_id" (a token id)`);
       if (id !== undefined && id >= model.spec.vocab) throw new HydraError(`--metric ${metric}: ${label} record ${i}: ${f}_id ${id} is outside the vocabulary (0..${model.spec.vocab - 1})`);
       if (id === undefined && !model.tokenizer) throw new HydraError(`--metric ${metric}: ${label} record ${i} gives its ${f} as text, but the model has no tokenizer.json; give "${f}_id" instead`);
       const t = id ?? answerToken(model, r.prompt, text!);
