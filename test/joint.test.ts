@@ -6,7 +6,10 @@ import { analyze } from '../src/causal/analysis.js';
 import type { AblationResult, PatchEffects, PromptResult } from '../src/causal/types.js';
 import { parseTarget } from '../src/models/components.js';
 import { HookedModel } from '../src/models/model.js';
-import { FIXTURE_MODELS, fixtureModelDir, goldenDir, hydraName, loadGolden, rejectsWith } from './helpers.js';
+import { ResultsStore } from '../src/experiments/store.js';
+import { runSweep } from '../src/experiments/sweep.js';
+import { defaultModelDir, storiesRecallPath } from '../src/io/paths.js';
+import { FIXTURE_MODELS, fixtureModelDir, goldenDir, hydraName, loadGolden, rejectsWith, tmpDir } from './helpers.js';
 
 const TOL = 1e-4;
 const EXTRA = ['tiny-gpt2', 'tiny-llama-gqa', 'tiny-neox-parallel'];
@@ -208,4 +211,20 @@ test('joint targets and metrics: bad input is a clear one-line error', async () 
   await rejectsWith(analyze(model, ids, { kind: 'zero', metric: 'answer', answers: [{ answer: 1 }, { answer: 1e9 }] }), /outside the vocabulary/);
   assert.deepEqual(parseTarget('attn.0+mlp.1').members.map((m) => m.name), ['attn.0', 'mlp.1']);
   assert.equal(parseTarget('head.2.1').members.length, 1);
+});
+
+test('a sweep records a non-default metric in run_config; a resume with another metric is refused', async () => {
+  const dir = tmpDir('hydra-metric-');
+  const dataset = path.join(dir, 'stories.jsonl');
+  fs.writeFileSync(dataset, fs.readFileSync(storiesRecallPath, 'utf8').split('\n').slice(0, 8).join('\n') + '\n');
+  const out = path.join(dir, 'r.duckdb');
+  const model = await HookedModel.load(defaultModelDir, { threads: 1 });
+  const run = (metric?: 'answer') => runSweep({ model, modelName: 'stories260k', dataset, out, ablation: 'zero', limit: 4, metric });
+  const first = await run('answer');
+  assert.ok(first.computed > 0);
+  const store = await ResultsStore.openReadOnly(out);
+  assert.equal(store.config.options?.metric, 'answer');
+  await store.close();
+  assert.equal((await run('answer')).computed, 0);
+  await rejectsWith(run(), /r\.duckdb was made with metric=answer, this run asks for/);
 });

@@ -56,7 +56,7 @@ async function runEffects(opts: EffectsCliOptions): Promise<void> {
   const { records, ids: prompts } = await readPromptSet(model, opts.prompts, { answerColumn: opts.answerColumn });
   const subjects = records.map((r) => r.subject);
   const noisePositions = kind.usesSubjects ? noisePositionsOf(model, prompts, subjects, (i) => `${opts.prompts} record ${i}`) : undefined;
-  const answers = metricAnswers(model, records, opts.metric, opts.prompts);
+  const answers = metricAnswers(model, records, opts.metric, (i) => `${opts.prompts} record ${i}`);
   const bar = createProgress(prompts.length, 'effects');
   const results = await analyze(model, prompts, {
     kind: opts.ablation,

@@ -54,7 +54,7 @@ async function runIterate(opts: IterateCliOptions): Promise<void> {
     allowSameAnswer: opts.allowSameAnswer,
     noisePositions,
     metric: opts.metric,
-    answers: metricAnswers(model, records, opts.metric, opts.prompts),
+    answers: metricAnswers(model, records, opts.metric, (i) => `${opts.prompts} record ${i}`),
     onStep: () => bar.tick(1),
   });
   bar.stop();

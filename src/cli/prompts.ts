@@ -1,8 +1,8 @@
 import { Option, type Command } from 'commander';
-import { METRICS, type Metric } from '../causal/readout.js';
-import { answerToken } from '../experiments/filter.js';
+import { METRICS } from '../causal/readout.js';
 import { readPromptSet } from '../experiments/prompts.js';
-import { BUNDLED_DATASETS, type PromptRecord } from '../io/datasets.js';
+export { metricAnswers } from '../experiments/prompts.js';
+import { BUNDLED_DATASETS } from '../io/datasets.js';
 import { HydraError } from '../io/errors.js';
 import type { HookedModel } from '../models/model.js';
 import { nonNegativeInt } from './util.js';
@@ -44,27 +44,4 @@ export function addMetricOption(cmd: Command): Command {
       .choices([...METRICS])
       .default('argmax'),
   );
-}
-
-/**
- * Each record's answer and counterfactual tokens for a metric: the `answer_id` / `counter_id`
- * fields as given, else the first token of the `answer` / `counter` text after the prompt.
- */
-export function metricAnswers(model: HookedModel, records: PromptRecord[], metric: Metric, label: string): { answer?: number; counter?: number }[] | undefined {
-  if (metric === 'argmax') return undefined;
-  const need = metric === 'answer' ? (['answer'] as const) : (['answer', 'counter'] as const);
-  return records.map((r, i) => {
-    const out: { answer?: number; counter?: number } = {};
-    for (const f of need) {
-      const id = r[`${f}_id`];
-      const text = r[f];
-      if (id === undefined && text === undefined) throw new HydraError(`--metric ${metric}: ${label} record ${i} has no ${f}; give every record "${f}" (text) or "${f}_id" (a token id)`);
-      if (id !== undefined && id >= model.spec.vocab) throw new HydraError(`--metric ${metric}: ${label} record ${i}: ${f}_id ${id} is outside the vocabulary (0..${model.spec.vocab - 1})`);
-      if (id === undefined && !model.tokenizer) throw new HydraError(`--metric ${metric}: ${label} record ${i} gives its ${f} as text, but the model has no tokenizer.json; give "${f}_id" instead`);
-      const t = id ?? answerToken(model, r.prompt, text!);
-      if (t < 0) throw new HydraError(`--metric ${metric}: ${label} record ${i}: its ${f} ${JSON.stringify(text)} gives no token; fill it in`);
-      out[f] = t;
-    }
-    return out;
-  });
 }
