@@ -228,3 +228,18 @@ test('a sweep records a non-default metric in run_config; a resume with another 
   assert.equal((await run('answer')).computed, 0);
   await rejectsWith(run(), /r\.duckdb was made with metric=answer, this run asks for/);
 });
+
+test('a set of one is the single ablation, and joint rows in the same batch leave single rows unchanged', async () => {
+  const name = 'tiny-gemma2';
+  const golden = loadGolden(name);
+  const model = await HookedModel.load(fixtureModelDir(name), { threads: 1 });
+  const ids: number[][] = golden.prompts.slice(0, 4).map((p: { ids: number[] }) => p.ids);
+  const opts = { kind: 'resample' as const, samples: 2, seed: 3, heads: true, allowSameAnswer: true };
+  for (const single of ['attn.1', 'head.1.0', 'mlp.0']) {
+    const alone = await analyze(model, ids, { ...opts, targets: [single] });
+    const mixed = await analyze(model, ids, { ...opts, targets: ['attn.0+attn.1', single, 'head.0.1+mlp.1'] });
+    alone.forEach((r, n) => assert.deepEqual(mixed[n].ablations[single], r.ablations[single], `${single} p${n}`));
+  }
+  assert.deepEqual(parseTarget('head.1.0', model.spec).members, [{ name: 'head.1.0', kind: 'head', layer: 1, head: 0 }]);
+  assert.deepEqual(model.plan.downstreamOfSet(parseTarget('head.1.0', model.spec).members), model.plan.downstream(parseTarget('head.1.0', model.spec).members[0]));
+});
