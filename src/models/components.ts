@@ -118,9 +118,3 @@ export function parseTarget(name: string, bounds?: ComponentBounds): Target {
   if (held) throw new HydraError(`target '${name}' joins ${held.name} with ${attnName(held.layer)}, which contains it; ablate one or the other`);
   return { name: targetName(names), members };
 }
-
-/** Words for a target, for titles and captions. */
-export function targetLabel(name: string): string {
-  const parts = name.split(JOINT_SEPARATOR);
-  return parts.length === 1 ? componentLabel(name) : `${parts.map(componentLabel).join(' and ')}, jointly`;
-}

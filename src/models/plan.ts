@@ -1,5 +1,5 @@
 import type { ArchSpec, LayerVectors, NormWeights } from '../engine/spec.js';
-import { attnBiasName, attnName, blockName, EMBED, headName, layerComponents, type Component } from './components.js';
+import { attnBiasName, attnName, blockName, EMBED, headName, layerComponents, parseComponent, type Component } from './components.js';
 
 /**
  * The residual plan: a model's wiring, written once.
@@ -108,8 +108,8 @@ export class ResidualPlan {
     for (const m of members) {
       const down = this.downstream(m);
       for (const n of down.attn) {
-        const l = Number(n.split('.')[1]);
-        if (n === attnName(l) && partLayers.has(l)) this.parts(l).forEach((p) => add(attn, p));
+        const c = parseComponent(n);
+        if (c.kind === 'attn' && partLayers.has(c.layer)) this.parts(c.layer).forEach((p) => add(attn, p));
         else add(attn, n);
       }
       down.mlp.forEach((n) => add(mlp, n));
@@ -122,7 +122,7 @@ export class ResidualPlan {
   private orderOf(name: string): number {
     const i = this.blocks.findIndex((b) => b.component === name);
     if (i >= 0) return i;
-    const l = Number(name.split('.')[1]);
+    const l = parseComponent(name).layer;
     return this.blocks.findIndex((b) => b.component === attnName(l)) + this.parts(l).indexOf(name) / (this.parts(l).length + 1);
   }
 
