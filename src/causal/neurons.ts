@@ -100,7 +100,7 @@ export async function runNeurons(model: HookedModel, ctxs: CleanContext[], rows:
   const out: NeuronRun[][] = rows.map(() => []);
   for (const layer of layers) {
     const s = model.plan.stageOf(layer);
-    const which = rows.map((r, k) => k).filter((k) => model.plan.downstream(rows[k].target).mlp.includes(layer.name));
+    const which = rows.map((r, k) => k).filter((k) => model.plan.downstreamOfSet(rows[k].target.members).mlp.includes(layer.name));
     if (which.length === 0) continue;
     const inputs = which.map((k) => {
       const x = runs[k].stageIn?.get(s);

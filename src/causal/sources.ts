@@ -1,4 +1,4 @@
-import { parseComponent } from '../models/components.js';
+import { parseComponent, parseTarget } from '../models/components.js';
 import type { ResidualPlan } from '../models/plan.js';
 import type { Effects, PromptResult } from './types.js';
 
@@ -26,10 +26,10 @@ export interface RepairSources {
   heads: Record<string, number>;
 }
 
-/** The split of one ablation of `target` (its averaged result, or one patch) against the prompt's clean DE. */
+/** The split of one ablation of `target` (a component or a joint set; its averaged result, or one patch) against the prompt's clean DE. */
 export function repairSources(plan: ResidualPlan, clean: PromptResult, target: string, e: Effects): RepairSources {
-  const t = parseComponent(target, plan.spec);
-  const down = plan.downstream(t);
+  const members = parseTarget(target, plan.spec).members.map((m) => m.name);
+  const down = plan.downstreamOfSet(parseTarget(target, plan.spec).members);
   const delta = (c: string) => e.de_prime[c] - clean.de[c];
   const layers: Record<string, number> = {};
   const heads: Record<string, number> = {};
@@ -44,7 +44,7 @@ export function repairSources(plan: ResidualPlan, clean: PromptResult, target: s
   for (const c of Object.keys(clean.de)) {
     const p = parseComponent(c);
     if (p.kind !== 'head' && p.kind !== 'attn_bias') continue;
-    if (c in e.de_prime && (attnLayers.has(p.layer) || down.attn.includes(c)) && c !== target) heads[c] = delta(c);
+    if (c in e.de_prime && (attnLayers.has(p.layer) || down.attn.includes(c)) && !members.includes(c)) heads[c] = delta(c);
   }
   const removed = -e.dde_self;
   const back = e.ce + e.ne;

@@ -91,8 +91,11 @@ export interface PromptResult {
   pi_hat: number;
   /** Clean direct effect DE(c) of every component. */
   de: Record<string, number>;
-  /** Keyed by ablated component. */
+  /** Keyed by ablated component (a joint ablation: its members joined by '+'). */
   ablations: Record<string, AblationResult>;
+  /** With another measured quantity than the clean argmax: the metric and its tokens (pi_hat and every effect read r · π̂). */
+  readout?: { metric: Metric; answer: number; counter: number | null };
 }
 
 export type { AblationKind } from './ablations.js';
+import type { Metric } from './readout.js';

@@ -8,7 +8,9 @@ import type { AblationKind, PromptResult } from '../causal/types.js';
 import { loadDataset, summarizeFilter, type PromptRecord } from '../io/datasets.js';
 import { HydraError } from '../io/errors.js';
 import type { HookedModel } from '../models/model.js';
+import type { Metric } from '../causal/readout.js';
 import { filterKnown } from './filter.js';
+import { metricAnswers } from './prompts.js';
 import { ResultsStore, type RunConfig } from './store.js';
 
 /**
@@ -31,6 +33,8 @@ export interface SweepOptions {
   /** Resample: also draw sources whose clean token is the prompt's own (excluded by default). */
   allowSameAnswer?: boolean;
   heads?: boolean;
+  /** The measured quantity (default argmax); answer and logit-diff read each record's answer/counter. */
+  metric?: Metric;
   /** Only the first N prompts of the dataset. A larger limit on an existing store extends it. */
   limit?: number;
   /** 'i/n': this run handles batches i, i+n, i+2n, ... of kept prompts (sources are still drawn from all). */
@@ -142,6 +146,7 @@ export async function runSweep(opts: SweepOptions): Promise<SweepSummary> {
   const seed = checkSeed(opts.seed ?? 0);
   const filter = opts.filter ?? true;
   const B = opts.batchPrompts ?? DEFAULT_BATCH_PROMPTS;
+  const metric = opts.metric ?? 'argmax';
 
   const ds = await loadDataset(opts.dataset, { answerColumn: opts.answerColumn });
   const records = opts.limit !== undefined ? ds.records.slice(0, opts.limit) : ds.records;
@@ -163,7 +168,7 @@ export async function runSweep(opts: SweepOptions): Promise<SweepSummary> {
     // is not compared (a larger one extends the run), except where the patches depend on the
     // whole prompt set (mean patches average it, noise takes its std from it). The kind's rules
     // (same-answer sources, where noise goes) change the numbers too.
-    options: { filter, batch_prompts: B, ...(kind.pool === 'mean' || kind.pool === 'std' ? { limit: opts.limit ?? null } : {}), ...kind.rules({ allowSameAnswer: opts.allowSameAnswer, subjects }), dataset_hash: datasetHash(ds.records) },
+    options: { filter, batch_prompts: B, ...(kind.pool === 'mean' || kind.pool === 'std' ? { limit: opts.limit ?? null } : {}), ...kind.rules({ allowSameAnswer: opts.allowSameAnswer, subjects }), dataset_hash: datasetHash(ds.records), ...(metric !== 'argmax' ? { metric } : {}) },
   };
   // A new store is made only once some prompt is kept, so a sweep that keeps none leaves no file.
   let store = fs.existsSync(opts.out) ? await ResultsStore.open(opts.out, config) : null;
@@ -176,6 +181,7 @@ export async function runSweep(opts: SweepOptions): Promise<SweepSummary> {
     if (kept.length === 0) {
       throw new HydraError(`no prompts left after filtering ${records.length} prompts of ${ds.name} (${Object.entries(summary.dropReasons).map(([r, n]) => `${n} ${r}`).join(', ')}); use a model that answers them, more prompts, or \`filter=false\` to keep them all`);
     }
+    const answers = metricAnswers(model, kept.map((k) => records[k]), metric, (i) => `${ds.name} record ${kept[i]}`);
     store ??= await ResultsStore.open(opts.out, config);
     for (const d of dropped) {
       if (decided.has(d.index)) continue;
@@ -206,6 +212,8 @@ export async function runSweep(opts: SweepOptions): Promise<SweepSummary> {
         allowSameAnswer: opts.allowSameAnswer,
         ...noise,
         heads: opts.heads,
+        metric,
+        answers,
         skip,
         batchPrompts: B,
         batchRows: opts.batchRows,

@@ -8,8 +8,8 @@ import { HydraError } from '../io/errors.js';
 import { resolveModel, type ResolvedModel, type ResolveOptions } from '../io/hub.js';
 import { WeightStore } from '../io/safetensors.js';
 import { hasTokenizer, loadTokenizer, type HydraTokenizer } from '../io/tokenizer.js';
-import { attnBiasName, headName, layerComponents, parseComponent } from './components.js';
-import { ResidualPlan, scaleBy, type BlockStep, type CleanLast } from './plan.js';
+import { attnBiasName, attnName, headName, layerComponents, parseComponent } from './components.js';
+import { ResidualPlan, scaleBy, type BlockStep, type CleanLast, type Patch } from './plan.js';
 import { familyFor, readConfig } from './registry.js';
 import { archSpec, validateLayers } from './validate.js';
 
@@ -80,6 +80,8 @@ export interface LastPositionRow {
   /** Residual entering stage `start`. */
   resid: Float32Array;
   start: number;
+  /** Patches applied when their stage is reached (a joint ablation's later members; plan.startRow's `later`). */
+  later?: Patch[];
 }
 
 const MASKED = -1e30;
@@ -503,6 +505,10 @@ export class HookedModel {
    * their recomputation starts, so the rows a stage computes are always a prefix of the
    * buffer; each block's session writes the residual after it (and the readouts) straight
    * into the next buffer. No row is copied between blocks.
+   *
+   * A row's `later` patches replace its block outputs where their stage is reached (the
+   * residual after the block becomes the one before it plus the patched output); `values`
+   * returns what they set, with the rebuilt attention output and parts of a head patch.
    */
   async recomputeLast(
     cache: KVCache,
@@ -511,7 +517,7 @@ export class HookedModel {
     heads: boolean,
     /** Stages whose input residual each row should also return (as `stageIn`), for rows recomputed there. */
     taps?: number[],
-  ): Promise<{ z: Float32Array; de: Record<string, number>; stageIn?: Map<number, Float32Array> }[]> {
+  ): Promise<{ z: Float32Array; de: Record<string, number>; stageIn?: Map<number, Float32Array>; values?: Map<string, Float32Array> }[]> {
     const { spec, plan } = this;
     const d = spec.dModel;
     const stages = plan.stages.length;
@@ -533,6 +539,19 @@ export class HookedModel {
     at.forEach((b, k) => b >= 0 && (rowAt[b] = k));
     const startingAt = Array.from({ length: stages }, () => [] as number[]);
     rows.forEach((r, k) => at[k] >= 0 && startingAt[r.start].push(k));
+    // Later patches by block: the rows they hit and the patches of that block.
+    const laterAt = new Map<string, { k: number; patches: Patch[] }[]>();
+    rows.forEach((r, k) => {
+      for (const p of r.later ?? []) {
+        const block = plan.blockOf(p.component);
+        const list = laterAt.get(block) ?? [];
+        const hit = list.find((h) => h.k === k);
+        if (hit) hit.patches.push(p);
+        else list.push({ k, patches: [p] });
+        laterAt.set(block, list);
+      }
+    });
+    const values = rows.map(() => undefined as Map<string, Float32Array> | undefined);
 
     const fixed = this.stepInputs(cache, groupPrompts, readout);
     const noRows = f32(new Float32Array(0), [0, spec.nHeads * spec.dHead]);
@@ -564,24 +583,68 @@ export class HookedModel {
       for (const block of plan.stages[s]) {
         const to = (base + 1) % bufs.length === cur ? (base + 2) % bufs.length : (base + 1) % bufs.length;
         const s = this.sessions[block.layer];
+        const hits = laterAt.get(block.component);
         if (block.kind === 'attn') {
           const l = block.layer;
           const { qkv } = await s.attnIn.run({ x: view(cur) }, { qkv: f32(qkvBuf.subarray(0, n * P * wide), [n, P, wide]) });
           const zOut = f32(zBuf.subarray(0, n * P * spec.nHeads * spec.dHead), [n, P, spec.nHeads * spec.dHead]);
           const { z } = await s.attnStepMix.run({ qkv, prompt: fixed.prompt, ...fixed.layer[l], pastK: cache.k[l], pastV: cache.v[l] }, { z: zOut });
-          const res = await s.attnOut.run({ z, base: view(base), qs: fixed.qs, zRows: noRows }, { resid: view(to), de: null, deHeads: null });
+          // Rows whose heads (or output bias) are patched here need their heads split out.
+          const split = (hits ?? []).filter((h) => !h.patches.some((p) => p.component.kind === 'attn'));
+          const zRows = split.length ? this.gatherRows(z.data as Float32Array, split.map((h) => at[h.k]), spec.nHeads * spec.dHead) : noRows;
+          const more = split.length ? { out: null, heads: null, ...(this.layers[l].attnPostNorm ? { pre: null } : {}) } : {};
+          const res = await s.attnOut.run({ z, base: view(base), qs: fixed.qs, zRows }, { resid: view(to), de: null, deHeads: null, ...more });
           record([block.component], res.de.data as Float32Array);
           if (heads) record([...Array(spec.nHeads).keys()].map((h) => headName(l, h)), res.deHeads.data as Float32Array);
+          for (const h of hits ?? []) {
+            const v = (values[h.k] ??= new Map());
+            const i = split.indexOf(h);
+            if (i < 0) v.set(block.component, h.patches[0].value);
+            else plan.patchAttention(this.computedLayer(l, at[h.k], i, res), l, h.patches, v);
+            this.replaceOutput(bufs[to], bufs[base], at[h.k], v.get(block.component)!);
+          }
         } else {
           const res = await s.mlp.run({ x: view(cur), base: view(base), qs: fixed.qs }, { resid: view(to), de: null });
           record([block.component], res.de.data as Float32Array);
+          for (const h of hits ?? []) {
+            (values[h.k] ??= new Map()).set(block.component, h.patches[0].value);
+            this.replaceOutput(bufs[to], bufs[base], at[h.k], h.patches[0].value);
+          }
         }
         base = to;
       }
       cur = base;
     }
     const final = bufs[cur];
-    return rows.map((r, k) => ({ z: at[k] < 0 ? r.resid : final.slice(at[k] * d, (at[k] + 1) * d), de: de[k], ...(tapped ? { stageIn: tapped[k] } : {}) }));
+    return rows.map((r, k) => ({ z: at[k] < 0 ? r.resid : final.slice(at[k] * d, (at[k] + 1) * d), de: de[k], values: values[k], ...(tapped ? { stageIn: tapped[k] } : {}) }));
+  }
+
+  /** Rows `at` of a [rows, width] buffer, packed. */
+  private gatherRows(data: Float32Array, at: number[], width: number): ort.Tensor {
+    const out = new Float32Array(at.length * width);
+    at.forEach((b, i) => out.set(data.subarray(b * width, (b + 1) * width), i * width));
+    return f32(out, [at.length, width]);
+  }
+
+  /** Residual after a block whose output a later patch replaces: the residual before it plus the patch. */
+  private replaceOutput(to: Float32Array, base: Float32Array, b: number, value: Float32Array): void {
+    const d = this.spec.dModel;
+    for (let j = 0; j < d; j++) to[b * d + j] = base[b * d + j] + value[j];
+  }
+
+  /**
+   * Attention layer l of one recomputed row (slot b, split row i) as the plan reads a run: its
+   * output, each head's output before any post-norm, the output bias, and the pre-norm output.
+   */
+  private computedLayer(l: number, b: number, i: number, res: ort.InferenceSession.OnnxValueMapType): CleanLast {
+    const { dModel: d, nHeads: H } = this.spec;
+    const row = (t: ort.Tensor) => (t.data as Float32Array).slice(b * d, (b + 1) * d);
+    const heads = res.heads.data as Float32Array;
+    const components = new Map<string, Float32Array>([[attnName(l), row(res.out)], [attnBiasName(l), this.layers[l].bo ?? new Float32Array(d)]]);
+    for (let h = 0; h < H; h++) components.set(headName(l, h), heads.slice((i * H + h) * d, (i * H + h + 1) * d));
+    const attnPre: Float32Array[] = [];
+    if (res.pre) attnPre[l] = row(res.pre);
+    return { stageIn: [], components, sites: new Map(), attnPre };
   }
 
   /** The attention step's per-group inputs: prompt index, readout, and per layer its mask and rotary tables. */
