@@ -148,7 +148,19 @@ function installProfiler(): Map<string, { n: number; s: number }> {
   const orig = proto.run;
   proto.run = async function (this: ort.InferenceSession, ...a: unknown[]) {
     const names = this.inputNames;
-    const kind = names.includes('prompt') || names.includes('row') ? 'attention step' : names.includes('mask') ? 'attention (clean)' : names.includes('ids') ? 'embed' : names.includes('z') ? 'unembed' : this.outputNames.includes('out') ? 'mlp' : 'other';
+    const kind = names.includes('prompt')
+      ? 'attention step (mix)'
+      : names.includes('mask')
+        ? 'attention (clean mix)'
+        : names.includes('zRows')
+          ? 'attention out'
+          : this.outputNames.includes('qkv')
+            ? 'attention in'
+            : names.includes('wU')
+              ? 'unembed'
+              : this.outputNames.includes('out')
+                ? 'mlp'
+                : 'other';
     const t0 = now();
     try {
       return await orig.apply(this, a);

@@ -1,6 +1,6 @@
 import { attnInGraph, attnMixGraph, attnOutGraph, attnStepMixGraph, mlpGraph, unembedGraph } from '../engine/blocks.js';
 import { ropeKey, ropeTables } from '../engine/rope.js';
-import { createBlock, createSession, f32, i64, ort, WeightFeeder, type Block, type EngineOptions, type Session } from '../engine/runtime.js';
+import { createBlock, createSession, f32, i64, ort, WeightFeeder, type Block, type EngineOptions, type Session, type SessionCache } from '../engine/runtime.js';
 import type { ArchSpec, LayerVectors, LayerWeights, ModelWeights, NormWeights, RopeSpec } from '../engine/spec.js';
 import os from 'node:os';
 import { matrixBytes, meanRow, rowsOf, rowValues, type Matrix, type WeightDType } from '../io/matrix.js';
@@ -124,13 +124,15 @@ export class HookedModel {
     readonly layers: LayerVectors[],
     readonly unembed: Ends,
     readonly tokenizer: HydraTokenizer | null,
-    private readonly unembedSession: Session,
+    private readonly unembedSession: { session: Session; vectors: [string, Float32Array][] },
     private readonly sessions: LayerSessions[],
     /** Bytes of the weight matrices the model holds, at their stored width. */
     readonly weightBytes: number,
     private readonly feeder: WeightFeeder,
     /** The options sessions were built with (for sessions built on request). */
     private readonly engine: EngineOptions = {},
+    /** Sessions shared by layers whose graphs are the same (also for sessions built on request). */
+    private readonly sessionCache: SessionCache = new Map(),
   ) {
     this.plan = new ResidualPlan(spec, layers);
   }
@@ -160,24 +162,26 @@ export class HookedModel {
     let bytes = matrixBytes(wU) + (wte === wU ? 0 : matrixBytes(wte)) + (wpe ? matrixBytes(wpe) : 0);
     const ends: Ends = { wte, wpe, wU, bU, lnF, meanRow: meanRow(wU) };
     const feeder = new WeightFeeder();
-    const unembedSession = await createSession(unembedGraph(spec, lnF), opts);
+    const unembedGraphBuilt = unembedGraph(spec, lnF);
+    const unembedSession = await createSession(unembedGraphBuilt, opts);
+    const sessionCache: SessionCache = new Map();
     const layers: LayerVectors[] = [];
     const sessions: LayerSessions[] = [];
     for (let l = 0; l < spec.nLayers; l++) {
       // One layer at a time, so that only one layer's matrices are ever in JavaScript.
       const lw = weights.layer(l);
       const [attnIn, attnMix, attnStepMix, attnOut, mlp] = await Promise.all([
-        createBlock(attnInGraph(spec, lw, l), opts, feeder),
-        createBlock(attnMixGraph(spec, lw, l), opts, feeder),
-        createBlock(attnStepMixGraph(spec, lw, l), opts, feeder),
-        createBlock(attnOutGraph(spec, lw, l), opts, feeder),
-        createBlock(mlpGraph(spec, lw, l), opts, feeder),
+        createBlock(attnInGraph(spec, lw, l), opts, feeder, sessionCache),
+        createBlock(attnMixGraph(spec, lw, l), opts, feeder, sessionCache),
+        createBlock(attnStepMixGraph(spec, lw, l), opts, feeder, sessionCache),
+        createBlock(attnOutGraph(spec, lw, l), opts, feeder, sessionCache),
+        createBlock(mlpGraph(spec, lw, l), opts, feeder, sessionCache),
       ]);
       sessions.push({ attnIn, attnMix, attnStepMix, attnOut, mlp });
       layers.push(vectorsOf(lw));
       bytes += layerMatrices(lw).reduce((s, m) => s + matrixBytes(m), 0);
     }
-    return new HookedModel(source, spec, layers, ends, tokenizer, unembedSession, sessions, bytes, feeder, opts);
+    return new HookedModel(source, spec, layers, ends, tokenizer, { session: unembedSession, vectors: unembedGraphBuilt.vectors }, sessions, bytes, feeder, opts, sessionCache);
   }
 
   /** Check a prompt before running it: not empty, ids in the vocabulary, within the context. */
@@ -432,7 +436,7 @@ export class HookedModel {
     for (let v0 = 0; v0 < V; v0 += VOCAB_CHUNK) {
       const v1 = Math.min(V, v0 + VOCAB_CHUNK);
       const bias = bU ? bU.slice(v0, v1) : new Float32Array(v1 - v0);
-      const res = await this.feeder.run(this.unembedSession, [['wU', rowsOf(wU, v0, v1)]], { z: zs, bU: f32(bias, [v1 - v0]) });
+      const res = await this.feeder.run(this.unembedSession.session, [['wU', rowsOf(wU, v0, v1)]], this.unembedSession.vectors, { z: zs, bU: f32(bias, [v1 - v0]) });
       const part = res.logits.data as Float32Array;
       for (let r = 0; r < n; r++) logits.set(part.subarray(r * (v1 - v0), (r + 1) * (v1 - v0)), r * V + v0);
     }
@@ -475,8 +479,8 @@ export class HookedModel {
     const d = this.spec.dModel;
     if (!this.neuronBlocks.has(l)) {
       const m = new Map(this.sessions[l].mlp.weights);
-      const lw = { ...this.layers[l], wUp: m.get(`l${l}.wUp`)!, wGate: m.get(`l${l}.wGate`) ?? null, wDown: m.get(`l${l}.wDown`)! };
-      this.neuronBlocks.set(l, createBlock(mlpGraph(this.spec, lw, l, true), this.engine, this.feeder));
+      const lw = { ...this.layers[l], wUp: m.get('wUp')!, wGate: m.get('wGate') ?? null, wDown: m.get('wDown')! };
+      this.neuronBlocks.set(l, createBlock(mlpGraph(this.spec, lw, l, true), this.engine, this.feeder, this.sessionCache));
     }
     const block = await this.neuronBlocks.get(l)!;
     const rows = f32(x.subarray(0, n * d), [1, n, d]);
