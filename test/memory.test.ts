@@ -81,3 +81,17 @@ test('non-finite weights are found wherever they sit, in every dtype', () => {
     }
   }
 });
+
+test('layers of the same shape share their sessions (one arena per kind of block), whatever their windows', async () => {
+  // Five kinds of layer graph (attention in, mixing over prompts, mixing one position, attention out, MLP).
+  for (const name of ['tiny-gpt2', 'tiny-llama-gqa', 'tiny-gemma2']) {
+    const model = await HookedModel.load(fixtureModelDir(name), { threads: 1 });
+    assert.ok(model.spec.nLayers >= 2, `${name} has several layers`);
+    assert.equal(model.layerSessionCount, 5, name);
+  }
+  // Sharing changes no number: the golden forward of a windowed, soft-capped model.
+  const golden = loadGolden('tiny-gemma2');
+  const model = await HookedModel.load(fixtureModelDir('tiny-gemma2'), { threads: 1 });
+  const { prompts } = await model.forward([golden.prompts[0].ids]);
+  assert.ok(maxAbsDiff(prompts[0].logits, golden.prompts[0].clean.logits) < 1e-4);
+});

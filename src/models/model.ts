@@ -184,6 +184,11 @@ export class HookedModel {
     return new HookedModel(source, spec, layers, ends, tokenizer, { session: unembedSession, vectors: unembedGraphBuilt.vectors }, sessions, bytes, feeder, opts, sessionCache);
   }
 
+  /** Distinct onnxruntime sessions the layers run on (layers of the same shape share one; each keeps one arena). */
+  get layerSessionCount(): number {
+    return this.sessionCache.size;
+  }
+
   /** Check a prompt before running it: not empty, ids in the vocabulary, within the context. */
   checkPrompt(ids: number[], label = 'prompt'): void {
     if (ids.length === 0) throw new HydraError(`${label} is empty; give at least one token`);
