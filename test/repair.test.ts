@@ -40,6 +40,8 @@ function randomPrompts(n: number, L: number, H: number): PromptResult[] {
     for (const k of targets) {
       // head.2.0 and mlp.2 often repair; on some prompts others do
       const dp = Object.fromEntries(comps.map((c) => [c, de[c] + rnd() + (c === 'head.2.0' || c === 'attn.2' ? 0.6 : c === 'mlp.2' && i % 3 ? 0.5 : 0)]));
+      // ablations in layer 0: the same three responders take over on every prompt
+      if (/^(attn|mlp|head)\.0/.test(k)) for (const c of ['attn.1', 'head.1.1', 'mlp.1', 'attn.2', 'head.2.0']) dp[c] += 3;
       // some ablations change nothing: those prompts are not repaired
       if (k === 'attn.1' && i % 5 === 0) Object.assign(dp, de);
       const e = { te: rnd(), ce: rnd(), ce_attn: rnd(), ce_mlp: rnd(), ne: rnd(), ie: rnd(), dde_self: rnd() };
@@ -60,12 +62,12 @@ function bruteForce(prompts: PromptResult[], level: RepairLevel, k: string, grou
   const isResponder = (c: string) => (level === 'layers' ? /^(attn|mlp)\.\d+$/ : /^(head\.\d+\.\d+|mlp\.\d+)$/).test(c);
   const responders = Object.keys(prompts[0].de).filter((c) => isResponder(c) && c !== k && stage(c) > stage(k));
   const dde = prompts.map((p) => Object.fromEntries(responders.map((c) => [c, p.ablations[k].de_prime[c] - p.de[c]])));
-  const m = Math.min(3, responders.length);
+  const m = Math.min(3, responders.length - 1);
   // a prompt is repaired when its largest ΔDE is above 1e-5 · max(1, max |DE|); top sets only there
   const tol = prompts.map((p) => 1e-5 * Math.max(1, ...Object.values(p.de).map(Math.abs)));
   const sets = dde.map((d, i) => {
     const s = [...responders].sort((a, b) => d[b] - d[a] || (a < b ? -1 : 1)).slice(0, m);
-    return s.length && d[s[0]] > tol[i] ? s : [];
+    return m > 0 && d[s[0]] > tol[i] ? s : [];
   });
   const repaired = (idx: number[]) => idx.filter((i) => sets[i].length > 0);
   const mean = (c: string) => (idx: number[]) => idx.reduce((s, i) => s + dde[i][c], 0) / idx.length;
@@ -101,6 +103,7 @@ function checkAgainstBruteForce(m: RepairMatrix, prompts: PromptResult[], groups
     const bf = bruteForce(prompts, m.level, row.ablated, groups, B, seed);
     assert.equal(row.responders, bf.responders.length, `${row.ablated}: responders`);
     if (bf.responders.length === 0) continue;
+    assert.equal(row.chance, bf.responders.length > 1 ? Math.min(3, bf.responders.length - 1) / bf.responders.length : null);
     // the matrix: every downstream pair's mean
     for (const c of bf.responders) near(m.cells.find((x) => x.ablated === row.ablated && x.responder === c)!.mean_dde, bf.mean(c)(bf.all), `${row.ablated} ${c} mean`);
     for (const r of [...row.top, ...row.frequent]) {
@@ -122,6 +125,13 @@ function checkAgainstBruteForce(m: RepairMatrix, prompts: PromptResult[], groups
     assert.deepEqual(row.top.map((r) => r.component), byMean.slice(0, row.top.length), `${row.ablated} top`);
     assert.deepEqual(new Set(row.frequent.map((r) => r.component)), new Set(bf.sets.flat()), `${row.ablated} frequent`);
     assert.equal(row.prompts_repaired, bf.sets.filter((s) => s.length > 0).length);
+    // the verdict follows from the numbers: the stability interval against chance + 0.5 · (1 − chance)
+    if (bf.responders.length < 2) continue;
+    const bar = row.chance! + 0.5 * (1 - row.chance!);
+    const lo = row.stability_ci.lo, hi = row.stability_ci.hi;
+    const verdict = row.prompts_repaired === 0 || !(bf.mean(byMean[0])(bf.all) > 0) ? 'no repair'
+      : lo === null || hi === null ? 'undecided' : lo >= bar ? 'consistent' : hi < bar ? 'varies' : 'undecided';
+    assert.equal(row.verdict, verdict, `${row.ablated}: ${row.sentence}`);
   }
 }
 
@@ -134,6 +144,7 @@ test('repair matrix, top-responder fractions and stability equal a brute-force r
   const st = await ResultsStore.open(db, config);
   for (const p of prompts) await st.writePrompt(p, { group: groups[p.index] });
   await st.close();
+  const verdicts: string[] = [];
   for (const level of ['layers', 'heads'] as const) {
     const m = await repairFromDatabase(db, { level, bootstrap: 150, seed: 5, top: 4 });
     assert.equal(m.downstream, 'assumed sequential');
@@ -141,9 +152,12 @@ test('repair matrix, top-responder fractions and stability equal a brute-force r
     assert.deepEqual(m.ablated, level === 'layers' ? ['attn.0', 'mlp.0', 'attn.1', 'mlp.1', 'attn.2', 'mlp.2']
       : ['attn.0', 'head.0.0', 'head.0.1', 'mlp.0', 'attn.1', 'head.1.0', 'head.1.1', 'mlp.1', 'attn.2', 'head.2.0', 'head.2.1', 'mlp.2']);
     checkAgainstBruteForce(m, prompts, groups, 150, 5);
+    verdicts.push(...m.rows.map((r) => r.verdict));
     const last = m.rows.find((r) => r.ablated === 'mlp.2')!;
     assert.equal(last.verdict, 'n/a');
   }
+  // the data give both kinds of answer
+  assert.ok(verdicts.includes('consistent') && verdicts.includes('varies'), verdicts.join(' '));
   // a level the store cannot give
   const layersOnly = path.join(dir, 'l.duckdb');
   const st2 = await ResultsStore.open(layersOnly, { ...config, heads: false });

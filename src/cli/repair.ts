@@ -69,7 +69,7 @@ export function repairText(m: RepairMatrix): string {
   const head = [
     `repair matrix (${m.level}): ${m.n_prompts} prompts; mean ΔDE = DE' − DE of each downstream ${m.level === 'heads' ? 'head and MLP' : 'layer'}; ` +
       `95% intervals from ${b.B} bootstrap resamples of ${b.n_groups} ${b.unit} (seed ${b.seed ?? 'given'}); top-set fractions over repaired prompts; ` +
-      `consistent when the stability interval is at or above ${m.threshold}` + (m.downstream === 'stored' ? '' : '; downstream sets assumed sequential (older store)'),
+      `consistent when the stability interval lies at or above the bar, ${m.threshold} of the way from chance (top sets at random) to 1` + (m.downstream === 'stored' ? '' : '; downstream sets assumed sequential (older store)'),
   ];
-  return [...head, ...m.rows.flatMap((a) => ablatedBlock(a, Math.min(m.top_set, a.responders) || m.top_set))].join('\n') + '\n';
+  return [...head, ...m.rows.flatMap((a) => ablatedBlock(a, a.set_size || m.top_set))].join('\n') + '\n';
 }

@@ -10,18 +10,21 @@
  * The same replacements across prompts? A prompt is repaired (for k) when its largest ΔDE exceeds
  * REPAIR_TOL · max(1, max_c |DE(c)|): the engine computes in float32, so a prompt where the
  * ablation removes nothing still shows ΔDE of about 1e-7, and its "top responder" would be
- * rounding noise. On a repaired prompt the top set A_p is the m = min(3, R) responders with the
- * largest ΔDE (R: responders downstream of k; ties by name). Over the repaired prompts, per
+ * rounding noise. On a repaired prompt the top set A_p is the m = min(3, R − 1) responders with
+ * the largest ΔDE (R: responders downstream of k; ties by name; never all R, which would agree
+ * on every prompt whatever the data). Over the repaired prompts, per
  * responder: the fraction where it is the top responder and where it is in A_p; and the stability
  * score, the mean over pairs of distinct repaired prompts of |A_p ∩ A_q| / m (1 when they all have
  * the same top set). In a resample with prompt weights w (N = Σ w over repaired prompts), pairs
  * of distinct draws give (Σ_c n_c² − m·N) / (m·N·(N − 1)) with n_c = Σ_p w_p [c ∈ A_p], so every
  * resample is one sum.
  *
- * The verdict, from these numbers: no repair when no prompt is repaired or no responder's mean
- * ΔDE is positive; a consistent set when the stability's 95% interval lies at or above
- * STABILITY_THRESHOLD; different components on different prompts when it lies below; undecided
- * otherwise.
+ * Top sets drawn at random would overlap by m/R on average (chance), so the bar is STABILITY_THRESHOLD
+ * of the way from chance to 1: bar = m/R + θ·(1 − m/R) (θ = 0.5; about 0.5 for GPT-2's heads).
+ * The verdict, from these numbers: n/a with fewer than two responders; no repair when no prompt
+ * is repaired or no responder's mean ΔDE is positive; a consistent set when the stability's 95%
+ * interval lies at or above the bar; different components on different prompts when it lies
+ * below; undecided otherwise.
  */
 import type { DuckDBConnection } from '@duckdb/node-api';
 import { HydraError, check } from '../io/errors.js';
@@ -35,7 +38,7 @@ export const REPAIR_LEVELS: readonly RepairLevel[] = ['layers', 'heads'];
 
 /** A top set this size (or all responders, when fewer). */
 export const TOP_SET = 3;
-/** Stability at or above which (interval included) the repair is called consistent: on average half of the top set is shared. */
+/** How far from chance (m/R) to identical top sets (1) the stability's interval must lie for a consistent set. */
 export const STABILITY_THRESHOLD = 0.5;
 /** Relative size of a ΔDE that counts as a response, above float32 rounding (see the header). */
 export const REPAIR_TOL = 1e-5;
@@ -71,8 +74,11 @@ export interface AblatedRepair {
   n: number;
   /** Responders downstream of the ablated component at this level. */
   responders: number;
-  /** m = min(TOP_SET, responders). */
+  /** m = min(TOP_SET, responders − 1). */
   set_size: number;
+  /** The stability of top sets drawn at random, m / responders, and the bar a consistent set clears. */
+  chance: number | null;
+  bar: number | null;
   /** The `top` responders by mean ΔDE. */
   top: ResponderStat[];
   /** Every responder that is in some prompt's top set, by how often it is the top responder. */
@@ -197,7 +203,7 @@ export async function repairOfStore(store: ResultsStore, opts: RepairOptions = {
   await con.run(`CREATE OR REPLACE TEMP TABLE rep_top AS
     WITH r AS (SELECT pos, ablated, responder, dde, tol, row_number() OVER (PARTITION BY pos, ablated ORDER BY dde DESC, responder) AS rk,
       max(dde) OVER (PARTITION BY pos, ablated) AS best FROM rep_dde),
-    m AS (SELECT ablated, least(${TOP_SET}, count(*))::INTEGER AS m FROM rep_down GROUP BY ablated)
+    m AS (SELECT ablated, least(${TOP_SET}, count(*) - 1)::INTEGER AS m FROM rep_down GROUP BY ablated)
     SELECT r.pos, r.ablated, r.responder, r.dde, r.rk = 1 AS top1, m.m FROM r JOIN m USING (ablated) WHERE r.rk <= m.m AND r.best > r.tol`);
   // The listed responders (top by mean) and every responder of some top set get intervals.
   await con.run(`CREATE OR REPLACE TEMP TABLE rep_sel AS
@@ -251,7 +257,8 @@ export async function repairOfStore(store: ResultsStore, opts: RepairOptions = {
     const sz = sizes.get(k) ?? { r: 0, repaired: 0 };
     const s = stab.get(k) ?? { value: null, ci: { lo: null, hi: null, n_valid: 0 } };
     const row: AblatedRepair = {
-      ablated: k, n, responders: sz.r, set_size: Math.min(TOP_SET, sz.r),
+      ablated: k, n, responders: sz.r, set_size: setSize(sz.r), chance: sz.r > 1 ? setSize(sz.r) / sz.r : null,
+      bar: sz.r > 1 ? setSize(sz.r) / sz.r + STABILITY_THRESHOLD * (1 - setSize(sz.r) / sz.r) : null,
       top: [...list].sort((a, b) => b.mean_dde - a.mean_dde || a.component.localeCompare(b.component)).slice(0, top),
       frequent: list.filter((x) => (x.top_set ?? 0) > 0).sort((a, b) => b.top1! - a.top1! || b.top_set! - a.top_set! || b.mean_dde - a.mean_dde),
       stability: s.value, stability_ci: s.ci, prompts_repaired: sz.repaired, verdict: 'n/a', sentence: '',
@@ -276,6 +283,7 @@ export async function repairFromDatabase(db: string, opts: RepairOptions = {}): 
   }
 }
 
+const setSize = (responders: number) => Math.max(0, Math.min(TOP_SET, responders - 1));
 const withCi = (v: number | null, c: Interval) => `${fmtNum(v)} [${fmtNum(c.lo)}, ${fmtNum(c.hi)}]`;
 const pct = (v: number) => `${Math.round(v * 100)}%`;
 
@@ -285,6 +293,7 @@ function verdictOf(r: AblatedRepair, level: RepairLevel): [RepairVerdict, string
   const one = level === 'heads' ? 'head or MLP' : 'layer';
   if (r.responders === 0) return ['n/a', `Nothing downstream of ${r.ablated} at the level of ${what}.`];
   const best = r.top[0];
+  if (r.responders === 1) return ['n/a', `One ${one} is downstream of ${r.ablated} (${best.component}, mean ΔDE ${withCi(best.mean_dde, best.mean_ci)}): nothing to compare.`];
   if (r.prompts_repaired === 0) return ['no repair', `No repair: on none of the ${r.n} prompts does a downstream ${one} raise its direct effect beyond float rounding.`];
   const freq = r.frequent[0];
   const repaired = `${r.prompts_repaired} of ${r.n} prompts are repaired (some ${one} raises its direct effect)`;
@@ -293,11 +302,12 @@ function verdictOf(r: AblatedRepair, level: RepairLevel): [RepairVerdict, string
   }
   const lead = `${best.component} has the largest mean ΔDE, ${withCi(best.mean_dde, best.mean_ci)}; ${freq.component} is the top responder on ${pct(freq.top1!)} of repaired prompts [${fmtNum(freq.top1_ci.lo)}, ${fmtNum(freq.top1_ci.hi)}]; ${repaired}.`;
   const s = r.stability_ci;
-  const stab = `stability ${withCi(r.stability, s)}, threshold ${STABILITY_THRESHOLD}`;
+  const bar = r.bar!;
+  const stab = `stability ${withCi(r.stability, s)}; chance ${fmtNum(r.chance)}, bar ${fmtNum(bar)}`;
   if (r.stability === null || s.lo === null || s.hi === null) return ['undecided', `Cannot tell whether the same ${what} repair on every prompt (${r.prompts_repaired < 2 ? 'fewer than two repaired prompts' : 'no interval'}). ${lead}`];
-  if (s.lo >= STABILITY_THRESHOLD) return ['consistent', `A consistent set repairs: the top-${r.set_size} sets agree across prompts (${stab}). ${lead}`];
-  if (s.hi < STABILITY_THRESHOLD) return ['varies', `Different ${what} repair on different prompts: the top-${r.set_size} sets overlap little (${stab}). ${lead}`];
-  return ['undecided', `Cannot tell whether the same ${what} repair on every prompt: the interval straddles the threshold (${stab}). ${lead}`];
+  if (s.lo >= bar) return ['consistent', `A consistent set repairs: the top-${r.set_size} sets agree across prompts (${stab}). ${lead}`];
+  if (s.hi < bar) return ['varies', `Different ${what} repair on different prompts: the top-${r.set_size} sets overlap little (${stab}). ${lead}`];
+  return ['undecided', `Cannot tell whether the same ${what} repair on every prompt: the interval contains the bar (${stab}). ${lead}`];
 }
 
 /**

@@ -310,11 +310,12 @@ function repairSection(m: RepairMatrix, fig: { svg: string; png: string }): stri
 ΔDE = DE′ − DE, the change of the responder's direct effect when the row's component is ablated (each prompt's average over its
 patches). Red cells: the responder's direct effect rises, so it makes up for part of what was removed; blue: it falls. A dot marks
 each row's largest positive mean. In the table, a prompt is <em>repaired</em> when some responder's ΔDE rises above float rounding;
-on each repaired prompt the top-${m.top_set} set is the ${m.top_set} responders with the largest ΔDE. "Most often the top responder" gives the fraction of
-repaired prompts where a responder has the largest ΔDE. The <b>stability</b> is the mean overlap |A∩B|/${m.top_set} of the top sets of two
-different repaired prompts: 1 when the same components repair on every prompt. The repair is called consistent when the
-stability's 95% interval lies at or above ${m.threshold} (on average at least half of the top set is shared), different components on different prompts when it lies
-below, undecided when it contains ${m.threshold}. Intervals: ${m.bootstrap.B} bootstrap resamples of ${m.bootstrap.n_groups} ${m.bootstrap.unit}
+on each repaired prompt the top set is the ${m.top_set} responders with the largest ΔDE (fewer when fewer than ${m.top_set + 1} are downstream: the
+set never holds every responder, or it would agree on every prompt whatever the data). "Most often the top responder" gives the fraction of
+repaired prompts where a responder has the largest ΔDE. The <b>stability</b> is the mean overlap |A∩B|/m of the top sets (size m) of two
+different repaired prompts: 1 when the same components repair on every prompt; sets drawn at random would give m/R (R responders; "chance").
+The repair is called consistent when the stability's 95% interval lies at or above the bar, ${m.threshold} of the way from chance to 1
+(about ${m.threshold} when many components are downstream), different components on different prompts when it lies below the bar, undecided when it contains it. Intervals: ${m.bootstrap.B} bootstrap resamples of ${m.bootstrap.n_groups} ${m.bootstrap.unit}
 (${escapeHtml(m.grouping)}).${m.downstream === 'stored' ? '' : ' This store predates recorded downstream sets: they are taken to be those of a sequential pre-norm model.'}</div>
 <p>${escapeHtml(summary)}</p>
 <figure><a href="${escapeHtml(fig.png)}"><img src="${escapeHtml(fig.svg)}" alt="repair matrix heatmap"></a>
