@@ -94,6 +94,16 @@ function bruteForce(prompts: PromptResult[], level: RepairLevel, k: string, grou
   return { responders, sets, mean, frac, stability, all, draws, iv: (f: (idx: number[]) => number | null) => interval(draws, f, 0.95) };
 }
 
+/** Equal structure, numbers within 1e-12 relative (sums whose terms came in another order). */
+function closeDeep(a: unknown, b: unknown, where: string): void {
+  if (typeof a === 'number' && typeof b === 'number') {
+    assert.ok(a === b || Math.abs(a - b) <= 1e-12 * Math.max(1, Math.abs(b)), `${where}: ${a} vs ${b}`);
+  } else if (a && b && typeof a === 'object' && typeof b === 'object') {
+    assert.deepEqual(Object.keys(a), Object.keys(b), where);
+    for (const k of Object.keys(a)) closeDeep((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k], `${where}.${k}`);
+  } else assert.equal(a, b, where);
+}
+
 function near(a: number | null, b: number | null, what: string) {
   assert.ok(a !== null && b !== null ? Math.abs(a - b) <= TOL : a === b, `${what}: ${a} vs ${b}`);
 }
@@ -224,4 +234,97 @@ test('self-repair model: attn.1 (head.1.0) is the top responder to attn.0 on eve
     }
   }
   fs.rmSync(out, { recursive: true, force: true });
+});
+
+test('compact head storage: the same report numbers and repair matrix as full storage, far fewer rows; older stores read, newer refused', async () => {
+  const dir = tmpDir('hydra-repair-compact-');
+  const model = await HookedModel.load(fixtureModelDir('stories260k'), { threads: 1 });
+  const common = { model, modelName: 'stories260k', dataset: storiesRecallPath, ablation: 'resample' as const, samples: 3, seed: 0, heads: true, limit: 10 };
+  const full = path.join(dir, 'full.duckdb');
+  const compact = path.join(dir, 'compact.duckdb');
+  await runSweep({ ...common, storePatches: 'all', out: full });
+  await runSweep({ ...common, out: compact });
+
+  const count = async (db: string) => {
+    const s = await ResultsStore.openReadOnly(db);
+    try {
+      const [r] = await s.query(`SELECT (SELECT count(*) FROM de_prime) AS all_rows, (SELECT count(*) FROM de_prime WHERE patch_idx IS NULL) AS avg_rows,
+        (SELECT count(*) FROM done WHERE kept) AS kept, (SELECT schema_version FROM run_config) AS version`);
+      return { all_rows: Number(r.all_rows), avg_rows: Number(r.avg_rows), kept: Number(r.kept), version: Number(r.version), config: s.config };
+    } finally {
+      await s.close();
+    }
+  };
+  const f = await count(full);
+  const c = await count(compact);
+  assert.equal(c.version, 2);
+  assert.equal(c.config.options?.store_patches, 'layers');
+  assert.equal(f.config.options?.store_patches, undefined);
+  assert.deepEqual(c.config.downstream?.['attn.0']?.slice(0, 3), ['attn.1', 'attn.2', 'attn.3']);
+  // per prompt: every (ablated, component) averaged; per patch only layer-level pairs (10 ablated layers × 11 components × 3)
+  const L = model.spec.nLayers, H = model.spec.nHeads;
+  const ablated = 2 * L + L * H, components = 1 + 2 * L + L * (H + 1); // heads and attn_bias.L
+  assert.equal(c.avg_rows, f.avg_rows);
+  assert.equal(Number(c.avg_rows), Number(c.kept) * ablated * components);
+  assert.equal(Number(c.all_rows) - Number(c.avg_rows), Number(c.kept) * 2 * L * (1 + 2 * L) * 3);
+  assert.equal(Number(f.all_rows), Number(f.kept) * ablated * components * 4);
+
+  // the report's numbers (statistics, own scale, findings, figure data) and the repair matrix agree
+  const a = await analyzeDatabase(full, { bootstrap: 100 });
+  const b = await analyzeDatabase(compact, { bootstrap: 100 });
+  assert.ok(a.ownScale !== null);
+  for (const k of ['stats', 'findings', 'prompts', 'picks'] as const) assert.deepStrictEqual(b[k], a[k], k);
+  // sums over de_prime rows (own scale, repair) meet the same rows in another physical order: equal up to the last bits
+  closeDeep(b.ownScale, a.ownScale, 'ownScale');
+  closeDeep(b.repair, a.repair, 'repair');
+  assert.equal(a.repair.level, 'heads');
+  const readLayers = async (db: string) => {
+    const s = await ResultsStore.openReadOnly(db);
+    try {
+      return await s.readResults({ layersOnly: true });
+    } finally {
+      await s.close();
+    }
+  };
+  assert.deepStrictEqual(await readLayers(compact), await readLayers(full));
+
+  // a resume must keep the store's own layout
+  await rejectsWith(runSweep({ ...common, storePatches: 'all', out: compact }), /made with store_patches=layers, this run asks for none.*`storePatches`/);
+
+  // a version 1 store (written before compact storage and downstream sets) is read as before
+  const old = path.join(dir, 'old.duckdb');
+  fs.copyFileSync(full, old);
+  const { DuckDBInstance } = await import('@duckdb/node-api');
+  const edit = async (sql: string, params: string[] = []) => {
+    const inst = await DuckDBInstance.create(old);
+    const con = await inst.connect();
+    await con.run(sql, params);
+    con.closeSync();
+    inst.closeSync();
+  };
+  const { downstream: _, ...olderConfig } = f.config;
+  await edit('UPDATE run_config SET schema_version = 1, config_json = $1', [JSON.stringify(olderConfig)]);
+  const m = await repairFromDatabase(old, { bootstrap: 100 });
+  assert.equal(m.downstream, 'assumed sequential');
+  closeDeep({ ...m, downstream: 'stored' }, a.repair, 'repair of the version 1 store');
+  await edit('UPDATE run_config SET schema_version = 3');
+  await rejectsWith(repairFromDatabase(old), /has schema version 3, this hydra reads 1 and 2; use the hydra version that wrote it/);
+
+  // hydra repair: text, JSON and the heatmap files
+  const out = path.join(dir, 'repair');
+  const r = spawnSync(process.execPath, [cli, 'repair', '--db', compact, '--out', out, '--bootstrap', '100', '--json'], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  const json = JSON.parse(r.stdout);
+  assert.deepEqual(json.rows.map((x: { verdict: string }) => x.verdict), a.repair.rows.map((x) => x.verdict));
+  assert.equal(json.cells.length, a.repair.cells.length);
+  assert.deepEqual([...fs.readFileSync(json.files.png).subarray(0, 8)], [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
+  assert.match(fs.readFileSync(json.files.svg, 'utf8'), /^<svg[\s\S]*Repair matrix[\s\S]*<\/svg>\s*$/);
+  const text = spawnSync(process.execPath, [cli, 'repair', '--db', compact, '--out', out, '--bootstrap', '100', '--level', 'layers', '--top', '2'], { encoding: 'utf8' });
+  assert.equal(text.status, 0, text.stderr);
+  assert.match(text.stdout, /^repair matrix \(layers\): \d+ prompts/);
+  assert.match(text.stdout, /\nattn\.0: (consistent|varies|undecided|no repair) — /);
+  const bad = spawnSync(process.execPath, [cli, 'repair', '--db', path.join(dir, 'missing.duckdb')], { encoding: 'utf8' });
+  assert.equal(bad.status, 1);
+  assert.match(bad.stderr, /^hydra: error: results database .*missing\.duckdb not found/);
+  fs.rmSync(dir, { recursive: true, force: true });
 });

@@ -236,7 +236,8 @@ export async function repairOfStore(store: ResultsStore, opts: RepairOptions = {
       ${stat('mean_dde')}, ${stat('top1')}, ${stat('top_set')}
     FROM rep_boot GROUP BY ALL`);
   const cells = (await rows(con, 'SELECT ablated, responder, mean_dde FROM rep_cells'))
-    .map((r) => ({ ablated: String(r.ablated), responder: String(r.responder), mean_dde: Number(r.mean_dde) }));
+    .map((r) => ({ ablated: String(r.ablated), responder: String(r.responder), mean_dde: Number(r.mean_dde) }))
+    .sort((x, y) => byModelOrder(x.ablated, y.ablated) || byModelOrder(x.responder, y.responder));
   const mean = new Map(cells.map((c) => [`${c.ablated}|${c.responder}`, c.mean_dde]));
   const stats = new Map<string, ResponderStat[]>();
   for (const r of responderRows) {
