@@ -261,12 +261,12 @@ test('compact head storage: the same report numbers and repair matrix as full st
   assert.equal(c.config.options?.store_patches, 'layers');
   assert.equal(f.config.options?.store_patches, undefined);
   assert.deepEqual(c.config.downstream?.['attn.0']?.slice(0, 3), ['attn.1', 'attn.2', 'attn.3']);
-  // per prompt: every (ablated, component) averaged; per patch only layer-level pairs (10 ablated layers × 11 components × 3)
+  // per prompt: every (ablated, component) averaged; per patch only the layer-level components (11) of every ablation, 3 patches
   const L = model.spec.nLayers, H = model.spec.nHeads;
   const ablated = 2 * L + L * H, components = 1 + 2 * L + L * (H + 1); // heads and attn_bias.L
   assert.equal(c.avg_rows, f.avg_rows);
   assert.equal(Number(c.avg_rows), Number(c.kept) * ablated * components);
-  assert.equal(Number(c.all_rows) - Number(c.avg_rows), Number(c.kept) * 2 * L * (1 + 2 * L) * 3);
+  assert.equal(Number(c.all_rows) - Number(c.avg_rows), Number(c.kept) * ablated * (1 + 2 * L) * 3);
   assert.equal(Number(f.all_rows), Number(f.kept) * ablated * components * 4);
 
   // the report's numbers (statistics, own scale, findings, figure data) and the repair matrix agree

@@ -39,11 +39,11 @@
  *     prompt_idx INTEGER, ablated VARCHAR (k), patch_idx INTEGER (NULL = patch average),
  *     component VARCHAR (c), value DOUBLE. The patch average is stored for every (k, c). Per patch
  *     it depends on the run's options.store_patches: absent ('all', every version 1 store) every
- *     (k, patch, c); 'layers' (the default of `hydra sweep --heads`) only where k and c are both
- *     layer-level (embed, attn.L, mlp.L): what the own-scale statistics and the profile figures
- *     read per patch. A head sweep of GPT-2 small then stores 39 k rows a prompt instead of 487 k;
- *     the repair matrix (experiments/repair.ts) reads the patch averages. readResults gives the
- *     patches of a compact store the layer-level DE' only.
+ *     (k, patch, c); 'layers' (the default of `hydra sweep --heads`) only where c is layer-level
+ *     (embed, attn.L, mlp.L): what the own-scale statistics and the profile figures (Figures 1
+ *     and 3, the explorer's stored ablations) read per patch. A head sweep of GPT-2 small then
+ *     stores 93 k rows a prompt instead of 487 k; the repair matrix (experiments/repair.ts) reads
+ *     the patch averages. readResults gives the patches of a compact store the layer-level DE' only.
  *   sources     the resample choices: prompt_idx INTEGER, patch_idx INTEGER, source INTEGER.
  *   done        prompt_idx INTEGER PRIMARY KEY, kept BOOLEAN, written_at TIMESTAMPTZ.
  *
@@ -294,7 +294,7 @@ function num(v: unknown, what: () => string): number {
 
 /** The rows of a batch of prompts, as columns of every prompt table (checked as they are added). */
 class PromptRows {
-  /** Store per-patch DE' of layer-level pairs only (store_patches 'layers'). */
+  /** Store per-patch DE' of layer-level components only (store_patches 'layers'). */
   constructor(private readonly layersOnly: boolean) {}
   private readonly cols = Object.fromEntries(PROMPT_TABLES.map((t) => [t, TABLES[t].map(() => [] as DuckDBValue[])])) as Record<PromptTable, DuckDBValue[][]>;
   private readonly prompts = this.cols.prompts;
@@ -322,7 +322,6 @@ class PromptRows {
     // The bulk of a sweep's rows (every component per patch): plain pushes, no row arrays.
     const pushDePrime = (k: string, patch: number | null, de: Record<string, number>) => {
       const compact = patch !== null && this.layersOnly;
-      if (compact && !isLayerLevel(k)) return;
       for (const c of Object.keys(de)) {
         const v = de[c];
         if (typeof v !== 'number') num(v, () => `prompt ${p} ablation ${k} de_prime[${c}]`);
