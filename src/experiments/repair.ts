@@ -42,6 +42,8 @@ export const TOP_SET = 3;
 export const STABILITY_THRESHOLD = 0.5;
 /** Relative size of a ΔDE that counts as a response, above float32 rounding (see the header). */
 export const REPAIR_TOL = 1e-5;
+/** Ablated components whose bootstrap runs in one query (bounds its memory). */
+const CHUNK = 24;
 /** Responders listed per ablated component by default. */
 export const DEFAULT_TOP = 5;
 
@@ -81,7 +83,7 @@ export interface AblatedRepair {
   bar: number | null;
   /** The `top` responders by mean ΔDE. */
   top: ResponderStat[];
-  /** Every responder that is in some prompt's top set, by how often it is the top responder. */
+  /** Every responder that is in some prompt's top set, by how often it is the top responder (then in the top set); the first `top` with intervals. */
   frequent: ResponderStat[];
   stability: number | null;
   stability_ci: Interval;
@@ -117,6 +119,8 @@ export function modelOrder(name: string): number {
 }
 
 const byModelOrder = (a: string, b: string) => modelOrder(a) - modelOrder(b);
+/** Ties broken by name as SQL's ORDER BY does (code points). */
+const byName = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
 
 /** Whether `name` is a responder, and whether it is ablated, at `level`. */
 function responderAt(level: RepairLevel, name: string): boolean {
@@ -205,10 +209,17 @@ export async function repairOfStore(store: ResultsStore, opts: RepairOptions = {
       max(dde) OVER (PARTITION BY pos, ablated) AS best FROM rep_dde),
     m AS (SELECT ablated, least(${TOP_SET}, count(*) - 1)::INTEGER AS m FROM rep_down GROUP BY ablated)
     SELECT r.pos, r.ablated, r.responder, r.dde, r.rk = 1 AS top1, m.m FROM r JOIN m USING (ablated) WHERE r.rk <= m.m AND r.best > r.tol`);
-  // The listed responders (top by mean) and every responder of some top set get intervals.
+  // Each responder's share of the repaired prompts where it is the top responder, and in the top set.
+  await con.run(`CREATE OR REPLACE TEMP TABLE rep_freq AS
+    WITH nr AS (SELECT ablated, count(DISTINCT pos)::DOUBLE AS N FROM rep_top GROUP BY ablated)
+    SELECT t.ablated, t.responder, sum(t.top1::INTEGER) / any_value(nr.N) AS top1, count(*) / any_value(nr.N) AS top_set, any_value(c.mean_dde) AS mean_dde
+    FROM rep_top t JOIN nr USING (ablated) JOIN rep_cells c USING (ablated, responder) GROUP BY t.ablated, t.responder`);
+  // Intervals for the listed responders: the top by mean ΔDE and the top by how often they lead
+  // (the bootstrap's cost grows with the pairs it covers; a random-weight GPT-2 puts ~50 heads in some top set).
   await con.run(`CREATE OR REPLACE TEMP TABLE rep_sel AS
     SELECT ablated, responder FROM (SELECT ablated, responder, row_number() OVER (PARTITION BY ablated ORDER BY mean_dde DESC, responder) AS rk FROM rep_cells) WHERE rk <= ${top}
-    UNION SELECT DISTINCT ablated, responder FROM rep_top`);
+    UNION SELECT ablated, responder FROM (SELECT ablated, responder,
+      row_number() OVER (PARTITION BY ablated ORDER BY top1 DESC, top_set DESC, mean_dde DESC, responder) AS rk FROM rep_freq) WHERE rk <= ${top}`);
 
   const { table: W, info } = await bootstrapWeights(con, n, { bootstrap: opts.bootstrap, seed: opts.seed, groups: series.groups });
   try {
@@ -216,17 +227,23 @@ export async function repairOfStore(store: ResultsStore, opts: RepairOptions = {
     // the repaired prompts' weight per ablated component and resample (absent: none drawn)
     await con.run(`CREATE OR REPLACE TEMP TABLE rep_nrep AS
       SELECT r.ablated, w.b, sum(w.w)::DOUBLE AS N FROM (SELECT DISTINCT ablated, pos FROM rep_top) r JOIN ${W} w USING (pos) GROUP BY ALL`);
-    await con.run(`CREATE OR REPLACE TEMP TABLE rep_boot AS
-      WITH mean_b AS (SELECT d.ablated, d.responder, w.b, sum(w.w * d.dde) AS s FROM rep_dde d JOIN rep_sel USING (ablated, responder) JOIN ${W} w USING (pos) GROUP BY ALL),
-      top_b AS (SELECT t.ablated, t.responder, w.b, sum(w.w * t.top1::INTEGER) AS c1, sum(w.w) AS cm FROM rep_top t JOIN ${W} w USING (pos) GROUP BY ALL)
-      SELECT m.ablated, m.responder, m.b, m.s / tot.N AS mean_dde, coalesce(t.c1, 0) / nr.N AS top1, coalesce(t.cm, 0) / nr.N AS top_set
-      FROM mean_b m JOIN rep_tot tot USING (b) LEFT JOIN rep_nrep nr USING (ablated, b) LEFT JOIN top_b t USING (ablated, responder, b)`);
-    await con.run(`CREATE OR REPLACE TEMP TABLE rep_stab AS
-      WITH c AS (SELECT t.ablated, w.b, t.responder, sum(w.w)::DOUBLE AS c FROM rep_top t JOIN ${W} w USING (pos) GROUP BY ALL),
-      s AS (SELECT ablated, b, sum(c * c) AS s2 FROM c GROUP BY ALL),
-      m AS (SELECT DISTINCT ablated, m FROM rep_top)
-      SELECT s.ablated, s.b, CASE WHEN nr.N < 2 THEN NULL ELSE (s.s2 - m.m * nr.N) / (m.m * nr.N * (nr.N - 1)) END AS stability
-      FROM s JOIN m USING (ablated) JOIN rep_nrep nr USING (ablated, b)`);
+    // In chunks of ablated components: each resample × pair is a hash-table group, and the chunks bound their number.
+    const chunks = Array.from({ length: Math.ceil(ablated.length / CHUNK) }, (_, i) => ablated.slice(i * CHUNK, (i + 1) * CHUNK));
+    for (const [i, chunk] of chunks.entries()) {
+      const into = (t: string) => (i === 0 ? `CREATE OR REPLACE TEMP TABLE ${t} AS` : `INSERT INTO ${t}`);
+      const only = `ablated IN (${chunk.map((k) => `'${k}'`).join(', ')})`;
+      await con.run(`${into('rep_boot')}
+        WITH mean_b AS (SELECT d.ablated, d.responder, w.b, sum(w.w * d.dde) AS s FROM rep_dde d JOIN rep_sel USING (ablated, responder) JOIN ${W} w USING (pos) WHERE d.${only} GROUP BY ALL),
+        top_b AS (SELECT t.ablated, t.responder, w.b, sum(w.w * t.top1::INTEGER) AS c1, sum(w.w) AS cm FROM rep_top t JOIN rep_sel USING (ablated, responder) JOIN ${W} w USING (pos) WHERE t.${only} GROUP BY ALL)
+        SELECT m.ablated, m.responder, m.b, m.s / tot.N AS mean_dde, coalesce(t.c1, 0) / nr.N AS top1, coalesce(t.cm, 0) / nr.N AS top_set
+        FROM mean_b m JOIN rep_tot tot USING (b) LEFT JOIN rep_nrep nr USING (ablated, b) LEFT JOIN top_b t USING (ablated, responder, b)`);
+      await con.run(`${into('rep_stab')}
+        WITH c AS (SELECT t.ablated, w.b, t.responder, sum(w.w)::DOUBLE AS c FROM rep_top t JOIN ${W} w USING (pos) WHERE t.${only} GROUP BY ALL),
+        s AS (SELECT ablated, b, sum(c * c) AS s2 FROM c GROUP BY ALL),
+        m AS (SELECT DISTINCT ablated, m FROM rep_top)
+        SELECT s.ablated, s.b, CASE WHEN nr.N < 2 THEN NULL ELSE (s.s2 - m.m * nr.N) / (m.m * nr.N * (nr.N - 1)) END AS stability
+        FROM s JOIN m USING (ablated) JOIN rep_nrep nr USING (ablated, b)`);
+    }
   } finally {
     await con.run(`DROP TABLE IF EXISTS ${W}`);
   }
@@ -239,12 +256,20 @@ export async function repairOfStore(store: ResultsStore, opts: RepairOptions = {
     .map((r) => ({ ablated: String(r.ablated), responder: String(r.responder), mean_dde: Number(r.mean_dde) }))
     .sort((x, y) => byModelOrder(x.ablated, y.ablated) || byModelOrder(x.responder, y.responder));
   const mean = new Map(cells.map((c) => [`${c.ablated}|${c.responder}`, c.mean_dde]));
-  const stats = new Map<string, ResponderStat[]>();
+  const stats = new Map<string, Map<string, ResponderStat>>();
+  const add = (k: string, x: ResponderStat) => {
+    if (!stats.has(k)) stats.set(k, new Map());
+    stats.get(k)!.set(x.component, x);
+  };
+  const none: Interval = { lo: null, hi: null, n_valid: 0 };
+  // responders in some top set but not listed: their shares, without intervals
+  for (const r of await rows(con, 'SELECT ablated, responder, top1, top_set FROM rep_freq')) {
+    add(String(r.ablated), { component: String(r.responder), mean_dde: mean.get(`${String(r.ablated)}|${String(r.responder)}`)!, mean_ci: none,
+      top1: Number(r.top1), top1_ci: none, top_set: Number(r.top_set), top_set_ci: none });
+  }
   for (const r of responderRows) {
-    const k = String(r.ablated);
-    if (!stats.has(k)) stats.set(k, []);
-    stats.get(k)!.push({
-      component: String(r.responder), mean_dde: mean.get(`${k}|${String(r.responder)}`)!, mean_ci: ci(r.mean_dde_q, r.mean_dde_n),
+    add(String(r.ablated), {
+      component: String(r.responder), mean_dde: mean.get(`${String(r.ablated)}|${String(r.responder)}`)!, mean_ci: ci(r.mean_dde_q, r.mean_dde_n),
       top1: numOrNull(r.top1), top1_ci: ci(r.top1_q, r.top1_n), top_set: numOrNull(r.top_set), top_set_ci: ci(r.top_set_q, r.top_set_n),
     });
   }
@@ -254,14 +279,14 @@ export async function repairOfStore(store: ResultsStore, opts: RepairOptions = {
       FROM rep_down d GROUP BY d.ablated`)).map((r) => [String(r.ablated), { r: Number(r.r), repaired: Number(r.repaired) }]));
 
   const out: AblatedRepair[] = ablated.map((k) => {
-    const list = stats.get(k) ?? [];
+    const list = [...(stats.get(k)?.values() ?? [])];
     const sz = sizes.get(k) ?? { r: 0, repaired: 0 };
     const s = stab.get(k) ?? { value: null, ci: { lo: null, hi: null, n_valid: 0 } };
     const row: AblatedRepair = {
       ablated: k, n, responders: sz.r, set_size: setSize(sz.r), chance: sz.r > 1 ? setSize(sz.r) / sz.r : null,
       bar: sz.r > 1 ? setSize(sz.r) / sz.r + STABILITY_THRESHOLD * (1 - setSize(sz.r) / sz.r) : null,
-      top: [...list].sort((a, b) => b.mean_dde - a.mean_dde || a.component.localeCompare(b.component)).slice(0, top),
-      frequent: list.filter((x) => (x.top_set ?? 0) > 0).sort((a, b) => b.top1! - a.top1! || b.top_set! - a.top_set! || b.mean_dde - a.mean_dde),
+      top: [...list].sort((a, b) => b.mean_dde - a.mean_dde || byName(a.component, b.component)).slice(0, top),
+      frequent: list.filter((x) => (x.top_set ?? 0) > 0).sort((a, b) => b.top1! - a.top1! || b.top_set! - a.top_set! || b.mean_dde - a.mean_dde || byName(a.component, b.component)),
       stability: s.value, stability_ci: s.ci, prompts_repaired: sz.repaired, verdict: 'n/a', sentence: '',
     };
     [row.verdict, row.sentence] = verdictOf(row, level);

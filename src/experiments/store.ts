@@ -2,8 +2,8 @@
  * The sweep results database: one DuckDB file (default `results.duckdb`) per run.
  *
  * Schema (schema_version 2; version 1 stores, written before compact head storage, are read the
- * same way: their layout is version 2's with store_patches 'all'). Every table except run_config has a prompt_idx column: the
- * prompt's 0-based position in the dataset. Component names are those of src/causal/types.ts:
+ * same way: their layout is version 2's with store_patches 'all'). Every table except run_config
+ * has a prompt_idx column: the prompt's 0-based position in the dataset. Component names are those of src/causal/types.ts:
  * embed, attn.{l}, mlp.{l}, head.{l}.{h}, attn_bias.{l}. Effects follow METHOD.md.
  *
  *   run_config  one row: the settings the numbers depend on.
@@ -203,8 +203,10 @@ function configDiff(stored: RunConfig, wanted: RunConfig, ignore: string[] = [])
   for (const k of COMPARED) {
     if (!ignore.includes(k) && a[k] !== b[k]) return [k, a[k], b[k]];
   }
+  // an absent store_patches is 'all' (normalizeConfig)
+  const opt = (o: Record<string, unknown>, k: string) => o[k] ?? (k === 'store_patches' ? 'all' : null);
   for (const k of new Set([...Object.keys(a.options), ...Object.keys(b.options)])) {
-    if (a.options[k] !== b.options[k]) return [k, a.options[k] ?? null, b.options[k] ?? null];
+    if (a.options[k] !== b.options[k]) return [k, opt(a.options, k), opt(b.options, k)];
   }
   return null;
 }

@@ -32,7 +32,7 @@ export interface SweepOptions {
   /** Resample: also draw sources whose clean token is the prompt's own (excluded by default). */
   allowSameAnswer?: boolean;
   heads?: boolean;
-  /** Per-patch DE' to store with heads: 'layers' (default) only layer-level pairs, 'all' every one (store.ts header). */
+  /** Per-patch DE' to store with heads: 'layers' (default) of the layer-level components only, 'all' of every one (store.ts header). */
   storePatches?: StorePatches;
   /** Only the first N prompts of the dataset. A larger limit on an existing store extends it. */
   limit?: number;
