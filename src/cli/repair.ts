@@ -58,8 +58,13 @@ function ablatedBlock(a: AblatedRepair, setSize: number): string[] {
   if (a.top.length === 0) return lines;
   lines.push(`    ${'responder'.padEnd(12)}${'mean ΔDE'.padStart(9)} ${'95% interval'.padEnd(22)}${'top-1'.padStart(6)} ${'95%'.padEnd(19)}${`in top ${setSize}`.padStart(5)}`);
   for (const r of a.top) lines.push(responderLine(r));
-  const more = a.frequent.filter((f) => !a.top.some((t) => t.component === f.component));
-  if (more.length) lines.push(`    also in some prompt's top ${setSize}: ${more.map((r) => `${r.component} (${pct(r.top_set)})`).join(', ')}`);
+  // then those that most often lead, with intervals, and the rest of the top sets' members
+  const listed = new Set(a.top.map((t) => t.component));
+  const more = a.frequent.filter((f) => !listed.has(f.component));
+  const withIntervals = more.filter((f) => f.mean_ci.lo !== null);
+  if (withIntervals.length) lines.push(`    most often the top responder:`, ...withIntervals.map(responderLine));
+  const rest = more.filter((f) => f.mean_ci.lo === null);
+  if (rest.length) lines.push(`    also in some prompt's top ${setSize}: ${rest.map((r) => `${r.component} (${pct(r.top_set)})`).join(', ')}`);
   return lines;
 }
 

@@ -324,7 +324,7 @@ function verdictOf(r: AblatedRepair, level: RepairLevel): [RepairVerdict, string
   const freq = r.frequent[0];
   const repaired = `${r.prompts_repaired} of ${r.n} prompts are repaired (some ${one} raises its direct effect)`;
   if (!(best.mean_dde > 0)) {
-    return ['no repair', `No repair on average: no downstream ${one} raises its direct effect in the mean (largest mean ΔDE ${fmtNum(best.mean_dde)}, ${best.component}); ${repaired}.`];
+    return ['no repair', `No repair on average: no downstream ${one} raises its direct effect in the mean (largest mean ΔDE ${fmtNum(best.mean_dde)}, ${best.component}), though on ${r.prompts_repaired} of ${r.n} prompts some ${one} raises its own.`];
   }
   const lead = `${best.component} has the largest mean ΔDE, ${withCi(best.mean_dde, best.mean_ci)}; ${freq.component} is the top responder on ${pct(freq.top1!)} of repaired prompts [${fmtNum(freq.top1_ci.lo)}, ${fmtNum(freq.top1_ci.hi)}]; ${repaired}.`;
   const s = r.stability_ci;
