@@ -7,22 +7,25 @@
  * the resample-ablation sweep (S = 15, every attention and MLP layer) on a seeded
  * random model of a real shape by running `runSweep`, the code behind `hydra sweep`,
  * results written to a DuckDB file in a temporary folder included, against the
- * machine's own float32 GEMM peak measured in the same run with the same thread
- * setting. With --json the last stdout line is one JSON object: peak_gflops,
- * sweep_gflops, utilization, fast_runs_per_s, naive_runs_per_s, speedup,
- * projected_full_sweep_s, rss_mb.
+ * machine's best float32 GEMM peak measured in the same run with the same threads
+ * (bench/peak.ts: onnxruntime's MatMul and numpy's BLAS on the model's shapes). With
+ * --json the last stdout line is one JSON object: best_peak_gflops, best_peak_library,
+ * onnxruntime_peak_gflops, sweep_gflops, utilization (against the best peak),
+ * utilization_onnxruntime, fast_runs_per_s, naive_runs_per_s, speedup,
+ * projected_full_sweep_s, rss_mb (peak RSS when the sweep ends), weight_bytes,
+ * rss_over_weights.
  *
  * Other options: --threads N (intra-op threads per session; default all cores),
  * --batch-prompts N, --batch-rows N (the sweep's batching), --naive-prompts N,
  * --spin (let idle onnxruntime threads spin, the runtime's default), --arena,
- * --profile (time spent per kind of session call).
+ * --profile (time spent per kind of session call), --weights-dtype float32|bfloat16|float16
+ * (hold the weights at another width than the checkpoint's; the speed/memory trade).
  */
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { analyze, defaultTargets } from '../src/causal/analysis.js';
-import { GraphBuilder } from '../src/engine/onnx.js';
-import { createSession, f32, ort } from '../src/engine/runtime.js';
+import { ort } from '../src/engine/runtime.js';
 import type { ArchSpec } from '../src/engine/spec.js';
 import { parseComponent } from '../src/models/components.js';
 import { HookedModel } from '../src/models/model.js';
@@ -30,6 +33,8 @@ import { gpt2TokenizerDir, known1000Path } from '../src/io/paths.js';
 import { loadTokenizer } from '../src/io/tokenizer.js';
 import { runSweep } from '../src/experiments/sweep.js';
 import { ensureBenchModel, SHAPES, type BenchShape } from './model.js';
+import { measurePeaks, modelShapes } from './peak.js';
+import { WEIGHTS_DTYPES, type WeightsDtype } from '../src/models/model.js';
 
 /** Prompts in the full known_1000 sweep (the kept set of the paper's setup). */
 const FULL_SWEEP_PROMPTS = 1209;
@@ -46,6 +51,7 @@ interface Args {
   profile: boolean;
   arena: boolean;
   spin: boolean;
+  weightsDtype?: WeightsDtype;
 }
 
 function parseArgs(argv: string[]): Args {
@@ -70,6 +76,11 @@ function parseArgs(argv: string[]): Args {
     else if (a === '--threads') args.threads = int(a, argv[++i]);
     else if (a === '--batch-prompts') args.batchPrompts = int(a, argv[++i]);
     else if (a === '--batch-rows') args.batchRows = int(a, argv[++i]);
+    else if (a === '--weights-dtype') {
+      const t = argv[++i] as WeightsDtype;
+      if (!(t in WEIGHTS_DTYPES)) throw new Error(`--weights-dtype must be one of ${Object.keys(WEIGHTS_DTYPES).join(', ')}, got ${t}`);
+      args.weightsDtype = t;
+    }
     else throw new Error(`unknown option ${a}`);
   }
   if (args.prompts < 0) args.prompts = args.shape === 'llama-1b' ? 16 : 64;
@@ -80,40 +91,6 @@ function parseArgs(argv: string[]): Args {
 
 const log = (msg: string) => process.stderr.write(msg + '\n');
 const now = () => performance.now() / 1000;
-
-/**
- * Peak float32 MatMul throughput of onnxruntime on this machine, with the given thread
- * setting: one session per shape doing x[M,K]·W[K,N] with W baked in (as the model's
- * weights are); the best of a few shapes, each timed for at least `minS` seconds.
- */
-async function peakGflops(threads: number | undefined, spin: boolean, d: number, dMlp: number, minS = 0.6): Promise<{ best: number; table: [string, number][] }> {
-  const shapes: [number, number, number][] = [
-    [2048, d, dMlp],
-    [2048, dMlp, d],
-    [1024, 1024, 1024],
-    [2048, 2048, 2048],
-  ];
-  const table: [string, number][] = [];
-  for (const [M, K, N] of shapes) {
-    const g = new GraphBuilder('gemm');
-    const x = g.input('x', [M, K]);
-    const w = g.weight('w', Float32Array.from({ length: K * N }, (_, i) => Math.sin(i) * 0.02), [K, N]);
-    g.output(g.op('MatMul', [x, w]), 'y', [M, N]);
-    const s = await createSession(g.build(), { threads, spin });
-    const feeds = { x: f32(Float32Array.from({ length: M * K }, (_, i) => Math.cos(i)), [M, K]) };
-    for (let i = 0; i < 2; i++) await s.run(feeds);
-    let n = 0;
-    const t0 = now();
-    while (now() - t0 < minS || n < 3) {
-      await s.run(feeds);
-      n++;
-    }
-    const gf = (2 * M * K * N * n) / (now() - t0) / 1e9;
-    table.push([`[${M},${K}]x[${K},${N}]`, gf]);
-    await s.release();
-  }
-  return { best: Math.max(...table.map((r) => r[1])), table };
-}
 
 /** Matrix FLOPs of one attention block at one position attending to `keys` positions. */
 function attnFlops(spec: ArchSpec, keys: number): number {
@@ -171,7 +148,19 @@ function installProfiler(): Map<string, { n: number; s: number }> {
   const orig = proto.run;
   proto.run = async function (this: ort.InferenceSession, ...a: unknown[]) {
     const names = this.inputNames;
-    const kind = names.includes('prompt') || names.includes('row') ? 'attention step' : names.includes('mask') ? 'attention (clean)' : names.includes('ids') ? 'embed' : names.includes('z') ? 'unembed' : this.outputNames.includes('out') ? 'mlp' : 'other';
+    const kind = names.includes('prompt')
+      ? 'attention step (mix)'
+      : names.includes('mask')
+        ? 'attention (clean mix)'
+        : names.includes('zRows')
+          ? 'attention out'
+          : this.outputNames.includes('qkv')
+            ? 'attention in'
+            : names.includes('wU')
+              ? 'unembed'
+              : this.outputNames.includes('out')
+                ? 'mlp'
+                : 'other';
     const t0 = now();
     try {
       return await orig.apply(this, a);
@@ -218,7 +207,7 @@ async function loadBench(args: Args): Promise<void> {
   const tok = await loadTokenizer(gpt2TokenizerDir);
   const data = JSON.parse(fs.readFileSync(known1000Path, 'utf8')) as { prompt: string }[];
   const t0 = now();
-  const model = await HookedModel.load(dir, { threads: args.threads, offline: true });
+  const model = await HookedModel.load(dir, { threads: args.threads, offline: true, weightsDtype: args.weightsDtype });
   const tLoad = now() - t0;
   const rssLoad = process.memoryUsage().rss;
   const spec = model.spec;
@@ -279,17 +268,13 @@ async function main(): Promise<void> {
   const tok = await loadTokenizer(gpt2TokenizerDir);
   const data = JSON.parse(fs.readFileSync(known1000Path, 'utf8')) as { prompt: string }[];
   const t0 = now();
-  const model = await HookedModel.load(dir, { threads: args.threads, arena: args.arena, spin: args.spin, offline: true });
+  const model = await HookedModel.load(dir, { threads: args.threads, arena: args.arena, spin: args.spin, offline: true, weightsDtype: args.weightsDtype });
   const tLoad = now() - t0;
   const spec = model.spec;
   const prompts = data.slice(0, args.prompts).map((r) => tok.encode(r.prompt).map((t) => t % spec.vocab));
   const avgLen = prompts.reduce((s, p) => s + p.length, 0) / prompts.length;
   log(`model ${args.shape}: ${spec.nLayers} layers, width ${spec.dModel}, ${spec.nHeads} heads (${spec.nKvHeads} kv), vocab ${spec.vocab}; loaded in ${tLoad.toFixed(1)} s`);
   log(`${prompts.length} prompts, ${avgLen.toFixed(2)} tokens on average; threads per session: ${args.threads ?? 'all cores'}`);
-
-  log('measuring peak float32 GEMM ...');
-  const peak = await peakGflops(args.threads, args.spin, spec.dModel, spec.dMlp);
-  for (const [s, gf] of peak.table) log(`  ${s.padEnd(24)} ${gf.toFixed(1)} GFLOP/s`);
 
   const targets = defaultTargets(model, false);
   const batch = { batchPrompts: args.batchPrompts, batchRows: args.batchRows };
@@ -324,6 +309,8 @@ async function main(): Promise<void> {
     fs.rmSync(tmp, { recursive: true, force: true });
   }
   const fastS = now() - tf;
+  // The sweep's peak: what a `hydra sweep` process holds (the naive path and the GEMM probes come after).
+  const sweepRss = process.resourceUsage().maxRSS * 1024;
   const fastRuns = prompts.length * targets.length * SAMPLES;
   const profFast = profile ? new Map(profile) : null;
   profile?.clear();
@@ -336,6 +323,11 @@ async function main(): Promise<void> {
   const naiveTime = now() - tn;
   const naiveRuns = naiveIds.length * targets.length * naiveS;
 
+  log('measuring the float32 GEMM peak (onnxruntime and numpy/BLAS, same shapes and threads) ...');
+  const peak = await measurePeaks(modelShapes(spec.dModel, spec.dMlp, (spec.nHeads + 2 * spec.nKvHeads) * spec.dHead), args.threads);
+  for (const r of peak.rows) log(`  ${r.library.padEnd(44)} ${r.shape.padEnd(24)} ${r.gflops.toFixed(1)} GFLOP/s`);
+  if (peak.missing) log(`  (${peak.missing}: the best peak is onnxruntime's alone)`);
+
   let flops = 0;
   let cleanFlops = 0;
   for (const p of prompts) {
@@ -347,16 +339,22 @@ async function main(): Promise<void> {
   const fastRate = fastRuns / fastS;
   const naiveRate = naiveRuns / naiveTime;
   const result = {
-    peak_gflops: round(peak.best, 1),
+    best_peak_gflops: round(peak.best, 1),
+    best_peak_library: peak.bestLibrary,
+    onnxruntime_peak_gflops: round(peak.onnxruntime, 1),
     sweep_gflops: round(sweepGflops, 1),
     utilization: round(sweepGflops / peak.best, 3),
+    utilization_onnxruntime: round(sweepGflops / peak.onnxruntime, 3),
     fast_runs_per_s: round(fastRate, 1),
     naive_runs_per_s: round(naiveRate, 2),
     speedup: round(fastRate / naiveRate, 1),
     projected_full_sweep_s: round((FULL_SWEEP_PROMPTS * fastS) / prompts.length, 1),
-    rss_mb: round(process.resourceUsage().maxRSS / 1024, 0),
+    weights_dtype: args.weightsDtype ?? 'as stored',
+    rss_mb: round(sweepRss / 2 ** 20, 0),
     weight_bytes: model.weightBytes,
-    rss_over_weights: round((process.resourceUsage().maxRSS * 1024) / model.weightBytes, 2),
+    rss_over_weights: round(sweepRss / model.weightBytes, 2),
+    rss_target_mb: round((1.15 * model.weightBytes + 0.4e9) / 2 ** 20, 0),
+    rss_target_met: sweepRss <= 1.15 * model.weightBytes + 0.4e9,
   };
 
   const rows: [string, string][] = [
@@ -364,16 +362,17 @@ async function main(): Promise<void> {
     ['model generation (first use)', `${tGen.toFixed(1)} s`],
     ['model load', `${tLoad.toFixed(1)} s`],
     ['prompts / avg tokens', `${prompts.length} / ${avgLen.toFixed(2)}`],
-    ['peak GEMM', `${result.peak_gflops} GFLOP/s`],
+    ['best GEMM peak', `${result.best_peak_gflops} GFLOP/s (${result.best_peak_library})`],
+    ['onnxruntime GEMM peak', `${result.onnxruntime_peak_gflops} GFLOP/s`],
     ['fast sweep', `${fastRuns} runs in ${fastS.toFixed(2)} s (${((fastS / prompts.length) * 1000).toFixed(0)} ms/prompt)`],
     ['useful work', `${(flops / 1e9).toFixed(1)} GFLOP (clean runs ${(cleanFlops / 1e9).toFixed(1)})`],
     ['sweep throughput', `${result.sweep_gflops} GFLOP/s`],
-    ['utilization', `${result.utilization}`],
+    ['utilization', `${result.utilization} of the best peak (${result.utilization_onnxruntime} of onnxruntime's)`],
     ['fast runs/s', `${result.fast_runs_per_s}`],
     ['naive runs/s', `${result.naive_runs_per_s} (${naiveRuns} runs in ${naiveTime.toFixed(2)} s)`],
     ['speedup fast/naive', `${result.speedup}×`],
     [`projected sweep (${FULL_SWEEP_PROMPTS} prompts)`, `${result.projected_full_sweep_s} s`],
-    ['peak RSS', `${result.rss_mb} MB (${result.rss_over_weights} × the ${(model.weightBytes / 2 ** 20).toFixed(0)} MB of weights)`],
+    ['peak RSS (sweep)', `${result.rss_mb} MB = ${result.rss_over_weights} × the ${(model.weightBytes / 2 ** 20).toFixed(0)} MB of weights (target ≤ ${result.rss_target_mb} MB: ${result.rss_target_met ? 'met' : 'NOT met'})`],
   ];
   const w = Math.max(...rows.map((r) => r[0].length));
   for (const [k, v] of rows) console.log(`${k.padEnd(w)}  ${v}`);

@@ -19,20 +19,31 @@ export { HydraError } from './io/errors.js';
 // Models
 export { HookedModel } from './models/model.js';
 export type { LoadOptions, ForwardOptions, Intervention, PromptActivations, KVCache } from './models/model.js';
-export { layerComponents, headComponents, parseComponent } from './models/components.js';
+export { layerComponents, headComponents, parseComponent, parseTarget, targetName } from './models/components.js';
 export type { Component, ComponentKind } from './models/components.js';
 export { greedyDecode } from './models/generate.js';
 export type { HydraTokenizer } from './io/tokenizer.js';
 export { defaultModelDir } from './io/paths.js';
 
 // Readouts and effects
-export { Readout, directEffect, centredLogit, softmax, topTokens } from './causal/readout.js';
+export { Readout, directEffect, centredLogit, softmax, topTokens, METRICS, readLogits } from './causal/readout.js';
 export { analyze, defaultTargets, DEFAULT_BATCH_PROMPTS } from './causal/analysis.js';
 export { ABLATIONS, ablationKind, DEFAULT_SAMPLES, NOISE_SCALE } from './causal/ablations.js';
 export type { AblationKindDef } from './causal/ablations.js';
 export { CleanBank } from './causal/bank.js';
 export type { AblationOptions } from './causal/analysis.js';
 export type { AblationKind, AblationResult, Effects, PatchEffects, PromptResult } from './causal/types.js';
+
+// Where the repair comes from, neurons, the whole distribution (analyze options `distribution`, `neurons`)
+export { DISTRIBUTION } from './causal/types.js';
+export type { DistributionEffects, NeuronChange } from './causal/types.js';
+export type { ExtraOptions } from './causal/extras.js';
+export { distributionChange } from './causal/distribution.js';
+export { neuronEffects, neuronLayers, biasDirectEffect } from './causal/neurons.js';
+export { repairSources, promptRepairSources, responders } from './causal/sources.js';
+export type { RepairSources } from './causal/sources.js';
+export { datasetRepairSources } from './experiments/sources.js';
+export type { DatasetRepairSources, MeanInterval } from './experiments/sources.js';
 
 // Prompt sets
 export { loadDataset, BUNDLED_DATASETS, summarizeFilter } from './io/datasets.js';
@@ -41,6 +52,10 @@ export { answerToken, filterKnown } from './experiments/filter.js';
 export type { FilterResult } from './experiments/filter.js';
 export { readPromptSet } from './experiments/prompts.js';
 export type { PromptSet } from './experiments/prompts.js';
+
+// Iterated ablation (paper Q7)
+export { iterateAblation } from './experiments/iterate.js';
+export type { IterateOptions, IterateResult, IterateStep } from './experiments/iterate.js';
 
 // One prompt (Figure 1) and sweeps (Section 4)
 export { profilePrompt, sourcePool } from './experiments/profile.js';

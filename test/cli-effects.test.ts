@@ -79,3 +79,50 @@ test('hydra effects: bad input gets a one-line error', () => {
     assert.match(lines[0], re);
   }
 });
+
+test('hydra effects --targets a+b --metric: the JSON keys a joint ablation by its name and records the metric', () => {
+  const golden = JSON.parse(fs.readFileSync(path.join(packageRoot, 'test', 'fixtures', 'golden', 'extra', 'tiny-gpt2.json'), 'utf8'));
+  const dir = tmpDir();
+  const prompts = path.join(dir, 'prompts.jsonl');
+  // answer_id / counter_id as the golden's logit-diff tokens.
+  fs.writeFileSync(prompts, golden.prompts.map((p: any) => JSON.stringify({ ids: p.ids, answer_id: p.metrics['logit-diff'].tokens.a, counter_id: p.metrics['logit-diff'].tokens.b })).join('\n'));
+  const sources = path.join(dir, 'sources.json');
+  fs.writeFileSync(sources, JSON.stringify(golden.resample_sources));
+  const r = hydra(['effects', '--model', fixtureModelDir('tiny-gpt2'), '--prompts', prompts, '--sources', sources, '--targets', 'attn.0+attn.1,attn.1', '--heads', '--metric', 'logit-diff', '--json']);
+  assert.equal(r.code, 0, r.stderr);
+  const out = JSON.parse(r.stdout);
+  assert.equal(out.metric, 'logit-diff');
+  out.prompts.forEach((p: any, n: number) => {
+    const gp = golden.prompts[n];
+    assert.deepEqual(Object.keys(p.ablations), ['attn.0+attn.1', 'attn.1']);
+    assert.deepEqual(p.readout, { metric: 'logit-diff', answer: gp.metrics['logit-diff'].tokens.a, counter: gp.metrics['logit-diff'].tokens.b });
+    const want = gp.metrics['logit-diff'].ablations.resample.attn1.mean;
+    assert.ok(Math.abs(p.ablations['attn.1'].te - want.TE) < 1e-4, `p${n} attn.1 logit-diff TE`);
+    assert.ok(Math.abs(p.pi_hat - gp.metrics['logit-diff'].clean.readout) < 1e-4);
+  });
+  // argmax joint: the golden's joint resample.
+  const a = hydra(['effects', '--model', fixtureModelDir('tiny-gpt2'), '--prompts', prompts, '--sources', sources, '--targets', 'attn.0+attn.1', '--json']);
+  assert.equal(a.code, 0, a.stderr);
+  JSON.parse(a.stdout).prompts.forEach((p: any, n: number) => {
+    const want = golden.prompts[n].joint.resample['attn0+attn1'].mean;
+    assert.ok(Math.abs(p.ablations['attn.0+attn.1'].te - want.TE) < 1e-4, `p${n} joint TE`);
+    assert.ok(Math.abs(p.ablations['attn.0+attn.1'].dde_self - want.dDE_members_sum) < 1e-4, `p${n} joint dde_self`);
+  });
+  const bad = hydra(['effects', '--prompts', 'stories_recall', '--metric', 'logit-diff', '--ablation', 'zero']);
+  assert.equal(bad.code, 1);
+  assert.match(bad.stderr, /^hydra: error: --metric logit-diff: stories_recall record 0 has no counter; give every record "counter" \(text\) or "counter_id" \(a token id\)\n$/);
+});
+
+test('hydra iterate: a table, and --json with the steps', () => {
+  const r = hydra(['iterate', '--prompts', 'stories_recall', '--ablate', 'attn.2', '--steps', '3', '--ablation', 'zero', '--json']);
+  assert.equal(r.code, 0, r.stderr);
+  const out = JSON.parse(r.stdout);
+  assert.deepEqual(out.steps.map((s: any) => s.target), ['attn.2', 'attn.2+mlp.4', 'attn.2+mlp.4+attn.3']);
+  assert.match(out.stopped, /no downstream component has a positive mean ΔDE after step 2/);
+  assert.equal(out.steps[0].remaining_repair, out.steps[0].effects.ce);
+  const t = hydra(['iterate', '--prompts', 'stories_recall', '--ablate', 'attn.2', '--steps', '1', '--ablation', 'zero']);
+  assert.equal(t.code, 0, t.stderr);
+  assert.match(t.stdout, /^1 +attn\.2\+mlp\.4 /m);
+  const bad = hydra(['iterate', '--prompts', 'stories_recall', '--ablate', 'attn.9', '--steps', '1']);
+  assert.match(bad.stderr, /^hydra: error: unknown component 'attn\.9'/);
+});

@@ -5,7 +5,7 @@ import { cleanContext } from '../src/causal/effects.js';
 import { runFastPath, type AblationRow } from '../src/causal/fastpath.js';
 import { runNaivePath } from '../src/causal/naive.js';
 import { centredLogit, Readout } from '../src/causal/readout.js';
-import { parseComponent } from '../src/models/components.js';
+import { parseTarget } from '../src/models/components.js';
 import type { AblationKind, Effects, PromptResult } from '../src/causal/types.js';
 import { HookedModel } from '../src/models/model.js';
 import { FIXTURE_MODELS, fixtureModelDir, hydraName, loadGolden } from './helpers.js';
@@ -130,7 +130,7 @@ for (const name of ['tiny-gpt2', 'tiny-neox-parallel', 'tiny-llama-gqa']) {
     const spec = model.spec;
     const rows: AblationRow[] = [
       [0, 'attn.0'], [0, 'mlp.0'], [0, 'head.1.1'], [0, 'mlp.0'], [1, 'attn.1'], [1, 'embed'], [0, `mlp.${spec.nLayers - 1}`],
-    ].map(([p, t], i) => ({ prompt: p as number, target: parseComponent(t as string, spec), patch: patch(i) }));
+    ].map(([p, t], i) => ({ prompt: p as number, target: parseTarget(t as string, spec), patches: [patch(i)] }));
     const fast = await runFastPath(model, ctxs, clean.cache, rows, true);
     const naive = await runNaivePath(model, ids, ctxs, rows, true);
     rows.forEach((r, i) => {

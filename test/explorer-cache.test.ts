@@ -1,6 +1,6 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { parseComponent } from '../src/models/components.js';
+import { parseTarget } from '../src/models/components.js';
 import { cleanContext } from '../src/causal/effects.js';
 import { runFastPath } from '../src/causal/fastpath.js';
 import { centredLogit, Readout } from '../src/causal/readout.js';
@@ -55,9 +55,9 @@ async function expected(text: string, target: string, rows: number): Promise<num
   const readout = new Readout(model);
   const qs = await readout.vectors(clean.prompts.map((a) => a.token));
   const ctxs = clean.prompts.map((a, i) => cleanContext(a, qs[i], centredLogit(a.logits, a.token)));
-  const t = parseComponent(target, model.spec);
+  const t = parseTarget(target, model.spec);
   const patch = new Float32Array(model.spec.dModel);
-  await runFastPath(model, ctxs, clean.cache, Array.from({ length: rows }, () => ({ prompt: 0, target: t, patch })), true);
+  await runFastPath(model, ctxs, clean.cache, Array.from({ length: rows }, () => ({ prompt: 0, target: t, patches: [patch] })), true);
   return runs;
 }
 

@@ -1,20 +1,28 @@
 import { HydraError } from '../io/errors.js';
-import { defaultTargets as targetsOf, parseComponent } from '../models/components.js';
+import { defaultTargets as targetsOf, parseTarget, type Component, type Target } from '../models/components.js';
 import type { HookedModel } from '../models/model.js';
 import { ablationKind, samplesOf, type PatchOptions } from './ablations.js';
-import { CleanBank, DEFAULT_BATCH_PROMPTS, needsHeads } from './bank.js';
+import { CleanBank, DEFAULT_BATCH_PROMPTS, defaultBatchRows, needsHeads } from './bank.js';
 import { averagePatches, cleanContext, patchEffects, type CleanContext } from './effects.js';
+import { averageExtras, extrasOf, measureExtras, type ExtraOptions } from './extras.js';
 import { checkActivations, checkResult } from './finite.js';
 import { runFastPath, type AblationRow } from './fastpath.js';
 import { runNaivePath } from './naive.js';
 import { checkSeed } from './random.js';
-import { centredLogit, Readout, softcap } from './readout.js';
+import { centredLogit, METRICS, readLogits, Readout, softcap, type Metric, type ReadoutTokens } from './readout.js';
 import type { AblationKind, PatchEffects, PromptResult } from './types.js';
 
-export interface AblationOptions extends PatchOptions {
+export interface AblationOptions extends PatchOptions, ExtraOptions {
   kind: AblationKind;
-  /** Components to ablate; default every attn.{l} and mlp.{l} (and every head with `heads`). */
+  /**
+   * Components to ablate; default every attn.{l} and mlp.{l} (and every head with `heads`). A
+   * name joining components by '+' (`attn.0+attn.1`) ablates them jointly, in one run per patch.
+   */
   targets?: string[];
+  /** The measured quantity (default argmax, the paper's); answer and logit-diff read `answers`. */
+  metric?: Metric;
+  /** Per prompt, the answer token (`answer`, for answer and logit-diff) and the counterfactual token (`counter`, for logit-diff). */
+  answers?: { answer?: number; counter?: number }[];
   /**
    * Resample and mean: the prompts patches come from, with their clean runs (default: the prompt
    * set itself, where a prompt is never its own source). Resample sources are indices into it.
@@ -31,8 +39,10 @@ export interface AblationOptions extends PatchOptions {
    * independent of which prompts were skipped.
    */
   batchPrompts?: number;
-  /** Ablated runs per engine batch. */
+  /** Ablated runs per engine batch (default: defaultBatchRows, by the model's width). */
   batchRows?: number;
+  /** Return every prompt's result (default true); false when onBatch/onPrompt consume them, so that a long run holds one batch at a time. */
+  collect?: boolean;
   /** Prompt indices not wanted (done in a resumed sweep); a batch holding any wanted prompt still runs whole. */
   skip?: Set<number>;
   /** Called as each prompt finishes, in order. */
@@ -57,15 +67,18 @@ export async function analyze(model: HookedModel, prompts: number[][], opts: Abl
   if (prompts.length === 0) throw new HydraError('the prompt list is empty; give at least one prompt');
   prompts.forEach((p, n) => model.checkPrompt(p, `prompt ${n}`));
   const kind = ablationKind(opts.kind);
-  const targets = (opts.targets ?? defaultTargets(model, !!opts.heads)).map((t) => parseComponent(t, model.spec));
+  const targets = (opts.targets ?? defaultTargets(model, !!opts.heads)).map((t) => parseTarget(t, model.spec));
   if (targets.length === 0) throw new HydraError('no components to ablate');
-  const withHeads = !!opts.heads || needsHeads(targets);
+  const members = membersOf(targets);
+  const withHeads = !!opts.heads || needsHeads(members);
+  const readoutOf = readoutTokens(model, prompts.length, opts.metric ?? 'argmax', opts.answers);
   const S = samplesOf(opts.kind, opts.samples, opts.sources);
   checkSeed(opts.seed ?? 0);
   const batchPrompts = opts.batchPrompts ?? DEFAULT_BATCH_PROMPTS;
   const pool = opts.pool ?? new CleanBank(model, prompts, batchPrompts);
-  const plan = await kind.plan({ model, prompts, targets, opts, S, pool, ownPool: !opts.pool });
+  const plan = await kind.plan({ model, prompts, targets: members, opts, S, pool, ownPool: !opts.pool });
   const readout = new Readout(model);
+  const extras = extrasOf(model, opts);
   const results: PromptResult[] = [];
 
   for (let c0 = 0; c0 < prompts.length; c0 += batchPrompts) {
@@ -78,31 +91,39 @@ export async function analyze(model: HookedModel, prompts: number[][], opts: Abl
     let clean = own ? pool.takeRun(c0 / batchPrompts, withHeads) : undefined;
     if (!clean) {
       clean = await model.forward(ids, { heads: withHeads });
-      if (own) pool.adopt(c0 / batchPrompts, clean, targets);
+      if (own) pool.adopt(c0 / batchPrompts, clean, members);
     }
     clean.prompts.forEach((a, p) => checkActivations(a, `prompt ${chunk[p]}`));
-    const qs = await readout.vectors(clean.prompts.map((a) => a.token));
-    const ctxs = clean.prompts.map((a, i) => cleanContext(a, qs[i], centredLogit(a.logits, a.token)));
+    const rs = clean.prompts.map((a, p) => readoutOf(chunk[p], a.token));
+    const qs = await Promise.all(rs.map((r) => readout.vector(r)));
+    const ctxs = clean.prompts.map((a, i) => cleanContext(a, qs[i], readLogits(a.logits, rs[i]), rs[i]));
     const patchOf = await plan.forBatch(chunk, ids, clean.prompts);
 
     const rows: (AblationRow & { source: number | null })[] = [];
     chunk.forEach((_n, p) =>
       targets.forEach((t) => {
-        for (let s = 0; s < S; s++) rows.push({ prompt: p, target: t, ...patchOf(p, t, s) });
+        for (let s = 0; s < S; s++) {
+          // Every member's patch of sample s: a joint resample takes them all from the same source.
+          const ps = t.members.map((m) => patchOf(p, m, s));
+          rows.push({ prompt: p, target: t, patches: ps.map((x) => x.patch), source: ps[0].source });
+        }
       }),
     );
     const effects: PatchEffects[] = [];
-    const batchRows = opts.batchRows ?? 4096;
+    const batchRows = opts.batchRows ?? defaultBatchRows(model.spec);
     for (const [r0, r1] of rowParts(rows, batchRows)) {
       const part = rows.slice(r0, r1);
-      const runs = opts.path === 'naive' ? await runNaivePath(model, ids, ctxs, part, withHeads) : await runFastPath(model, ctxs, clean.cache, part, withHeads);
+      const runs = opts.path === 'naive' ? await runNaivePath(model, ids, ctxs, part, withHeads) : await runFastPath(model, ctxs, clean.cache, part, withHeads, extras?.taps);
       const capped = model.spec.finalSoftcap === null ? null : await cappedTotalEffects(model, ctxs, part, runs.map((r) => r.z));
+      const partEffects: PatchEffects[] = [];
       part.forEach((row, i) => {
-        const e = patchEffects(model.plan, ctxs[row.prompt], row.target, row.patch, runs[i], (z) => model.normScale(z), row.source);
+        const e = patchEffects(model.plan, ctxs[row.prompt], row.target, runs[i], (z) => model.normScale(z), row.source);
         if (capped) e.te_capped = capped[i];
         if (opts.ownScale) e.de_prime_own_scale = ownScale(e, ctxs[row.prompt].acts.sigma);
-        effects.push(e);
+        partEffects.push(e);
       });
+      if (extras) await measureExtras(model, extras, ctxs, part, runs, partEffects);
+      effects.push(...partEffects);
     }
 
     const batch: PromptResult[] = [];
@@ -110,15 +131,17 @@ export async function analyze(model: HookedModel, prompts: number[][], opts: Abl
       if (opts.skip?.has(chunk[p])) continue;
       const ctx = ctxs[p];
       const result: PromptResult = { index: chunk[p], ids: ids[p], token: ctx.acts.token, sigma: ctx.acts.sigma, pi_hat: ctx.piHat, de: ctx.de, ablations: {} };
+      if (opts.metric && opts.metric !== 'argmax') result.readout = { metric: opts.metric, answer: ctx.readout.plus, counter: ctx.readout.minus };
       targets.forEach((t, ti) => {
         const at = (p * targets.length + ti) * S;
         result.ablations[t.name] = averagePatches(effects.slice(at, at + S));
+        if (extras) averageExtras(extras, result.ablations[t.name]);
       });
       checkResult(result);
       batch.push(result);
       await opts.onPrompt?.(result);
     }
-    results.push(...batch);
+    if (opts.collect !== false) results.push(...batch);
     await opts.onBatch?.(batch);
   }
   return results;
@@ -149,9 +172,9 @@ async function cappedTotalEffects(model: HookedModel, ctxs: CleanContext[], rows
   const flat = new Float32Array(rows.length * d);
   zs.forEach((z, i) => flat.set(z, i * d));
   const logits = await model.logits(flat, rows.length);
-  return rows.map((r, i) => {
-    const { acts } = ctxs[r.prompt];
-    return centredLogit(softcap(logits.subarray(i * V, (i + 1) * V), c!), acts.token) - centredLogit(softcap(acts.logits, c!), acts.token);
+  return rows.map((row, i) => {
+    const { acts, readout: r } = ctxs[row.prompt];
+    return readLogits(softcap(logits.subarray(i * V, (i + 1) * V), c!), r) - readLogits(softcap(acts.logits, c!), r);
   });
 }
 
@@ -159,6 +182,32 @@ async function cappedTotalEffects(model: HookedModel, ctxs: CleanContext[], rows
 function ownScale(e: PatchEffects, sigma: number): Record<string, number> {
   const k = sigma / e.sigma_prime;
   return Object.fromEntries(Object.entries(e.de_prime).map(([c, v]) => [c, k * v]));
+}
+
+/** Every distinct member of the targets, in order (what the patches are built for). */
+function membersOf(targets: Target[]): Component[] {
+  const seen = new Map<string, Component>();
+  for (const t of targets) for (const m of t.members) if (!seen.has(m.name)) seen.set(m.name, m);
+  return [...seen.values()];
+}
+
+/**
+ * The readout tokens of prompt n under a metric (METHOD "Other measured quantities"), checked
+ * up front: answer and logit-diff need each prompt's answer (and counterfactual) token.
+ */
+function readoutTokens(model: HookedModel, n: number, metric: Metric, answers?: { answer?: number; counter?: number }[]): (n: number, token: number) => ReadoutTokens {
+  if (!METRICS.includes(metric)) throw new HydraError(`unknown metric '${metric}'; use ${METRICS.join(', ')}`);
+  if (metric === 'argmax') return (_n, token) => ({ plus: token, minus: null });
+  const need: ('answer' | 'counter')[] = metric === 'answer' ? ['answer'] : ['answer', 'counter'];
+  if (!answers || answers.length !== n) throw new HydraError(`metric '${metric}' needs \`answers\` with ${need.join(' and ')} tokens, one entry per prompt (${n}), got ${answers?.length ?? 'none'}`);
+  answers.forEach((a, i) => {
+    for (const f of need) {
+      const t = a[f];
+      if (t === undefined) throw new HydraError(`metric '${metric}': prompt ${i} has no ${f} token; give every prompt an ${f} (${f} or ${f}_id)`);
+      if (!Number.isInteger(t) || t < 0 || t >= model.spec.vocab) throw new HydraError(`metric '${metric}': prompt ${i}'s ${f} token ${t} is outside the vocabulary (0..${model.spec.vocab - 1})`);
+    }
+  });
+  return (i) => ({ plus: answers[i].answer!, minus: metric === 'answer' ? null : answers[i].counter! });
 }
 
 export type { CleanContext };

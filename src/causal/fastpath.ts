@@ -1,4 +1,4 @@
-import type { Component } from '../models/components.js';
+import type { Target } from '../models/components.js';
 import type { HookedModel, KVCache } from '../models/model.js';
 import type { AblatedRun, CleanContext } from './effects.js';
 import { dot } from './readout.js';
@@ -9,31 +9,39 @@ import { dot } from './readout.js';
  * ablated component on, attending to the clean keys and values of positions < t. The
  * model's residual plan says where each row starts and what the patch changes there
  * (`plan.startRow`); the model recomputes every row together (`recomputeLast`), reading
- * out each block's direct effect on the way. This file only turns ablations into rows
- * and rows back into DE'.
+ * out each block's direct effect on the way, and applies a joint ablation's later members
+ * when their stage is reached. This file only turns ablations into rows and rows back into DE'.
  */
 export interface AblationRow {
   /** Index of the prompt in the clean batch. */
   prompt: number;
-  target: Component;
-  patch: Float32Array;
+  target: Target;
+  /** One patch per member of the target. */
+  patches: Float32Array[];
 }
 
-export async function runFastPath(model: HookedModel, ctxs: CleanContext[], cache: KVCache, rows: AblationRow[], withHeads: boolean): Promise<AblatedRun[]> {
-  const starts = rows.map((r) => model.plan.startRow(ctxs[r.prompt].acts, [{ component: r.target, value: r.patch }]));
-  // The readout of the clean token at the clean scale: DE'(c) = c · q / σ.
+export async function runFastPath(model: HookedModel, ctxs: CleanContext[], cache: KVCache, rows: AblationRow[], withHeads: boolean, taps?: number[]): Promise<AblatedRun[]> {
+  const starts = rows.map((r) => model.plan.startRow(ctxs[r.prompt].acts, r.target.members.map((m, i) => ({ component: m, value: r.patches[i] }))));
+  // The readout of the measured quantity at the clean scale: DE'(c) = c · q / σ.
   const readout = ctxs.map((c) => Float32Array.from(c.q, (v) => v / c.acts.sigma));
   const runs = await model.recomputeLast(
     cache,
-    rows.map((r, k) => ({ prompt: r.prompt, resid: starts[k].resid, start: starts[k].start })),
+    rows.map((r, k) => ({ prompt: r.prompt, resid: starts[k].resid, start: starts[k].start, later: starts[k].later.length ? starts[k].later : undefined })),
     readout,
     withHeads,
+    taps,
   );
   return rows.map((r, k) => {
     const ctx = ctxs[r.prompt];
     const dePrime = { ...ctx.de };
-    for (const [name, v] of starts[k].values) if (name in dePrime) dePrime[name] = dot(v, ctx.q) / ctx.acts.sigma;
+    const set = (values: Map<string, Float32Array>) => {
+      for (const [name, v] of values) if (name in dePrime) dePrime[name] = dot(v, ctx.q) / ctx.acts.sigma;
+    };
+    set(starts[k].values);
     Object.assign(dePrime, runs[k].de);
-    return { z: runs[k].z, dePrime, targetValue: starts[k].values.get(r.target.name) };
+    const later = runs[k].values;
+    if (later) set(later);
+    const valueOf = (name: string) => later?.get(name) ?? starts[k].values.get(name)!;
+    return { z: runs[k].z, dePrime, memberValues: r.target.members.map((m) => valueOf(m.name)), stageIn: runs[k].stageIn };
   });
 }

@@ -25,6 +25,12 @@ export class Readout {
     return tokens.map((t) => this.cache.get(t)!);
   }
 
+  /** The readout vector of r: q_plus − q_minus. */
+  async vector(r: ReadoutTokens): Promise<Float64Array> {
+    const [qa, qb] = await this.vectors(r.minus === null ? [r.plus] : [r.plus, r.minus]);
+    return qb ? Float64Array.from(qa, (v, j) => v - qb[j]) : qa;
+  }
+
   private fromRow(row: Float32Array): Float64Array {
     const { dModel: d, norm } = this.model.spec;
     const { lnF, meanRow } = this.model.unembed;
@@ -38,6 +44,26 @@ export class Readout {
     }
     return q;
   }
+}
+
+/**
+ * The measured quantity (METHOD "Other measured quantities"): a linear readout r · π̂ of the
+ * centred logits. argmax (the paper's): r = e_i, the clean token; answer: r = e_a, the prompt's
+ * answer token; logit-diff: r = e_a − e_b, the answer minus a counterfactual token.
+ */
+export const METRICS = ['argmax', 'answer', 'logit-diff'] as const;
+export type Metric = (typeof METRICS)[number];
+
+/** A prompt's readout r = e_plus − e_minus (no minus: r = e_plus). */
+export interface ReadoutTokens {
+  plus: number;
+  minus: number | null;
+}
+
+/** r · π̂ of a run's logits. */
+export function readLogits(logits: ArrayLike<number>, r: ReadoutTokens): number {
+  const plus = centredLogit(logits, r.plus);
+  return r.minus === null ? plus : plus - centredLogit(logits, r.minus);
 }
 
 export function dot(a: ArrayLike<number>, b: ArrayLike<number>, aOffset = 0): number {

@@ -19,6 +19,34 @@ export const EFFECTS = [
 export type EffectField = (typeof EFFECTS)[number]['key'];
 export const EFFECT_FIELDS: readonly EffectField[] = EFFECTS.map((e) => e.key);
 
+/**
+ * Optional group, measured only on request (`distribution`: it costs an unembedding of every
+ * ablated run): effects on the whole next-token distribution, on the model's real logits
+ * (soft-capped where the model caps them). Per patch, and averaged over patches.
+ */
+export const DISTRIBUTION = [
+  { key: 'dh', label: 'ΔH', doc: 'change of the next-token entropy, H(p′) − H(p), in nats' },
+  { key: 'kl', label: 'KL', doc: 'KL(p ‖ p′) in nats: the clean distribution p against the ablated p′' },
+  { key: 'p_clean', label: 'p(i)', doc: "the clean token's probability in the clean run" },
+  { key: 'p_ablated', label: 'p′(i)', doc: "the clean token's probability in the ablated run" },
+  { key: 'rank_ablated', label: 'rank′', doc: "the clean token's rank in the ablated run (1 = still the argmax: 1 + the tokens with a higher logit)" },
+] as const;
+
+export type DistributionField = (typeof DISTRIBUTION)[number]['key'];
+export type DistributionEffects = Record<DistributionField, number>;
+
+/**
+ * Optional group, measured only for the MLP layers named (`neurons`): a neuron's direct effect
+ * DE_n = a_n · (W_out[:, n] · q) / σ (METHOD.md, "Neurons") in the clean and the ablated run.
+ */
+export interface NeuronChange {
+  neuron: number;
+  de: number;
+  de_prime: number;
+  /** ΔDE_n = DE′_n − DE_n. */
+  dde: number;
+}
+
 /** Per patch run, besides the effects: the ablated run's σ′ and π̂′ᵢ. */
 export const PATCH_FIELDS = ['sigma_prime', 'pi_hat_prime'] as const;
 
@@ -29,6 +57,10 @@ export type Effects = Record<EffectField, number> & {
   de_prime: Record<string, number>;
   /** Only with the own-scale option: û_σ'(c') = (σ/σ') DE'_k(c), the ablated run unembedded with its own scale. */
   de_prime_own_scale?: Record<string, number>;
+  /** Only with `distribution`: see DISTRIBUTION. */
+  distribution?: DistributionEffects;
+  /** Only with `neurons`: per named MLP layer downstream of the target, its top neurons by |ΔDE_n| (largest first). */
+  neurons?: Record<string, NeuronChange[]>;
 };
 
 /** One patch run (one resample source, one noise sample, or the single zero/mean patch). */
@@ -59,8 +91,11 @@ export interface PromptResult {
   pi_hat: number;
   /** Clean direct effect DE(c) of every component. */
   de: Record<string, number>;
-  /** Keyed by ablated component. */
+  /** Keyed by ablated component (a joint ablation: its members joined by '+'). */
   ablations: Record<string, AblationResult>;
+  /** With another measured quantity than the clean argmax: the metric and its tokens (pi_hat and every effect read r · π̂). */
+  readout?: { metric: Metric; answer: number; counter: number | null };
 }
 
 export type { AblationKind } from './ablations.js';
+import type { Metric } from './readout.js';

@@ -14,6 +14,7 @@ type Registrar = (program: Command) => void;
 const SUBCOMMANDS: Array<[name: string, load: () => Promise<object>]> = [
   ['forward', () => import('./forward.js')],
   ['effects', () => import('./effects.js')],
+  ['iterate', () => import('./iterate.js')],
   ['sweep', () => import('./sweep.js')],
   ['report', () => import('./report.js')],
   // profile: registered by report.ts

@@ -1,9 +1,10 @@
 import { Command, Option } from 'commander';
 import type { AblationKind } from '../causal/types.js';
+import type { Metric } from '../causal/readout.js';
 import { exportParquet, mergeStores, STORE_PATCHES, type StorePatches } from '../experiments/store.js';
 import { parseShard, shardFromEnvironment, runSweep } from '../experiments/sweep.js';
 import { sweepProgress, waiting } from './progress.js';
-import { addAnswerColumn, PROMPTS_HELP } from './prompts.js';
+import { addAnswerColumn, addMetricOption, PROMPTS_HELP } from './prompts.js';
 import { addAblationOptions, addModelOptions, loadModelFromOptions, positiveInt, printJson, type ModelOptions } from './util.js';
 
 export interface SweepCliOptions extends ModelOptions {
@@ -43,7 +44,7 @@ export function registerSweep(program: Command): void {
       .option('--verbose', 'log each prompt as it is stored')
       .option('--json', 'print the summary as one JSON object: counts, drop reasons, every dropped prompt'),
   );
-  addAnswerColumn(sweep).action(async (opts: SweepCliOptions) => {
+  addMetricOption(addAnswerColumn(sweep)).action(async (opts: SweepCliOptions & { metric: Metric }) => {
     if (opts.shard === undefined) {
       const assigned = shardFromEnvironment(process.env, opts.shardCount);
       if (assigned) {
@@ -64,6 +65,7 @@ export function registerSweep(program: Command): void {
       allowSameAnswer: opts.allowSameAnswer,
       heads: opts.heads,
       storePatches: opts.storePatches,
+      metric: opts.metric,
       limit: opts.limit,
       shard: opts.shard,
       out: opts.out,

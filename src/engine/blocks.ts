@@ -20,9 +20,9 @@ import type { ArchSpec, LayerVectors, LayerWeights, NormWeights, RopeSpec } from
 /** LayerNorm or RMSNorm over the last axis; `inv` is 1/σ per row for RMSNorm (the post-norm head readouts need it). */
 function norm(g: GraphBuilder, x: string, w: NormWeights, spec: ArchSpec, prefix: string): { y: string; inv: string | null } {
   const width = w.g.length;
-  const gain = g.weight(`${prefix}.g`, w.g, [width]);
+  const gain = g.vector(`${prefix}.g`, w.g);
   if (spec.norm === 'layernorm') {
-    const bias = w.b ? g.weight(`${prefix}.b`, w.b, [width]) : g.scalar(new Array(width).fill(0));
+    const bias = w.b ? g.vector(`${prefix}.b`, w.b) : g.scalar(new Array(width).fill(0));
     return { y: g.op('LayerNormalization', [x, gain, bias], { axis: -1, epsilon: spec.normEps }), inv: null };
   }
   const ms = g.op('ReduceMean', [g.op('Mul', [x, x]), g.ints([-1])], { keepdims: 1 });
@@ -79,9 +79,9 @@ function preNorm(g: GraphBuilder, rows: string, w: NormWeights | null, spec: Arc
  */
 export function attnInGraph(spec: ArchSpec, lw: LayerWeights, l: number): Graph {
   const { dModel: d, nHeads: H, nKvHeads: KV, dHead: dh } = spec;
-  const g = new GraphBuilder(`attn_in${l}`);
+  const g = new GraphBuilder('attn_in');
   const x = g.input('x', ['A', 'C', d]);
-  const h = preNorm(g, g.reshape(x, [-1, d]), lw.ln1, spec, `l${l}.ln1`);
+  const h = preNorm(g, g.reshape(x, [-1, d]), lw.ln1, spec, 'ln1');
   const wide = (H + 2 * KV) * dh;
   const wQkv = concatOutputs([lw.wq, lw.wk, lw.wv]);
   let bQkv: string | null = null;
@@ -90,13 +90,13 @@ export function attnInGraph(spec: ArchSpec, lw: LayerWeights, l: number): Graph 
     if (lw.bq) b.set(lw.bq, 0);
     if (lw.bk) b.set(lw.bk, H * dh);
     if (lw.bv) b.set(lw.bv, (H + KV) * dh);
-    bQkv = g.weight(`l${l}.bqkv`, b, [wide]);
+    bQkv = g.vector('bqkv', b);
   }
-  let rows = g.linear(h, g.matrix(`l${l}.wqkv`, wQkv), wQkv, bQkv);
+  let rows = g.linear(h, g.matrix('wqkv', wQkv), wQkv, bQkv);
   if (spec.qkNorm === 'full') {
     // OLMo-2: q and k normalised over the whole projection, before the head split.
     const [q, k, v] = g.opN('Split', [rows, g.ints([H * dh, KV * dh, KV * dh])], 3, { axis: -1 });
-    rows = g.op('Concat', [norm(g, q, lw.qNorm!, spec, `l${l}.qn`).y, norm(g, k, lw.kNorm!, spec, `l${l}.kn`).y, v], { axis: -1 });
+    rows = g.op('Concat', [norm(g, q, lw.qNorm!, spec, 'qn').y, norm(g, k, lw.kNorm!, spec, 'kn').y, v], { axis: -1 });
   }
   g.output(shapedLike(g, rows, x, [wide]), 'qkv', ['A', 'C', wide]);
   return g.build();
@@ -114,8 +114,8 @@ function mixHeads(g: GraphBuilder, qkv: string, spec: ArchSpec, lw: LayerVectors
   const byHead = g.op('Transpose', [shapedLike(g, qkv, qkv, [H + 2 * KV, dh])], { perm });
   let [qh, kh, vh] = g.opN('Split', [byHead, g.ints([H, KV, KV])], 3, { axis: 1 });
   if (spec.qkNorm === 'head') {
-    qh = norm(g, qh, lw.qNorm!, spec, `l${l}.qn`).y;
-    kh = norm(g, kh, lw.kNorm!, spec, `l${l}.kn`).y;
+    qh = norm(g, qh, lw.qNorm!, spec, 'qn').y;
+    kh = norm(g, kh, lw.kNorm!, spec, 'kn').y;
   }
   let q = g.reshape(qh, [0, KV, G, -1, dh]);
   let k = g.reshape(kh, [0, KV, 1, -1, dh]);
@@ -146,7 +146,7 @@ export function attnMixGraph(spec: ArchSpec, lw: LayerVectors, l: number): Graph
   const { nHeads: H, dHead: dh, nKvHeads: KV } = spec;
   const rope = spec.layers[l].rope;
   const wide = (H + 2 * KV) * dh;
-  const g = new GraphBuilder(`attn_mix${l}`);
+  const g = new GraphBuilder('attn_mix');
   const qkv = g.input('qkv', ['B', 'T', wide]);
   const mask = g.input('mask', ['B', 1, 1, 'T', 'T']);
   const cos = rope ? g.input('cos', ['B', 1, 1, 'T', rope.dim]) : null;
@@ -182,7 +182,7 @@ export function attnStepMixGraph(spec: ArchSpec, lw: LayerVectors, l: number): G
   const G = H / KV;
   const rope = spec.layers[l].rope;
   const wide = (H + 2 * KV) * dh;
-  const g = new GraphBuilder(`attn_step${l}`);
+  const g = new GraphBuilder('attn_step');
   const qkv = g.input('qkv', ['n', 'P', wide]);
   const pastK = g.input('pastK', ['B', KV, 1, 'Tp', dh]);
   const pastV = g.input('pastV', ['B', KV, 1, 'Tp', dh]);
@@ -225,22 +225,22 @@ export function attnStepMixGraph(spec: ArchSpec, lw: LayerVectors, l: number): G
  */
 export function attnOutGraph(spec: ArchSpec, lw: LayerWeights, l: number): Graph {
   const { dModel: d, nHeads: H, dHead: dh } = spec;
-  const g = new GraphBuilder(`attn_out${l}`);
+  const g = new GraphBuilder('attn_out');
   const z = g.input('z', ['A', 'C', H * dh]);
   const base = g.input('base', ['A', 'C', d]);
   const qs = g.input('qs', ['Cq', d]);
   const zRows = g.input('zRows', ['K', H * dh]);
-  const wo = g.matrix(`l${l}.wo`, lw.wo);
+  const wo = g.matrix('wo', lw.wo);
   const rows = g.reshape(z, [-1, H * dh]);
-  const pre = g.linear(rows, wo, lw.wo, lw.bo ? g.weight(`l${l}.bo`, lw.bo, [d]) : null);
-  const post = lw.attnPostNorm ? norm(g, pre, lw.attnPostNorm, spec, `l${l}.apn`) : null;
+  const pre = g.linear(rows, wo, lw.wo, lw.bo ? g.vector('bo', lw.bo) : null);
+  const post = lw.attnPostNorm ? norm(g, pre, lw.attnPostNorm, spec, 'apn') : null;
   const out = shapedLike(g, post ? post.y : pre, z, [d]);
   g.output(out, 'out', ['A', 'C', d]);
   if (post) g.output(shapedLike(g, pre, z, [d]), 'pre', ['A', 'C', d]);
   g.output(g.op('Add', [base, out]), 'resid', ['A', 'C', d]);
   g.output(readout(g, out, qs), 'de', ['A', 'C']);
   // Head h's readout through the output projection: W_O[h] (g ⊙ qs), g the post-norm's gain if any.
-  const r = lw.attnPostNorm ? g.op('Mul', [qs, g.weight(`l${l}.apn.gr`, lw.attnPostNorm.g, [d])]) : qs;
+  const r = lw.attnPostNorm ? g.op('Mul', [qs, g.vector('apn.gr', lw.attnPostNorm.g)]) : qs;
   const u = g.linearT(r, wo, lw.wo); // [Cq, H·dh]
   const perHead = g.op('Mul', [g.reshape(z, [0, 0, H, dh]), g.reshape(u, [-1, H, dh])]); // [A, C, H, dh]
   let deHeads = g.op('ReduceSum', [perHead, g.ints([-1])], { keepdims: 0 });
@@ -250,7 +250,7 @@ export function attnOutGraph(spec: ArchSpec, lw: LayerWeights, l: number): Graph
   // Heads of the rows asked for: each row's z spread block-diagonally over H rows, through W_O.
   const eye = new Float32Array(H * H * dh);
   for (let h = 0; h < H; h++) eye.fill(1, h * H * dh + h * dh, h * H * dh + (h + 1) * dh);
-  const spread = g.op('Mul', [g.reshape(zRows, [-1, 1, H * dh]), g.weight(`l${l}.heads`, eye, [1, H, H * dh])]);
+  const spread = g.op('Mul', [g.reshape(zRows, [-1, 1, H * dh]), g.weight('heads_eye', eye, [1, H, H * dh])]);
   const heads = g.linear(g.reshape(spread, [-1, H * dh]), wo, lw.wo);
   g.output(g.reshape(heads, [-1, H, d]), 'heads', ['K', H, d]);
   return g.build();
@@ -264,26 +264,41 @@ function readout(g: GraphBuilder, v: string, qs: string): string {
 /**
  * MLP block on rows x [n, P, d] (the clean forward passes [N, 1, d]).
  * Outputs: out [n, P, d] (m_l, what the block adds, post-norm included), resid [n, P, d]
- * = base + m_l, de [n, P] = m_l·qs with qs [P, d] (zeros when not wanted).
+ * = base + m_l, de [n, P] = m_l·qs with qs [P, d] (zeros when not wanted). The `neurons`
+ * variant (a session of its own, built on request) adds deNeurons [n, P, f]: each neuron's
+ * share of de, a_n (W_down[:, n] · (g ⊙ qs)) / s with a the hidden activation (gated:
+ * act(gate)·up), and with an RMS post-norm its gain g and scale s (linear at the run's own
+ * scale, as a post-norm head); the output bias is the rest.
  */
-export function mlpGraph(spec: ArchSpec, lw: LayerWeights, l: number): Graph {
-  const g = new GraphBuilder(`mlp${l}`);
+export type MlpWeights = Pick<LayerWeights, 'ln2' | 'wUp' | 'bUp' | 'wGate' | 'bGate' | 'wDown' | 'bDown' | 'mlpPostNorm'>;
+
+export function mlpGraph(spec: ArchSpec, lw: MlpWeights, l: number, neurons = false): Graph {
+  const g = new GraphBuilder(neurons ? 'mlp_neurons' : 'mlp');
   const { dModel: d } = spec;
   const x = g.input('x', ['n', 'P', d]);
   const base = g.input('base', ['n', 'P', d]);
   const qs = g.input('qs', ['Pq', d]);
   // Rows as a matrix, so that each projection and its bias are one Gemm.
-  const h = preNorm(g, g.reshape(x, [-1, d]), lw.ln2, spec, `l${l}.ln2`);
-  const bias = (name: string, b: Float32Array | null) => (b ? g.weight(`l${l}.${name}`, b, [b.length]) : null);
-  const up = g.linear(h, g.matrix(`l${l}.wUp`, lw.wUp), lw.wUp, bias('bUp', lw.bUp));
+  const h = preNorm(g, g.reshape(x, [-1, d]), lw.ln2, spec, 'ln2');
+  const bias = (name: string, b: Float32Array | null) => (b ? g.vector(name, b) : null);
+  const up = g.linear(h, g.matrix('wUp', lw.wUp), lw.wUp, bias('bUp', lw.bUp));
   // Gated: act(x W_gate) ⊙ (x W_up); otherwise act(x W_up).
-  const a = lw.wGate ? g.op('Mul', [activation(g, g.linear(h, g.matrix(`l${l}.wGate`, lw.wGate), lw.wGate, bias('bGate', lw.bGate)), spec.act), up]) : activation(g, up, spec.act);
-  let rows = g.linear(a, g.matrix(`l${l}.wDown`, lw.wDown), lw.wDown, bias('bDown', lw.bDown));
-  if (lw.mlpPostNorm) rows = norm(g, rows, lw.mlpPostNorm, spec, `l${l}.mpn`).y;
+  const a = lw.wGate ? g.op('Mul', [activation(g, g.linear(h, g.matrix('wGate', lw.wGate), lw.wGate, bias('bGate', lw.bGate)), spec.act), up]) : activation(g, up, spec.act);
+  const wDown = g.matrix('wDown', lw.wDown);
+  let rows = g.linear(a, wDown, lw.wDown, bias('bDown', lw.bDown));
+  const post = lw.mlpPostNorm ? norm(g, rows, lw.mlpPostNorm, spec, 'mpn') : null;
+  if (post) rows = post.y;
   const out = g.op('Reshape', [rows, g.op('Shape', [x])]);
   g.output(out, 'out', ['n', 'P', d]);
   g.output(g.op('Add', [base, out]), 'resid', ['n', 'P', d]);
   g.output(readout(g, out, qs), 'de', ['n', 'P']);
+  if (!neurons) return g.build();
+  // Neuron readouts: W_down (g ⊙ qs) [Pq, f], times each row's activations (and 1/s after a post-norm).
+  const f = spec.dMlp;
+  const r = lw.mlpPostNorm ? g.op('Mul', [qs, g.vector('mpn.gr', lw.mlpPostNorm.g)]) : qs;
+  let deNeurons = g.op('Mul', [shapedLike(g, a, x, [f]), g.linearT(r, wDown, lw.wDown)]);
+  if (post?.inv) deNeurons = g.op('Mul', [deNeurons, shapedLike(g, post.inv, x, [1])]);
+  g.output(deNeurons, 'deNeurons', ['n', 'P', f]);
   return g.build();
 }
 

@@ -7,10 +7,15 @@ const { onnx } = onnxProto;
 const FLOAT = 1;
 const INT64 = 7;
 
-/** A built graph: its bytes, and the weight matrices it takes as inputs (fed at each run). */
+/**
+ * A built graph: its bytes, and what it takes as inputs fed at each run: the weight matrices
+ * and the per-layer vectors (norm gains, biases). With both fed, the graphs of layers of the
+ * same shape are the same bytes, and share one session (src/engine/runtime.ts).
+ */
 export interface Graph {
   bytes: Uint8Array;
   weights: [string, Matrix][];
+  vectors: [string, Float32Array][];
 }
 
 type Dim = number | string;
@@ -27,6 +32,7 @@ export class GraphBuilder {
   private readonly outputs: onnxProto.onnx.IValueInfoProto[] = [];
   private counter = 0;
   private readonly matrices: [string, Matrix][] = [];
+  private readonly vectors: [string, Float32Array][] = [];
   /** Values renamed to graph outputs; later nodes that name the old value read the output. */
   private readonly renamed = new Map<string, string>();
 
@@ -71,6 +77,15 @@ export class GraphBuilder {
     if (!this.matrices.some(([n]) => n === name)) {
       this.input(name, [m.rows, m.cols]);
       this.matrices.push([name, m]);
+    }
+    return name;
+  }
+
+  /** A per-layer float32 vector (a norm's gain, a bias), as an input fed at each run like the matrices. */
+  vector(name: string, data: Float32Array): string {
+    if (!this.vectors.some(([n]) => n === name)) {
+      this.input(name, [data.length]);
+      this.vectors.push([name, data]);
     }
     return name;
   }
@@ -125,7 +140,7 @@ export class GraphBuilder {
   }
 
   build(opset = 20): Graph {
-    return { bytes: this.toBytes(opset), weights: this.matrices };
+    return { bytes: this.toBytes(opset), weights: this.matrices, vectors: this.vectors };
   }
 
   toBytes(opset = 17): Uint8Array {

@@ -1,4 +1,6 @@
+import type { Metric } from '../causal/readout.js';
 import { loadDataset, type DatasetOptions, type PromptRecord } from '../io/datasets.js';
+import { answerToken } from './filter.js';
 import { HydraError } from '../io/errors.js';
 import type { HookedModel } from '../models/model.js';
 
@@ -24,4 +26,27 @@ export async function readPromptSet(model: HookedModel, spec: string, opts: Data
     return t;
   });
   return { name: ds.name, records: ds.records, ids };
+}
+
+/**
+ * Each record's answer and counterfactual tokens for a metric: the `answer_id` / `counter_id`
+ * fields as given, else the first token of the `answer` / `counter` text after the prompt.
+ */
+export function metricAnswers(model: HookedModel, records: PromptRecord[], metric: Metric, label: (i: number) => string): { answer?: number; counter?: number }[] | undefined {
+  if (metric === 'argmax') return undefined;
+  const need = metric === 'answer' ? (['answer'] as const) : (['answer', 'counter'] as const);
+  return records.map((r, i) => {
+    const out: { answer?: number; counter?: number } = {};
+    for (const f of need) {
+      const id = r[`${f}_id`];
+      const text = r[f];
+      if (id === undefined && text === undefined) throw new HydraError(`\`metric=${metric}\`: ${label(i)} has no ${f}; give every record "${f}" (text) or "${f}_id" (a token id)`);
+      if (id !== undefined && id >= model.spec.vocab) throw new HydraError(`\`metric=${metric}\`: ${label(i)}: ${f}_id ${id} is outside the vocabulary (0..${model.spec.vocab - 1})`);
+      if (id === undefined && !model.tokenizer) throw new HydraError(`\`metric=${metric}\`: ${label(i)} gives its ${f} as text, but the model has no tokenizer.json; give "${f}_id" instead`);
+      const t = id ?? answerToken(model, r.prompt, text!);
+      if (t < 0) throw new HydraError(`\`metric=${metric}\`: ${label(i)}: its ${f} ${JSON.stringify(text)} gives no token; fill it in`);
+      out[f] = t;
+    }
+    return out;
+  });
 }

@@ -8,8 +8,10 @@ import type { AblationKind, PromptResult } from '../causal/types.js';
 import { loadDataset, summarizeFilter, type PromptRecord } from '../io/datasets.js';
 import { HydraError } from '../io/errors.js';
 import type { HookedModel } from '../models/model.js';
+import type { Metric } from '../causal/readout.js';
 import { filterKnown } from './filter.js';
 import { defaultTargets, parseComponent } from '../models/components.js';
+import { metricAnswers } from './prompts.js';
 import { ResultsStore, STORE_PATCHES, type RunConfig, type StorePatches } from './store.js';
 
 /**
@@ -34,6 +36,8 @@ export interface SweepOptions {
   heads?: boolean;
   /** Per-patch DE' to store with heads: 'layers' (default) of the layer-level components only, 'all' of every one (store.ts header). */
   storePatches?: StorePatches;
+  /** The measured quantity (default argmax); answer and logit-diff read each record's answer/counter. */
+  metric?: Metric;
   /** Only the first N prompts of the dataset. A larger limit on an existing store extends it. */
   limit?: number;
   /** 'i/n': this run handles batches i, i+n, i+2n, ... of kept prompts (sources are still drawn from all). */
@@ -147,6 +151,7 @@ export async function runSweep(opts: SweepOptions): Promise<SweepSummary> {
   const B = opts.batchPrompts ?? DEFAULT_BATCH_PROMPTS;
   const storePatches = opts.storePatches ?? 'layers';
   if (!STORE_PATCHES.includes(storePatches)) throw new HydraError(`\`storePatches\` must be one of ${STORE_PATCHES.join(', ')}, got ${String(storePatches)}`);
+  const metric = opts.metric ?? 'argmax';
 
   const ds = await loadDataset(opts.dataset, { answerColumn: opts.answerColumn });
   const records = opts.limit !== undefined ? ds.records.slice(0, opts.limit) : ds.records;
@@ -170,7 +175,7 @@ export async function runSweep(opts: SweepOptions): Promise<SweepSummary> {
     // (same-answer sources, where noise goes) change the numbers too.
     downstream: downstreamSets(model, !!opts.heads),
     // Without heads every component is layer-level: store_patches changes nothing and is not recorded.
-    options: { filter, batch_prompts: B, ...(opts.heads && storePatches === 'layers' ? { store_patches: 'layers' } : {}), ...(kind.pool === 'mean' || kind.pool === 'std' ? { limit: opts.limit ?? null } : {}), ...kind.rules({ allowSameAnswer: opts.allowSameAnswer, subjects }), dataset_hash: datasetHash(ds.records) },
+    options: { filter, batch_prompts: B, ...(opts.heads && storePatches === 'layers' ? { store_patches: 'layers' } : {}), ...(kind.pool === 'mean' || kind.pool === 'std' ? { limit: opts.limit ?? null } : {}), ...kind.rules({ allowSameAnswer: opts.allowSameAnswer, subjects }), dataset_hash: datasetHash(ds.records), ...(metric !== 'argmax' ? { metric } : {}) },
   };
   // A new store is made only once some prompt is kept, so a sweep that keeps none leaves no file.
   let store = fs.existsSync(opts.out) ? await ResultsStore.open(opts.out, config) : null;
@@ -183,6 +188,7 @@ export async function runSweep(opts: SweepOptions): Promise<SweepSummary> {
     if (kept.length === 0) {
       throw new HydraError(`no prompts left after filtering ${records.length} prompts of ${ds.name} (${Object.entries(summary.dropReasons).map(([r, n]) => `${n} ${r}`).join(', ')}); use a model that answers them, more prompts, or \`filter=false\` to keep them all`);
     }
+    const answers = metricAnswers(model, kept.map((k) => records[k]), metric, (i) => `${ds.name} record ${kept[i]}`);
     store ??= await ResultsStore.open(opts.out, config);
     for (const d of dropped) {
       if (decided.has(d.index)) continue;
@@ -213,9 +219,12 @@ export async function runSweep(opts: SweepOptions): Promise<SweepSummary> {
         allowSameAnswer: opts.allowSameAnswer,
         ...noise,
         heads: opts.heads,
+        metric,
+        answers,
         skip,
         batchPrompts: B,
         batchRows: opts.batchRows,
+        collect: false,
         onBatch: async (rs) => {
           const list = rs.map((r) => {
             const rec = records[kept[r.index]];

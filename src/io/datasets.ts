@@ -22,6 +22,11 @@ export interface PromptRecord {
   prompt: string;
   /** Expected continuation (known_1000 `attribute`, counterfact `target_true.str`), as written in the file. */
   answer?: string;
+  /** A counterfactual continuation (for the logit-diff metric), as written in the file. */
+  counter?: string;
+  /** The answer and counterfactual as token ids (fields answer_id, counter_id), used as given. */
+  answer_id?: number;
+  counter_id?: number;
   subject?: string;
   /** A label to compare prompts by (known_1000 and counterfact relation_id, a `group` field, a template); prompts of one group are not independent, so the report's bootstrap resamples groups. */
   group?: string;
@@ -195,6 +200,17 @@ function plainRecord(obj: unknown, index: number, where: string, answer = 'answe
   if (ans !== undefined && ans !== null) {
     check(typeof ans === 'string', `${where}: '${answer}' must be a string, found ${typeof ans}; quote it`);
     rec.answer = ans;
+  }
+  if (obj.counter !== undefined && obj.counter !== null && obj.counter !== '') {
+    check(typeof obj.counter === 'string', `${where}: 'counter' must be a string, found ${typeof obj.counter}; quote it`);
+    rec.counter = obj.counter;
+  }
+  for (const f of ['answer_id', 'counter_id'] as const) {
+    const v = obj[f];
+    if (v === undefined || v === null || v === '') continue;
+    const n = typeof v === 'string' && /^\d+$/.test(v.trim()) ? Number(v) : v;
+    check(typeof n === 'number' && Number.isInteger(n) && n >= 0, `${where}: '${f}' must be a non-negative integer token id, found ${JSON.stringify(v)}`);
+    rec[f] = n;
   }
   for (const f of ['subject', 'group'] as const) {
     const v = obj[f];

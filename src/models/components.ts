@@ -89,3 +89,32 @@ export function componentLabel(name: string): string {
       return `the attention output bias of layer ${c.layer}`;
   }
 }
+
+/** Joint ablations (METHOD "Joint ablation"): a target is a set of components, named by its members joined by '+'. */
+export const JOINT_SEPARATOR = '+';
+
+/** An ablation target: one component, or several ablated together in one run. */
+export interface Target {
+  /** The members joined by '+' (a single component: its own name). */
+  name: string;
+  members: Component[];
+}
+
+/** The name of a set of components: `attn.0+attn.1`. */
+export function targetName(members: string[]): string {
+  return members.join(JOINT_SEPARATOR);
+}
+
+/**
+ * Parse a target: a component name or several joined by '+'. A member may appear once, and a
+ * head or output bias may not be joined with its own layer's attention output (which holds it).
+ */
+export function parseTarget(name: string, bounds?: ComponentBounds): Target {
+  const members = name.split(JOINT_SEPARATOR).map((m) => parseComponent(m, bounds));
+  const names = members.map((m) => m.name);
+  const twice = names.find((n, i) => names.indexOf(n) !== i);
+  if (twice) throw new HydraError(`target '${name}' names ${twice} twice; list each component of a joint ablation once`);
+  const held = members.find((m) => (m.kind === 'head' || m.kind === 'attn_bias') && names.includes(attnName(m.layer)));
+  if (held) throw new HydraError(`target '${name}' joins ${held.name} with ${attnName(held.layer)}, which contains it; ablate one or the other`);
+  return { name: targetName(names), members };
+}

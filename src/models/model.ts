@@ -1,6 +1,6 @@
 import { attnInGraph, attnMixGraph, attnOutGraph, attnStepMixGraph, mlpGraph, unembedGraph } from '../engine/blocks.js';
 import { ropeKey, ropeTables } from '../engine/rope.js';
-import { createBlock, createSession, f32, i64, ort, WeightFeeder, type Block, type EngineOptions, type Session } from '../engine/runtime.js';
+import { createBlock, createSession, f32, i64, ort, WeightFeeder, type Block, type EngineOptions, type Session, type SessionCache } from '../engine/runtime.js';
 import type { ArchSpec, LayerVectors, LayerWeights, ModelWeights, NormWeights, RopeSpec } from '../engine/spec.js';
 import os from 'node:os';
 import { matrixBytes, meanRow, rowsOf, rowValues, type Matrix, type WeightDType } from '../io/matrix.js';
@@ -8,8 +8,8 @@ import { HydraError } from '../io/errors.js';
 import { resolveModel, type ResolvedModel, type ResolveOptions } from '../io/hub.js';
 import { WeightStore } from '../io/safetensors.js';
 import { hasTokenizer, loadTokenizer, type HydraTokenizer } from '../io/tokenizer.js';
-import { attnBiasName, headName, layerComponents, parseComponent } from './components.js';
-import { ResidualPlan, scaleBy, type BlockStep, type CleanLast } from './plan.js';
+import { attnBiasName, attnName, headName, layerComponents, parseComponent } from './components.js';
+import { ResidualPlan, scaleBy, type BlockStep, type CleanLast, type Patch } from './plan.js';
 import { familyFor, readConfig } from './registry.js';
 import { archSpec, validateLayers } from './validate.js';
 
@@ -80,6 +80,8 @@ export interface LastPositionRow {
   /** Residual entering stage `start`. */
   resid: Float32Array;
   start: number;
+  /** Patches applied when their stage is reached (a joint ablation's later members; plan.startRow's `later`). */
+  later?: Patch[];
 }
 
 const MASKED = -1e30;
@@ -122,14 +124,21 @@ export class HookedModel {
     readonly layers: LayerVectors[],
     readonly unembed: Ends,
     readonly tokenizer: HydraTokenizer | null,
-    private readonly unembedSession: Session,
+    private readonly unembedSession: { session: Session; vectors: [string, Float32Array][] },
     private readonly sessions: LayerSessions[],
     /** Bytes of the weight matrices the model holds, at their stored width. */
     readonly weightBytes: number,
     private readonly feeder: WeightFeeder,
+    /** The options sessions were built with (for sessions built on request). */
+    private readonly engine: EngineOptions = {},
+    /** Sessions shared by layers whose graphs are the same (also for sessions built on request). */
+    private readonly sessionCache: SessionCache = new Map(),
   ) {
     this.plan = new ResidualPlan(spec, layers);
   }
+
+  /** MLP graphs with neuron readouts, built on request (mlpNeurons), reusing the MLP's weights. */
+  private readonly neuronBlocks = new Map<number, Promise<Block>>();
 
   /**
    * Load a model. Every weight matrix is read from the checkpoint once, at its stored width
@@ -153,24 +162,26 @@ export class HookedModel {
     let bytes = matrixBytes(wU) + (wte === wU ? 0 : matrixBytes(wte)) + (wpe ? matrixBytes(wpe) : 0);
     const ends: Ends = { wte, wpe, wU, bU, lnF, meanRow: meanRow(wU) };
     const feeder = new WeightFeeder();
-    const unembedSession = await createSession(unembedGraph(spec, lnF), opts);
+    const unembedGraphBuilt = unembedGraph(spec, lnF);
+    const unembedSession = await createSession(unembedGraphBuilt, opts);
+    const sessionCache: SessionCache = new Map();
     const layers: LayerVectors[] = [];
     const sessions: LayerSessions[] = [];
     for (let l = 0; l < spec.nLayers; l++) {
       // One layer at a time, so that only one layer's matrices are ever in JavaScript.
       const lw = weights.layer(l);
       const [attnIn, attnMix, attnStepMix, attnOut, mlp] = await Promise.all([
-        createBlock(attnInGraph(spec, lw, l), opts, feeder),
-        createBlock(attnMixGraph(spec, lw, l), opts, feeder),
-        createBlock(attnStepMixGraph(spec, lw, l), opts, feeder),
-        createBlock(attnOutGraph(spec, lw, l), opts, feeder),
-        createBlock(mlpGraph(spec, lw, l), opts, feeder),
+        createBlock(attnInGraph(spec, lw, l), opts, feeder, sessionCache),
+        createBlock(attnMixGraph(spec, lw, l), opts, feeder, sessionCache),
+        createBlock(attnStepMixGraph(spec, lw, l), opts, feeder, sessionCache),
+        createBlock(attnOutGraph(spec, lw, l), opts, feeder, sessionCache),
+        createBlock(mlpGraph(spec, lw, l), opts, feeder, sessionCache),
       ]);
       sessions.push({ attnIn, attnMix, attnStepMix, attnOut, mlp });
       layers.push(vectorsOf(lw));
       bytes += layerMatrices(lw).reduce((s, m) => s + matrixBytes(m), 0);
     }
-    return new HookedModel(source, spec, layers, ends, tokenizer, unembedSession, sessions, bytes, feeder);
+    return new HookedModel(source, spec, layers, ends, tokenizer, { session: unembedSession, vectors: unembedGraphBuilt.vectors }, sessions, bytes, feeder, opts, sessionCache);
   }
 
   /** Check a prompt before running it: not empty, ids in the vocabulary, within the context. */
@@ -425,7 +436,7 @@ export class HookedModel {
     for (let v0 = 0; v0 < V; v0 += VOCAB_CHUNK) {
       const v1 = Math.min(V, v0 + VOCAB_CHUNK);
       const bias = bU ? bU.slice(v0, v1) : new Float32Array(v1 - v0);
-      const res = await this.feeder.run(this.unembedSession, [['wU', rowsOf(wU, v0, v1)]], { z: zs, bU: f32(bias, [v1 - v0]) });
+      const res = await this.feeder.run(this.unembedSession.session, [['wU', rowsOf(wU, v0, v1)]], this.unembedSession.vectors, { z: zs, bU: f32(bias, [v1 - v0]) });
       const part = res.logits.data as Float32Array;
       for (let r = 0; r < n; r++) logits.set(part.subarray(r * (v1 - v0), (r + 1) * (v1 - v0)), r * V + v0);
     }
@@ -458,6 +469,25 @@ export class HookedModel {
     return res.out.data as Float32Array;
   }
 
+  /**
+   * The neurons of MLP layer l on rows x [n, d] (each the residual entering the layer's
+   * stage), each row read out with its own vector readout [n, d]: per row, every neuron's
+   * share of the block's readout: [n, dMlp] (a_n · W_down[:, n] · r; after an RMS post-norm,
+   * at the row's own norm scale).
+   */
+  async mlpNeurons(l: number, x: Float32Array, readout: Float32Array, n: number): Promise<Float32Array> {
+    const d = this.spec.dModel;
+    if (!this.neuronBlocks.has(l)) {
+      const m = new Map(this.sessions[l].mlp.weights);
+      const lw = { ...this.layers[l], wUp: m.get('wUp')!, wGate: m.get('wGate') ?? null, wDown: m.get('wDown')! };
+      this.neuronBlocks.set(l, createBlock(mlpGraph(this.spec, lw, l, true), this.engine, this.feeder, this.sessionCache));
+    }
+    const block = await this.neuronBlocks.get(l)!;
+    const rows = f32(x.subarray(0, n * d), [1, n, d]);
+    const res = await block.run({ x: rows, base: rows, qs: f32(readout.subarray(0, n * d), [n, d]) }, { deNeurons: null });
+    return res.deNeurons.data as Float32Array;
+  }
+
   /** Additive attention mask [B, 1, 1, T, T]: causal, padded keys masked, and a window W where given (i − W < j ≤ i). */
   causalMask(lengths: number[], T: number, window: number | null): Float32Array {
     const m = new Float32Array(lengths.length * T * T);
@@ -479,8 +509,19 @@ export class HookedModel {
    * their recomputation starts, so the rows a stage computes are always a prefix of the
    * buffer; each block's session writes the residual after it (and the readouts) straight
    * into the next buffer. No row is copied between blocks.
+   *
+   * A row's `later` patches replace its block outputs where their stage is reached (the
+   * residual after the block becomes the one before it plus the patched output); `values`
+   * returns what they set, with the rebuilt attention output and parts of a head patch.
    */
-  async recomputeLast(cache: KVCache, rows: LastPositionRow[], readout: Float32Array[], heads: boolean): Promise<{ z: Float32Array; de: Record<string, number> }[]> {
+  async recomputeLast(
+    cache: KVCache,
+    rows: LastPositionRow[],
+    readout: Float32Array[],
+    heads: boolean,
+    /** Stages whose input residual each row should also return (as `stageIn`), for rows recomputed there. */
+    taps?: number[],
+  ): Promise<{ z: Float32Array; de: Record<string, number>; stageIn?: Map<number, Float32Array>; values?: Map<string, Float32Array> }[]> {
     const { spec, plan } = this;
     const d = spec.dModel;
     const stages = plan.stages.length;
@@ -502,12 +543,29 @@ export class HookedModel {
     at.forEach((b, k) => b >= 0 && (rowAt[b] = k));
     const startingAt = Array.from({ length: stages }, () => [] as number[]);
     rows.forEach((r, k) => at[k] >= 0 && startingAt[r.start].push(k));
+    // Later patches by block: the rows they hit and the patches of that block.
+    const laterAt = new Map<string, { k: number; patches: Patch[] }[]>();
+    rows.forEach((r, k) => {
+      for (const p of r.later ?? []) {
+        const block = plan.blockOf(p.component);
+        const list = laterAt.get(block) ?? [];
+        const hit = list.find((h) => h.k === k);
+        if (hit) hit.patches.push(p);
+        else list.push({ k, patches: [p] });
+        laterAt.set(block, list);
+      }
+    });
+    const values = rows.map(() => undefined as Map<string, Float32Array> | undefined);
 
     const fixed = this.stepInputs(cache, groupPrompts, readout);
     const noRows = f32(new Float32Array(0), [0, spec.nHeads * spec.dHead]);
     const de = rows.map(() => ({}) as Record<string, number>);
     const maxBlocks = Math.max(...plan.stages.map((s) => s.length));
     const bufs = Array.from({ length: maxBlocks + 1 }, () => new Float32Array(slots * P * d));
+    // Attention's intermediates go to buffers reused by every layer: no garbage a block, and no fresh pages.
+    const wide = (spec.nHeads + 2 * spec.nKvHeads) * spec.dHead;
+    const qkvBuf = new Float32Array(slots * P * wide);
+    const zBuf = new Float32Array(slots * P * spec.nHeads * spec.dHead);
     let cur = 0;
     let n = 0;
     const view = (b: number) => f32(bufs[b].subarray(0, n * P * d), [n, P, d]);
@@ -518,32 +576,79 @@ export class HookedModel {
         if (k >= 0) for (let h = 0; h < per; h++) de[k][names[h]] = values[b * per + h];
       }
     };
+    const tapped = taps?.length ? rows.map(() => new Map<number, Float32Array>()) : null;
     for (let s = 0; s < stages; s++) {
       for (const k of startingAt[s]) bufs[cur].set(rows[k].resid, at[k] * d);
       n = offset[s] + width[s];
+      if (tapped && taps!.includes(s)) rows.forEach((r, k) => at[k] >= 0 && r.start <= s && tapped[k].set(s, bufs[cur].slice(at[k] * d, (at[k] + 1) * d)));
       if (n === 0) continue;
       // Every block of the stage reads bufs[cur]; each adds its output to the previous block's result.
       let base = cur;
       for (const block of plan.stages[s]) {
         const to = (base + 1) % bufs.length === cur ? (base + 2) % bufs.length : (base + 1) % bufs.length;
         const s = this.sessions[block.layer];
+        const hits = laterAt.get(block.component);
         if (block.kind === 'attn') {
           const l = block.layer;
-          const { qkv } = await s.attnIn.run({ x: view(cur) });
-          const { z } = await s.attnStepMix.run({ qkv, prompt: fixed.prompt, ...fixed.layer[l], pastK: cache.k[l], pastV: cache.v[l] });
-          const res = await s.attnOut.run({ z, base: view(base), qs: fixed.qs, zRows: noRows }, { resid: view(to), de: null, deHeads: null });
+          const { qkv } = await s.attnIn.run({ x: view(cur) }, { qkv: f32(qkvBuf.subarray(0, n * P * wide), [n, P, wide]) });
+          const zOut = f32(zBuf.subarray(0, n * P * spec.nHeads * spec.dHead), [n, P, spec.nHeads * spec.dHead]);
+          const { z } = await s.attnStepMix.run({ qkv, prompt: fixed.prompt, ...fixed.layer[l], pastK: cache.k[l], pastV: cache.v[l] }, { z: zOut });
+          // Rows whose heads (or output bias) are patched here need their heads split out.
+          const split = (hits ?? []).filter((h) => !h.patches.some((p) => p.component.kind === 'attn'));
+          const zRows = split.length ? this.gatherRows(z.data as Float32Array, split.map((h) => at[h.k]), spec.nHeads * spec.dHead) : noRows;
+          const more = split.length ? { out: null, heads: null, ...(this.layers[l].attnPostNorm ? { pre: null } : {}) } : {};
+          const res = await s.attnOut.run({ z, base: view(base), qs: fixed.qs, zRows }, { resid: view(to), de: null, deHeads: null, ...more });
           record([block.component], res.de.data as Float32Array);
           if (heads) record([...Array(spec.nHeads).keys()].map((h) => headName(l, h)), res.deHeads.data as Float32Array);
+          for (const h of hits ?? []) {
+            const v = (values[h.k] ??= new Map());
+            const i = split.indexOf(h);
+            if (i < 0) v.set(block.component, h.patches[0].value);
+            else plan.patchAttention(this.computedLayer(l, at[h.k], i, res), l, h.patches, v);
+            this.replaceOutput(bufs[to], bufs[base], at[h.k], v.get(block.component)!);
+          }
         } else {
           const res = await s.mlp.run({ x: view(cur), base: view(base), qs: fixed.qs }, { resid: view(to), de: null });
           record([block.component], res.de.data as Float32Array);
+          for (const h of hits ?? []) {
+            (values[h.k] ??= new Map()).set(block.component, h.patches[0].value);
+            this.replaceOutput(bufs[to], bufs[base], at[h.k], h.patches[0].value);
+          }
         }
         base = to;
       }
       cur = base;
     }
     const final = bufs[cur];
-    return rows.map((r, k) => ({ z: at[k] < 0 ? r.resid : final.slice(at[k] * d, (at[k] + 1) * d), de: de[k] }));
+    return rows.map((r, k) => ({ z: at[k] < 0 ? r.resid : final.slice(at[k] * d, (at[k] + 1) * d), de: de[k], values: values[k], ...(tapped ? { stageIn: tapped[k] } : {}) }));
+  }
+
+  /** Rows `at` of a [rows, width] buffer, packed. */
+  private gatherRows(data: Float32Array, at: number[], width: number): ort.Tensor {
+    const out = new Float32Array(at.length * width);
+    at.forEach((b, i) => out.set(data.subarray(b * width, (b + 1) * width), i * width));
+    return f32(out, [at.length, width]);
+  }
+
+  /** Residual after a block whose output a later patch replaces: the residual before it plus the patch. */
+  private replaceOutput(to: Float32Array, base: Float32Array, b: number, value: Float32Array): void {
+    const d = this.spec.dModel;
+    for (let j = 0; j < d; j++) to[b * d + j] = base[b * d + j] + value[j];
+  }
+
+  /**
+   * Attention layer l of one recomputed row (slot b, split row i) as the plan reads a run: its
+   * output, each head's output before any post-norm, the output bias, and the pre-norm output.
+   */
+  private computedLayer(l: number, b: number, i: number, res: ort.InferenceSession.OnnxValueMapType): CleanLast {
+    const { dModel: d, nHeads: H } = this.spec;
+    const row = (t: ort.Tensor) => (t.data as Float32Array).slice(b * d, (b + 1) * d);
+    const heads = res.heads.data as Float32Array;
+    const components = new Map<string, Float32Array>([[attnName(l), row(res.out)], [attnBiasName(l), this.layers[l].bo ?? new Float32Array(d)]]);
+    for (let h = 0; h < H; h++) components.set(headName(l, h), heads.slice((i * H + h) * d, (i * H + h + 1) * d));
+    const attnPre: Float32Array[] = [];
+    if (res.pre) attnPre[l] = row(res.pre);
+    return { stageIn: [], components, sites: new Map(), attnPre };
   }
 
   /** The attention step's per-group inputs: prompt index, readout, and per layer its mask and rotary tables. */

@@ -1,5 +1,5 @@
 import type { ArchSpec, LayerVectors, NormWeights } from '../engine/spec.js';
-import { attnBiasName, attnName, blockName, EMBED, headName, layerComponents, type Component } from './components.js';
+import { attnBiasName, attnName, blockName, EMBED, headName, layerComponents, parseComponent, type Component } from './components.js';
 
 /**
  * The residual plan: a model's wiring, written once.
@@ -35,6 +35,8 @@ export interface RowStart {
   start: number;
   /** Components whose value the intervention set directly (the target, its layer's attention output and heads). */
   values: Map<string, Float32Array>;
+  /** Patches of later stages (a joint ablation's later members): the executor applies each when its stage is reached. */
+  later: Patch[];
 }
 
 /** A clean run's values at the last position that interventions start from. */
@@ -91,6 +93,44 @@ export class ResidualPlan {
     return { attn, mlp: later.filter((b) => b.kind === 'mlp').map((b) => b.component) };
   }
 
+  /**
+   * Downstream of a set (METHOD "Joint ablation"): downstream of any member, members excluded.
+   * A layer holding a head (or output bias) member is counted by its other parts, never as
+   * attn.{l} (whose ΔDE includes the member's own): a set of one is `downstream`.
+   */
+  downstreamOfSet(members: Component[]): { attn: string[]; mlp: string[] } {
+    if (members.length === 1) return this.downstream(members[0]);
+    const names = new Set(members.map((m) => m.name));
+    const partLayers = new Set(members.filter((m) => m.kind === 'head' || m.kind === 'attn_bias').map((m) => m.layer));
+    const attn: string[] = [];
+    const mlp: string[] = [];
+    const add = (list: string[], n: string) => !names.has(n) && !list.includes(n) && list.push(n);
+    for (const m of members) {
+      const down = this.downstream(m);
+      for (const n of down.attn) {
+        const c = parseComponent(n);
+        if (c.kind === 'attn' && partLayers.has(c.layer)) this.parts(c.layer).forEach((p) => add(attn, p));
+        else add(attn, n);
+      }
+      down.mlp.forEach((n) => add(mlp, n));
+    }
+    const order = (list: string[]) => list.sort((a, b) => this.orderOf(a) - this.orderOf(b));
+    return { attn: order(attn), mlp: order(mlp) };
+  }
+
+  /** Compute order of a block or part name (its stage; parts in layer order). */
+  private orderOf(name: string): number {
+    const i = this.blocks.findIndex((b) => b.component === name);
+    if (i >= 0) return i;
+    const l = parseComponent(name).layer;
+    return this.blocks.findIndex((b) => b.component === attnName(l)) + this.parts(l).indexOf(name) / (this.parts(l).length + 1);
+  }
+
+  /** The block that adds a component to the stream (a head or output bias: its attention layer). */
+  blockOf(c: Component): string {
+    return blockName(c.kind === 'mlp' ? 'mlp' : 'attn', c.layer);
+  }
+
   /** The parts of attention layer l: its heads, then its output bias where it has one. */
   parts(l: number): string[] {
     const heads = [...Array(this.spec.nHeads).keys()].map((h) => headName(l, h));
@@ -106,39 +146,42 @@ export class ResidualPlan {
    * Apply patches at the last position of one clean run and find where recomputation
    * starts: the residual after the earliest patched stage, with the patched components
    * (and, for a head or output bias, its layer's attention output rebuilt) in place.
+   * Patches of later stages (a joint ablation) are returned in `later`.
    */
   startRow(clean: CleanLast, patches: Patch[]): RowStart {
     const d = this.spec.dModel;
     const values = new Map<string, Float32Array>();
     const s = Math.min(...patches.map((p) => this.stageOf(p.component)));
+    const later = patches.filter((p) => this.stageOf(p.component) > s);
+    const first = later.length ? patches.filter((p) => this.stageOf(p.component) === s) : patches;
     if (s < 0) {
-      const e = patches.find((p) => p.component.kind === 'embed')!;
+      const e = first[0];
       values.set(EMBED, e.value);
-      return { resid: Float32Array.from(e.value), start: 0, values };
+      return { resid: Float32Array.from(e.value), start: 0, values, later };
     }
-    for (const p of patches) {
-      if (this.stageOf(p.component) !== s) throw new Error('startRow: patches in later stages are applied by the executor');
+    for (const p of first) {
       const c = p.component;
       if (c.kind === 'attn' || c.kind === 'mlp') values.set(c.name, p.value);
     }
-    const parts = patches.filter((p) => p.component.kind === 'head' || p.component.kind === 'attn_bias');
+    const parts = first.filter((p) => p.component.kind === 'head' || p.component.kind === 'attn_bias');
     for (const layer of new Set(parts.map((p) => p.component.layer))) {
       if (values.has(attnName(layer))) continue;
-      this.rebuildAttention(clean, layer, parts.filter((p) => p.component.layer === layer), values);
+      this.patchAttention(clean, layer, parts.filter((p) => p.component.layer === layer), values);
     }
     const resid = Float32Array.from(clean.stageIn[s]);
     for (const b of this.stages[s]) {
       const v = values.get(b.component) ?? clean.components.get(b.component)!;
       for (let j = 0; j < d; j++) resid[j] += v[j];
     }
-    return { resid, start: s + 1, values };
+    return { resid, start: s + 1, values, later };
   }
 
   /**
    * Attention layer `l` with some heads (or its output bias) replaced: the new output and,
    * with a post-norm, every part's new component (all change through the norm's scale).
+   * `clean` holds the layer as it was computed: the clean run, or a recomputed row.
    */
-  private rebuildAttention(clean: CleanLast, l: number, patches: Patch[], values: Map<string, Float32Array>): void {
+  patchAttention(clean: CleanLast, l: number, patches: Patch[], values: Map<string, Float32Array>): void {
     const d = this.spec.dModel;
     const post = this.layers[l].attnPostNorm;
     const site = (name: string) => clean.sites.get(name) ?? clean.components.get(name)!;
