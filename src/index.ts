@@ -62,11 +62,13 @@ export { profilePrompt, sourcePool } from './experiments/profile.js';
 export { runSweep, dropCategory } from './experiments/sweep.js';
 export type { SweepOptions, SweepSummary } from './experiments/sweep.js';
 export { ResultsStore, mergeStores, exportParquet, SCHEMA_VERSION } from './experiments/store.js';
-export type { RunConfig, ReadOptions, DroppedPrompt, PromptExtra } from './experiments/store.js';
+export type { RunConfig, ReadOptions, DroppedPrompt, PromptExtra, StorePatches } from './experiments/store.js';
 
 // Statistics and reports
 export { datasetStatistics, Statistics, undefinedReason } from './experiments/stats.js';
 export type { ComponentStats, StatsOptions } from './experiments/stats.js';
+export { repairFromDatabase, repairOfStore, repairDetail } from './experiments/repair.js';
+export type { RepairMatrix, AblatedRepair, ResponderStat, RepairOptions, RepairLevel } from './experiments/repair.js';
 export { reportFromDatabase, analyzeDatabase } from './report/database.js';
 export { profileFigure, importanceFigure, compensationFigure, headsFigure } from './report/figures.js';
 export { writeFigure, renderSvg } from './report/render.js';

@@ -10,6 +10,7 @@ import { sourcePool } from '../src/experiments/profile.js';
 import { defaultModelDir, packageRoot, storiesRecallPath } from '../src/io/paths.js';
 import { HookedModel } from '../src/models/model.js';
 import { startServer, type RunningServer } from '../src/web/server.js';
+import { repairFromDatabase } from '../src/experiments/repair.js';
 import { tmpDir } from './helpers.js';
 
 /**
@@ -185,6 +186,20 @@ test('dataset view: Figures 2, 7 and 8 from --db; clicking a prompt\'s point ope
   // every term has a one-line definition on the page
   const terms = await page.locator('#terms dt').allTextContents();
   assert.deepEqual(terms, ['π̂', 'σ', 'DE', 'TE', 'DE′', 'ΔDE', 'CE', 'NE', 'IE']);
+  await page.close();
+});
+
+test('heads view with --db: the repair matrix heatmap and each ablation\'s verdict, as hydra repair computes them', { skip: browserSkip }, async () => {
+  const m = await repairFromDatabase(db, { bootstrap: 200 });
+  const page = await openPage(dbServer.url);
+  await page.click('.tab[data-tab="heads"]');
+  await page.waitForSelector('#repair-chart[data-rendered="repair_layers"] .export');
+  // one rect per downstream (ablated, responder) pair, one dot per row with a positive largest mean
+  assert.equal(await page.locator('#repair-chart svg .mark-rect.role-mark path').count(), m.cells.length);
+  assert.equal(await page.locator('#repair-chart svg .mark-symbol.role-mark path').count(), m.rows.filter((r) => r.top.length && r.top[0].mean_dde > 0).length);
+  const rows = await page.locator('#repair-table tbody tr').evaluateAll((trs) => trs.map((tr) => Array.from(tr.querySelectorAll('td'), (td) => td.textContent)));
+  assert.deepEqual(rows.map((r) => [r[0], r[1], r[3]]), m.rows.map((r) => [r.ablated, r.verdict, r.sentence]));
+  await page.locator('#repair-block').screenshot({ path: path.join(shots, 'repair-view.png') });
   await page.close();
 });
 

@@ -21,6 +21,7 @@ const SUBCOMMANDS: Array<[name: string, load: () => Promise<object>]> = [
   ['demo', () => import('./demo.js')],
   // merge, export: registered by sweep.ts
   ['serve', () => import('./serve.js')],
+  ['repair', () => import('./repair.js')],
 ];
 
 const debug = () => /^(1|true|yes|on)$/i.test(process.env.HYDRA_DEBUG ?? '');

@@ -1,7 +1,7 @@
-import { Command } from 'commander';
+import { Command, Option } from 'commander';
 import type { AblationKind } from '../causal/types.js';
 import type { Metric } from '../causal/readout.js';
-import { exportParquet, mergeStores } from '../experiments/store.js';
+import { exportParquet, mergeStores, STORE_PATCHES, type StorePatches } from '../experiments/store.js';
 import { parseShard, shardFromEnvironment, runSweep } from '../experiments/sweep.js';
 import { sweepProgress, waiting } from './progress.js';
 import { addAnswerColumn, addMetricOption, PROMPTS_HELP } from './prompts.js';
@@ -15,6 +15,7 @@ export interface SweepCliOptions extends ModelOptions {
   allowSameAnswer?: boolean;
   out: string;
   heads?: boolean;
+  storePatches: StorePatches;
   limit?: number;
   shard?: string;
   shardCount?: number;
@@ -35,6 +36,7 @@ export function registerSweep(program: Command): void {
     )
       .option('--out <file>', 'results database', 'results.duckdb')
       .option('--heads', 'also ablate every attention head')
+      .addOption(new Option('--store-patches <which>', "with --heads, whose per-patch DE' to store: layers (layer-level pairs; patch averages are always kept for every pair) or all").choices(STORE_PATCHES).default('layers'))
       .option('--limit <N>', 'only the first N prompts of the dataset (a larger N later extends the same --out)', positiveInt('--limit'))
       .option('--shard <i/n>', 'compute batches i, i+n, ... of the kept prompts only (merge the shards with hydra merge); default: the SLURM array task or Kubernetes Indexed Job index, if any')
       .option('--shard-count <n>', 'shards in all, with a Kubernetes Indexed Job (JOB_COMPLETION_INDEX) or to override SLURM_ARRAY_TASK_COUNT', positiveInt('--shard-count'))
@@ -62,6 +64,7 @@ export function registerSweep(program: Command): void {
       seed: opts.seed,
       allowSameAnswer: opts.allowSameAnswer,
       heads: opts.heads,
+      storePatches: opts.storePatches,
       metric: opts.metric,
       limit: opts.limit,
       shard: opts.shard,

@@ -128,7 +128,7 @@ export function fmt(x: number, decimals = 4, width = 0): string {
 /** The flag of each library parameter that library messages name in backticks. */
 const PARAM_FLAGS: Record<string, string> = {
   samples: '--samples', seed: '--seed', out: '--out', limit: '--limit', filter: '--no-filter', answerColumn: '--answer-column', steps: '--steps', metric: '--metric',
-  sources: '--sources', shard: '--shard', shardCount: '--shard-count', weightsDtype: '--weights-dtype', figure1: '--figure1', model: '--model', offline: '--offline', cacheDir: '--cache-dir', port: '--port', db: '--db', ids: '--ids',
+  sources: '--sources', shard: '--shard', shardCount: '--shard-count', weightsDtype: '--weights-dtype', figure1: '--figure1', model: '--model', offline: '--offline', cacheDir: '--cache-dir', port: '--port', db: '--db', ids: '--ids', storePatches: '--store-patches', level: '--level', top: '--top',
   neurons: '--neurons', topNeurons: '--top-neurons',
 };
 

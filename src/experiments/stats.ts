@@ -199,6 +199,51 @@ function bootstrapCount(opts: StatsOptions): number {
 }
 
 /**
+ * A temp table (b INTEGER, pos INTEGER, w INTEGER) of bootstrap prompt weights on `con`: b = 0 is
+ * the full sample (every pos weight 1), b = 1..B the resamples (whole groups drawn with
+ * replacement from mulberry32(seed), or the given `indices`). The caller drops the table.
+ */
+export async function bootstrapWeights(con: DuckDBConnection, n: number, opts: StatsOptions = {}): Promise<{ table: string; info: BootstrapInfo }> {
+  check(n > 0, 'no prompts to compute statistics on; check the prompt filter');
+  const groups = opts.groups ?? Array.from({ length: n }, () => null);
+  check(groups.length === n, `${groups.length} groups for ${n} prompts; give one group per prompt`);
+  // one thread: parallel sums add in varying order, and a rerun must give the same bits
+  await con.run('SET threads TO 1');
+  const { ids, count: G } = groupIds(groups);
+  const unit: BootstrapInfo['unit'] = G < n ? 'groups' : 'prompts';
+  const weights = `stat_w${++tableSeq}`;
+  // Plain INSERTs: appenders are refused on a read-only database, even into temp tables.
+  const pairs = (xs: [number, number][]) => xs.map(([u, v]) => `${u}:${v}`).join(',');
+  const fromPairs = (param: string) => `(SELECT split_part(x, ':', 1)::INTEGER AS u, split_part(x, ':', 2)::INTEGER AS v FROM (SELECT unnest(string_split(${param}, ',')) AS x))`;
+  let info: BootstrapInfo;
+  if (opts.indices) {
+    const flat: [number, number][] = [];
+    opts.indices.forEach((row, b) => {
+      for (const i of row) {
+        if (!Number.isInteger(i) || i < 0 || i >= n) throw new HydraError(`bootstrap indices must be integers in [0, ${n}) for ${n} prompts`);
+        flat.push([b + 1, i]);
+      }
+    });
+    info = { B: opts.indices.length, seed: null, generator: 'given', percentiles: [2.5, 97.5], unit: 'prompts', n_groups: n };
+    await con.run(`CREATE OR REPLACE TEMP TABLE ${weights} AS
+      SELECT b, pos, count(*)::INTEGER AS w FROM (SELECT u AS b, v AS pos FROM ${fromPairs('$1')} UNION ALL SELECT 0, range::INTEGER FROM range(${n}))
+      GROUP BY b, pos`, [pairs(flat)]);
+  } else {
+    const B = bootstrapCount(opts);
+    const seed = opts.seed ?? DEFAULT_SEED;
+    check(Number.isInteger(seed) && seed >= 0, `bootstrap seed must be a non-negative integer, got ${seed}`);
+    info = { B, seed, generator: 'mulberry32', percentiles: [2.5, 97.5], unit, n_groups: G };
+    // resample b (1..B) draws G groups: draw i is group floor(u·G) with u the (b−1)·G + i-th output
+    await con.run(`CREATE OR REPLACE TEMP TABLE ${weights} AS
+      WITH pg AS (SELECT u AS pos, v AS gid FROM ${fromPairs('$1')}), ${mulberryCtes(seed, B * G)},
+      d AS (SELECT (k // ${G} + 1)::INTEGER AS b, floor(xor(t, t >> 14) / 4294967296.0 * ${G})::INTEGER AS gid FROM r2)
+      SELECT d.b, pg.pos, count(*)::INTEGER AS w FROM d JOIN pg USING (gid) GROUP BY d.b, pg.pos
+      UNION ALL SELECT 0, range::INTEGER, 1 FROM range(${n})`, [pairs(ids.map((g, pos) => [pos, g]))]);
+  }
+  return { table: weights, info };
+}
+
+/**
  * A statistics session on one DuckDB connection: the series table, the resample weights and
  * every resample's statistics stay in DuckDB temp tables, so intervals at other levels (the
  * findings' Bonferroni levels) are one more query.
@@ -219,42 +264,8 @@ export class Statistics {
    */
   static async fromSeries(con: DuckDBConnection, series: string, n: number, opts: StatsOptions = {}, onClose: () => void = () => {}): Promise<Statistics> {
     check(n > 0, 'no prompts to compute statistics on; check the prompt filter');
-    const groups = opts.groups ?? Array.from({ length: n }, () => null);
-    check(groups.length === n, `${groups.length} groups for ${n} prompts; give one group per prompt`);
-    // one thread: parallel sums add in varying order, and a rerun must give the same bits
-    await con.run('SET threads TO 1');
-    const { ids, count: G } = groupIds(groups);
-    const unit: BootstrapInfo['unit'] = G < n ? 'groups' : 'prompts';
-    const id = ++tableSeq;
-    const weights = `stat_w${id}`, boot = `stat_boot${id}`;
-    // Plain INSERTs: appenders are refused on a read-only database, even into temp tables.
-    const pairs = (xs: [number, number][]) => xs.map(([u, v]) => `${u}:${v}`).join(',');
-    const fromPairs = (param: string) => `(SELECT split_part(x, ':', 1)::INTEGER AS u, split_part(x, ':', 2)::INTEGER AS v FROM (SELECT unnest(string_split(${param}, ',')) AS x))`;
-    let info: BootstrapInfo;
-    if (opts.indices) {
-      const flat: [number, number][] = [];
-      opts.indices.forEach((row, b) => {
-        for (const i of row) {
-          if (!Number.isInteger(i) || i < 0 || i >= n) throw new HydraError(`bootstrap indices must be integers in [0, ${n}) for ${n} prompts`);
-          flat.push([b + 1, i]);
-        }
-      });
-      info = { B: opts.indices.length, seed: null, generator: 'given', percentiles: [2.5, 97.5], unit: 'prompts', n_groups: n };
-      await con.run(`CREATE OR REPLACE TEMP TABLE ${weights} AS
-        SELECT b, pos, count(*)::INTEGER AS w FROM (SELECT u AS b, v AS pos FROM ${fromPairs('$1')} UNION ALL SELECT 0, range::INTEGER FROM range(${n}))
-        GROUP BY b, pos`, [pairs(flat)]);
-    } else {
-      const B = bootstrapCount(opts);
-      const seed = opts.seed ?? DEFAULT_SEED;
-      check(Number.isInteger(seed) && seed >= 0, `bootstrap seed must be a non-negative integer, got ${seed}`);
-      info = { B, seed, generator: 'mulberry32', percentiles: [2.5, 97.5], unit, n_groups: G };
-      // resample b (1..B) draws G groups: draw i is group floor(u·G) with u the (b−1)·G + i-th output
-      await con.run(`CREATE OR REPLACE TEMP TABLE ${weights} AS
-        WITH pg AS (SELECT u AS pos, v AS gid FROM ${fromPairs('$1')}), ${mulberryCtes(seed, B * G)},
-        d AS (SELECT (k // ${G} + 1)::INTEGER AS b, floor(xor(t, t >> 14) / 4294967296.0 * ${G})::INTEGER AS gid FROM r2)
-        SELECT d.b, pg.pos, count(*)::INTEGER AS w FROM d JOIN pg USING (gid) GROUP BY d.b, pg.pos
-        UNION ALL SELECT 0, range::INTEGER, 1 FROM range(${n})`, [pairs(ids.map((g, pos) => [pos, g]))]);
-    }
+    const { table: weights, info } = await bootstrapWeights(con, n, opts);
+    const boot = `stat_boot${++tableSeq}`;
 
     const present = await rows(con, `SELECT component, count(*) AS c, min(rowid) AS r FROM ${series} GROUP BY component ORDER BY r`);
     const complete = present.filter((r) => Number(r.c) === n).map((r) => String(r.component));

@@ -1,8 +1,9 @@
 /**
  * The sweep results database: one DuckDB file (default `results.duckdb`) per run.
  *
- * Schema (schema_version 1). Every table except run_config has a prompt_idx column: the
- * prompt's 0-based position in the dataset. Component names are those of src/causal/types.ts:
+ * Schema (schema_version 2; version 1 stores, written before compact head storage, are read the
+ * same way: their layout is version 2's with store_patches 'all'). Every table except run_config
+ * has a prompt_idx column: the prompt's 0-based position in the dataset. Component names are those of src/causal/types.ts:
  * embed, attn.{l}, mlp.{l}, head.{l}.{h}, attn_bias.{l}. Effects follow METHOD.md.
  *
  *   run_config  one row: the settings the numbers depend on.
@@ -11,7 +12,10 @@
  *     dataset VARCHAR, ablation VARCHAR (zero|mean|noise|resample|custom), samples INTEGER (S),
  *     seed BIGINT, heads BOOLEAN, "limit" INTEGER, shard VARCHAR ('i/n' or NULL),
  *     hydra_version VARCHAR, created_at TIMESTAMPTZ, config_json VARCHAR (the whole config,
- *     options included, e.g. the sweep's dataset_hash; this is what a reopen and a merge compare). The
+ *     options included, e.g. the sweep's dataset_hash; this is what a reopen and a merge compare, and
+ *     `downstream`: for each ablated component the components downstream of it in the model's
+ *     residual plan, models/plan.ts, heads of downstream layers included; not compared, absent in
+ *     stores written before it, where the repair matrix assumes a sequential pre-norm model). The
  *     options hold the ablation kind's rules (causal/ablations.ts), e.g. same_answer_sources
  *     ('excluded', 'allowed') for resample and noise (which positions, and the std's rule) for noise.
  *   prompts     one row per prompt handled, kept or dropped by the filter.
@@ -33,7 +37,13 @@
  *     te, ce, ce_attn, ce_mlp, ne, ie, dde_self, te_capped DOUBLE.
  *   de_prime    DE'_k(c), long format (one value a row; DuckDB compresses the repeated names):
  *     prompt_idx INTEGER, ablated VARCHAR (k), patch_idx INTEGER (NULL = patch average),
- *     component VARCHAR (c), value DOUBLE.
+ *     component VARCHAR (c), value DOUBLE. The patch average is stored for every (k, c). Per patch
+ *     it depends on the run's options.store_patches: absent ('all', every version 1 store) every
+ *     (k, patch, c); 'layers' (the default of `hydra sweep --heads`) only where c is layer-level
+ *     (embed, attn.L, mlp.L): what the own-scale statistics and the profile figures (Figures 1
+ *     and 3, the explorer's stored ablations) read per patch. A head sweep of GPT-2 small then
+ *     stores 93 k rows a prompt instead of 487 k; the repair matrix (experiments/repair.ts) reads
+ *     the patch averages. readResults gives the patches of a compact store the layer-level DE' only.
  *   sources     the resample choices: prompt_idx INTEGER, patch_idx INTEGER, source INTEGER.
  *   done        prompt_idx INTEGER PRIMARY KEY, kept BOOLEAN, written_at TIMESTAMPTZ.
  *
@@ -52,7 +62,24 @@ import { EFFECT_FIELDS, PATCH_FIELDS, type AblationKind, type AblationResult, ty
 import { HydraError, check } from '../io/errors.js';
 import { makeDir, packageRoot } from '../io/paths.js';
 
-export const SCHEMA_VERSION = 1;
+export const SCHEMA_VERSION = 2;
+/** Versions this hydra reads: 1 has version 2's layout with every patch's DE' stored. */
+const READABLE_VERSIONS = [1, 2];
+
+/** Per-patch DE' rows a store keeps (header: de_prime). */
+export type StorePatches = 'all' | 'layers';
+export const STORE_PATCHES: readonly StorePatches[] = ['all', 'layers'];
+
+/** Whether a name is a layer-level component (embed, attn.L, mlp.L). */
+export function isLayerLevel(name: string): boolean {
+  return name === 'embed' || /^(attn|mlp)\.[0-9]+$/.test(name);
+}
+
+/** The store's per-patch DE' policy, from its options ('all' when absent). */
+export function storePatchesOf(config: RunConfig): StorePatches {
+  const v = config.options?.store_patches;
+  return v === 'layers' ? 'layers' : 'all';
+}
 
 export interface RunConfig {
   model: string;
@@ -73,6 +100,8 @@ export interface RunConfig {
   hydra_version?: string;
   /** Any other setting that changes the numbers (e.g. the norm-scale choice); compared on reopen. */
   options?: Record<string, string | number | boolean | null>;
+  /** Per ablated component, the components downstream of it (models/plan.ts); not compared. */
+  downstream?: Record<string, string[]> | null;
 }
 
 /** What a PromptResult does not hold but the prompts table records. */
@@ -157,10 +186,13 @@ function packageVersion(): string {
 function normalizeConfig(c: RunConfig): Required<RunConfig> {
   const options: Record<string, string | number | boolean | null> = {};
   for (const k of Object.keys(c.options ?? {}).sort()) options[k] = c.options![k] ?? null;
+  // 'all' is the layout of every store written before the option existed: recorded as its absence.
+  if (options.store_patches === 'all') delete options.store_patches;
+  check(options.store_patches === undefined || STORE_PATCHES.includes(options.store_patches as StorePatches), `store_patches must be one of ${STORE_PATCHES.join(', ')}, got ${String(options.store_patches)}`);
   return {
     model: c.model, model_revision: c.model_revision ?? null, model_hash: c.model_hash ?? null, dataset: c.dataset,
     ablation: c.ablation, samples: c.samples, seed: c.seed, heads: c.heads, limit: c.limit ?? null,
-    shard: c.shard ?? null, hydra_version: c.hydra_version ?? packageVersion(), options,
+    shard: c.shard ?? null, hydra_version: c.hydra_version ?? packageVersion(), options, downstream: c.downstream ?? null,
   };
 }
 
@@ -171,8 +203,10 @@ function configDiff(stored: RunConfig, wanted: RunConfig, ignore: string[] = [])
   for (const k of COMPARED) {
     if (!ignore.includes(k) && a[k] !== b[k]) return [k, a[k], b[k]];
   }
+  // an absent store_patches is 'all' (normalizeConfig)
+  const opt = (o: Record<string, unknown>, k: string) => o[k] ?? (k === 'store_patches' ? 'all' : null);
   for (const k of new Set([...Object.keys(a.options), ...Object.keys(b.options)])) {
-    if (a.options[k] !== b.options[k]) return [k, a.options[k] ?? null, b.options[k] ?? null];
+    if (a.options[k] !== b.options[k]) return [k, opt(a.options, k), opt(b.options, k)];
   }
   return null;
 }
@@ -181,6 +215,7 @@ function configDiff(stored: RunConfig, wanted: RunConfig, ignore: string[] = [])
 function diffMeaning(k: string): string {
   if (k === 'model_hash') return ' (the content of the model files, weights, config or tokenizer, changed)';
   if (k === 'dataset_hash') return ' (the content of the dataset records changed)';
+  if (k === 'store_patches') return " (which patches' DE' the store keeps; resume with the store's own `storePatches`)";
   return '';
 }
 
@@ -232,7 +267,7 @@ async function readStoredConfig(con: DuckDBConnection, file: string, catalog?: s
   const r = await con.runAndReadAll(`SELECT schema_version, config_json FROM ${catalog ? `${catalog}.` : ''}run_config`);
   const rows = r.getRowsJS();
   check(rows.length === 1, `${file} has ${rows.length} run_config rows, expected 1; the file is damaged, use another \`out\``);
-  check(rows[0][0] === SCHEMA_VERSION, `${file} has schema version ${String(rows[0][0])}, this hydra reads ${SCHEMA_VERSION}; use the hydra version that wrote it or another \`out\``);
+  check(READABLE_VERSIONS.includes(rows[0][0] as number), `${file} has schema version ${String(rows[0][0])}, this hydra reads ${READABLE_VERSIONS.join(' and ')}; use the hydra version that wrote it or another \`out\``);
   return JSON.parse(String(rows[0][1])) as RunConfig;
 }
 
@@ -261,6 +296,8 @@ function num(v: unknown, what: () => string): number {
 
 /** The rows of a batch of prompts, as columns of every prompt table (checked as they are added). */
 class PromptRows {
+  /** Store per-patch DE' of layer-level components only (store_patches 'layers'). */
+  constructor(private readonly layersOnly: boolean) {}
   private readonly cols = Object.fromEntries(PROMPT_TABLES.map((t) => [t, TABLES[t].map(() => [] as DuckDBValue[])])) as Record<PromptTable, DuckDBValue[][]>;
   private readonly prompts = this.cols.prompts;
   private readonly cleanDe = this.cols.clean_de;
@@ -286,9 +323,11 @@ class PromptRows {
     const [dpPrompt, dpAblated, dpPatch, dpComponent, dpValue] = this.dePrime;
     // The bulk of a sweep's rows (every component per patch): plain pushes, no row arrays.
     const pushDePrime = (k: string, patch: number | null, de: Record<string, number>) => {
+      const compact = patch !== null && this.layersOnly;
       for (const c of Object.keys(de)) {
         const v = de[c];
         if (typeof v !== 'number') num(v, () => `prompt ${p} ablation ${k} de_prime[${c}]`);
+        if (compact && !isLayerLevel(c)) continue;
         dpPrompt.push(p);
         dpAblated.push(k);
         dpPatch.push(patch);
@@ -380,6 +419,11 @@ export class ResultsStore {
           stored = { ...stored, limit: config.limit ?? null };
           await con.run('UPDATE run_config SET "limit" = $1, config_json = $2', [stored.limit ?? null, JSON.stringify(stored)], [INTEGER, VARCHAR]);
         }
+        // Stores written before the downstream sets were recorded get them from the run that resumes them.
+        if (!stored.downstream && config.downstream) {
+          stored = { ...stored, downstream: config.downstream };
+          await con.run('UPDATE run_config SET config_json = $1', [JSON.stringify(stored)], [VARCHAR]);
+        }
       }
       return new ResultsStore(file, stored, instance, con, false);
     } catch (e) {
@@ -457,7 +501,7 @@ export class ResultsStore {
     const what = list.length === 1 ? `prompt ${list[0].result.index}` : `prompts ${list.map((x) => x.result.index).join(', ')}`;
     const indices = list.map((x) => x.result.index);
     indices.forEach((p, i) => check(indices.indexOf(p) === i, `prompt ${p} is given twice in one write; give each prompt once`));
-    const rows = new PromptRows();
+    const rows = new PromptRows(storePatchesOf(this.config) === 'layers');
     for (const { result, extra } of list) rows.add(result, extra ?? {});
     await this.transaction(what, async () => {
       await this.assertNotDone(indices);

@@ -10,8 +10,9 @@ import { HydraError } from '../io/errors.js';
 import type { HookedModel } from '../models/model.js';
 import type { Metric } from '../causal/readout.js';
 import { filterKnown } from './filter.js';
+import { defaultTargets, parseComponent } from '../models/components.js';
 import { metricAnswers } from './prompts.js';
-import { ResultsStore, type RunConfig } from './store.js';
+import { ResultsStore, STORE_PATCHES, type RunConfig, type StorePatches } from './store.js';
 
 /**
  * The paper's Section 4 experiment: every kept prompt × every attention and MLP layer
@@ -33,6 +34,8 @@ export interface SweepOptions {
   /** Resample: also draw sources whose clean token is the prompt's own (excluded by default). */
   allowSameAnswer?: boolean;
   heads?: boolean;
+  /** Per-patch DE' to store with heads: 'layers' (default) of the layer-level components only, 'all' of every one (store.ts header). */
+  storePatches?: StorePatches;
   /** The measured quantity (default argmax); answer and logit-diff read each record's answer/counter. */
   metric?: Metric;
   /** Only the first N prompts of the dataset. A larger limit on an existing store extends it. */
@@ -146,6 +149,8 @@ export async function runSweep(opts: SweepOptions): Promise<SweepSummary> {
   const seed = checkSeed(opts.seed ?? 0);
   const filter = opts.filter ?? true;
   const B = opts.batchPrompts ?? DEFAULT_BATCH_PROMPTS;
+  const storePatches = opts.storePatches ?? 'layers';
+  if (!STORE_PATCHES.includes(storePatches)) throw new HydraError(`\`storePatches\` must be one of ${STORE_PATCHES.join(', ')}, got ${String(storePatches)}`);
   const metric = opts.metric ?? 'argmax';
 
   const ds = await loadDataset(opts.dataset, { answerColumn: opts.answerColumn });
@@ -168,7 +173,9 @@ export async function runSweep(opts: SweepOptions): Promise<SweepSummary> {
     // is not compared (a larger one extends the run), except where the patches depend on the
     // whole prompt set (mean patches average it, noise takes its std from it). The kind's rules
     // (same-answer sources, where noise goes) change the numbers too.
-    options: { filter, batch_prompts: B, ...(kind.pool === 'mean' || kind.pool === 'std' ? { limit: opts.limit ?? null } : {}), ...kind.rules({ allowSameAnswer: opts.allowSameAnswer, subjects }), dataset_hash: datasetHash(ds.records), ...(metric !== 'argmax' ? { metric } : {}) },
+    downstream: downstreamSets(model, !!opts.heads),
+    // Without heads every component is layer-level: store_patches changes nothing and is not recorded.
+    options: { filter, batch_prompts: B, ...(opts.heads && storePatches === 'layers' ? { store_patches: 'layers' } : {}), ...(kind.pool === 'mean' || kind.pool === 'std' ? { limit: opts.limit ?? null } : {}), ...kind.rules({ allowSameAnswer: opts.allowSameAnswer, subjects }), dataset_hash: datasetHash(ds.records), ...(metric !== 'argmax' ? { metric } : {}) },
   };
   // A new store is made only once some prompt is kept, so a sweep that keeps none leaves no file.
   let store = fs.existsSync(opts.out) ? await ResultsStore.open(opts.out, config) : null;
@@ -236,6 +243,23 @@ export async function runSweep(opts: SweepOptions): Promise<SweepSummary> {
   } finally {
     await store?.close();
   }
+}
+
+/**
+ * Per ablated component, what is downstream of it in the model's plan: the later layers, the
+ * heads of the later attention layers, and (post-norm) the sibling heads. The repair matrix reads it.
+ */
+function downstreamSets(model: HookedModel, heads: boolean): Record<string, string[]> {
+  const out: Record<string, string[]> = {};
+  for (const k of defaultTargets(model.spec, heads)) {
+    const down = model.plan.downstream(parseComponent(k));
+    const attnHeads = down.attn.flatMap((c) => {
+      const p = parseComponent(c);
+      return heads && p.kind === 'attn' ? model.plan.parts(p.layer).filter((x) => parseComponent(x).kind === 'head') : [];
+    });
+    out[k] = [...down.attn, ...attnHeads, ...down.mlp];
+  }
+  return out;
 }
 
 /** Prompts an earlier run of this store decided: index -> null when kept, else the drop reason. */

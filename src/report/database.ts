@@ -3,6 +3,7 @@ import path from 'node:path';
 import { computeFindings, type Findings } from '../experiments/findings.js';
 import { ownScaleSeries, Statistics, storeSeries, type ComponentStats, type StatsOptions } from '../experiments/stats.js';
 import { ResultsStore } from '../experiments/store.js';
+import { repairOfStore, type RepairMatrix } from '../experiments/repair.js';
 import { HydraError } from '../io/errors.js';
 import { makeDir } from '../io/paths.js';
 import type { PromptResult } from '../causal/types.js';
@@ -27,6 +28,8 @@ export interface DatabaseAnalysis {
   /** Figure 1 and 3 choices, their prompts read with every patch. */
   picks: ProfilePick[];
   tokenTexts: Map<number, string>;
+  /** Who repairs each ablation: heads and MLPs when the sweep ablated heads, else layers. */
+  repair: RepairMatrix;
 }
 
 /** The statistics, findings and figure data of a sweep's database. */
@@ -46,7 +49,8 @@ export async function analyzeDatabase(db: string, opts: DatabaseReportOptions = 
     for (const p of picks) p.prompt = detailed.find((d) => d.index === p.prompt.index)!;
     const extras = await store.readPromptExtras();
     const tokenTexts = new Map([...extras].map(([i, e]) => [i, e.token_text ?? '']));
-    return { config: store.config, stats: run.stats, ownScale: own?.stats ?? null, findings, prompts, picks, tokenTexts };
+    const repair = await repairOfStore(store, { bootstrap: opts.bootstrap, seed: opts.seed });
+    return { config: store.config, stats: run.stats, ownScale: own?.stats ?? null, findings, prompts, picks, tokenTexts, repair };
   } finally {
     await store.close();
   }
@@ -68,6 +72,7 @@ export async function reportFromDatabase(db: string, outDir: string, opts: Datab
     stats: a.stats,
     ownScale: a.ownScale,
     findings: a.findings,
+    repair: a.repair,
     picks: a.picks,
     promptTexts: a.prompts.map((p) => p.text ?? ''),
     tokenTexts: a.prompts.map((p) => a.tokenTexts.get(p.index) ?? String(p.token)),

@@ -7,9 +7,11 @@
  *  - importanceFigure: Figure 2 (DE vs −TE per layer, their scatter, correlation and fraction).
  *  - compensationFigure: Figure 7 (CE_k vs removed DE, slope and R² per layer).
  *  - compensationSplitFigure: Figure 8 (the same split into CE_attn and CE_mlp).
+ *  - repairHeatmap: the repair matrix (ablated × responding component, mean ΔDE).
  */
 import type { TopLevelSpec } from 'vega-lite';
 import type { PromptResult } from '../causal/types.js';
+import type { RepairMatrix } from '../experiments/repair.js';
 import { undefinedReason, type ComponentStats, type Interval, type Ols } from '../experiments/stats.js';
 import { HydraError } from '../io/errors.js';
 import { componentLabel, parseComponent } from '../models/components.js';
@@ -578,4 +580,43 @@ export function headsFigure(prompt: PromptResult, k?: string, opts: { tokenText?
   const panels = [panel(`clean DE per head${token}`, (n) => prompt.de[n])];
   if (ab && k) panels.push(panel(`ΔDE per head after ablating ${componentLabel(k)}`, (n) => ab.de_prime[n] - prompt.de[n]));
   return top({ hconcat: panels, resolve: { scale: { color: 'independent' } } });
+}
+
+// ---------------------------------------------------------------- repair matrix
+
+/**
+ * The repair matrix as a heatmap: one row per ablated component, one column per responder, the
+ * colour the mean ΔDE over prompts (red: the responder's direct effect rises, i.e. it repairs;
+ * blue: it falls). Cells of responders not downstream are left empty; a dot marks each row's
+ * largest mean ΔDE when it is positive.
+ */
+export function repairHeatmap(m: RepairMatrix): TopLevelSpec {
+  // cells as large as fit about 720 px, at least 9 px; below 14 px every other label is left out
+  const cell = Math.max(9, Math.min(28, Math.floor(720 / Math.max(m.responders.length, m.ablated.length, 1))));
+  const what = m.level === 'heads' ? 'head or MLP' : 'layer';
+  const axis = { labelOverlap: cell < 14 ? 'parity' : false, labelFontSize: 11 };
+  const tops = m.rows.filter((r) => r.top.length > 0 && r.top[0].mean_dde > 0).map((r) => ({ ablated: r.ablated, responder: r.top[0].component, mean_dde: r.top[0].mean_dde }));
+  const x = { field: 'responder', type: 'ordinal', sort: m.responders, scale: { domain: m.responders }, title: `responding ${what}`, axis: { ...axis, labelAngle: -90 } };
+  const y = { field: 'ablated', type: 'ordinal', sort: m.ablated, scale: { domain: m.ablated }, title: 'ablated component', axis };
+  return top({
+    title: { text: `Repair matrix: mean ΔDE of each downstream ${what}`, subtitle: `after ablating each component; ${m.n_prompts} prompts; dot: the largest positive mean ΔDE of the row` },
+    width: cell * Math.max(m.responders.length, 1),
+    height: cell * Math.max(m.ablated.length, 1),
+    layer: [
+      {
+        data: { values: m.cells },
+        mark: { type: 'rect' },
+        encoding: {
+          x, y,
+          color: { field: 'mean_dde', type: 'quantitative', title: 'mean ΔDE', scale: { scheme: 'redblue', reverse: true, domainMid: 0 } },
+          tooltip: [{ field: 'ablated' }, { field: 'responder' }, { field: 'mean_dde', title: 'mean ΔDE', format: '.4f' }],
+        },
+      },
+      {
+        data: { values: tops },
+        mark: { type: 'point', filled: true, color: 'black', size: Math.round(cell * cell * 0.15) },
+        encoding: { x, y, tooltip: [{ field: 'ablated' }, { field: 'responder', title: 'top responder' }, { field: 'mean_dde', title: 'mean ΔDE', format: '.4f' }] },
+      },
+    ],
+  });
 }

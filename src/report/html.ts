@@ -8,11 +8,12 @@ import path from 'node:path';
 import type { TopLevelSpec } from 'vega-lite';
 import type { PromptResult } from '../causal/types.js';
 import { estimateOf, type Findings, type LayerFinding } from '../experiments/findings.js';
+import type { AblatedRepair, RepairMatrix, RepairVerdict } from '../experiments/repair.js';
 import { fmtNum } from '../experiments/format.js';
 import { statsToCsv, undefinedReason, type BootstrapStat, type ComponentStats, type Interval } from '../experiments/stats.js';
 import { HydraError } from '../io/errors.js';
 import { makeDir } from '../io/paths.js';
-import { compensationFigure, compensationSplitFigure, componentLabel, importanceFigure, parseComponent, profileFigure } from './figures.js';
+import { compensationFigure, compensationSplitFigure, componentLabel, importanceFigure, parseComponent, profileFigure, repairHeatmap } from './figures.js';
 import { writeFigure } from './render.js';
 
 export interface ReportInput {
@@ -35,6 +36,8 @@ export interface ReportInput {
   findings?: Findings;
   /** The same statistics with the ablated run's own final-norm scale, shown beside the frozen-scale ones. */
   ownScale?: Record<string, ComponentStats> | null;
+  /** Who repairs each ablation (experiments/repair.ts); without it the report has no repair section. */
+  repair?: RepairMatrix | null;
   title?: string;
 }
 
@@ -85,7 +88,8 @@ th{background:#f0f2f5;position:sticky;top:0}td:first-child,th:first-child{text-a
 .tablewrap{overflow-x:auto;max-height:80vh}pre{background:#f6f8fa;padding:.8em;overflow-x:auto}dt{font-weight:bold;margin-top:.4em}
 .na{color:#777;font-style:italic}.verdict{font-weight:bold}.v-found{color:#116611}.v-opposite{color:#a01010}.v-inconclusive,.v-n\/a{color:#666}
 .v-not-found{color:#a01010}.claim{margin:.8em 0;padding:.5em 1em;border:1px solid #ddd;border-radius:4px}.rule{color:#555;font-size:.9em}
-td.sentence{white-space:normal;text-align:left;min-width:26em}
+td.sentence{white-space:normal;text-align:left;min-width:26em}td.list{text-align:left}
+.v-consistent{color:#116611}.v-varies{color:#8a5a00}.v-undecided,.v-no-repair{color:#666}
 `;
 
 const GLOSSARY = `
@@ -279,6 +283,48 @@ function bestR2(stats: Record<string, ComponentStats>): string | null {
   return best;
 }
 
+const VERDICT_WORDS: Record<RepairVerdict, string> = {
+  consistent: 'a consistent set repairs', varies: 'different components on different prompts', undecided: 'undecided', 'no repair': 'no repair', 'n/a': 'nothing downstream',
+};
+
+function repairRow(a: AblatedRepair): string {
+  const pct = (v: number | null) => (v === null ? 'n/a' : `${Math.round(v * 100)}%`);
+  const pctCi = (v: number | null, lo: number | null, hi: number | null) => (v === null ? '<span class="na">n/a</span>' : `${pct(v)}<span class="ci">[${pct(lo)}, ${pct(hi)}]</span>`);
+  const tops = a.top.slice(0, 3).map((r) => `${escapeHtml(r.component)} ${withCi(r.mean_dde, r.mean_ci)}`).join('');
+  const often = a.frequent.slice(0, 3).map((r) => `${escapeHtml(r.component)} ${pctCi(r.top1, r.top1_ci.lo, r.top1_ci.hi)}`).join('');
+  const cells = [
+    escapeHtml(a.ablated), `<span class="${VERDICT_CLASS(a.verdict)}">${escapeHtml(VERDICT_WORDS[a.verdict])}</span>`,
+    a.responders ? withCi(a.stability, a.stability_ci) : '', `${a.prompts_repaired} / ${a.n}`, tops, often,
+  ];
+  return `<tr>${cells.map((c, i) => `<td${i >= 4 ? ' class="list"' : ''}>${c}</td>`).join('')}<td class="sentence">${escapeHtml(a.sentence)}</td></tr>`;
+}
+
+/** The repair section: what the matrix shows, the heatmap, and per ablated component its verdict and top responders. */
+function repairSection(m: RepairMatrix, fig: { svg: string; png: string }): string {
+  const what = m.level === 'heads' ? 'head and MLP' : 'attention and MLP layer';
+  const counts = (Object.keys(VERDICT_WORDS) as RepairVerdict[]).map((v) => [v, m.rows.filter((r) => r.verdict === v).length] as const).filter(([, n]) => n > 0);
+  const summary = `Of ${m.rows.length} ablated components: ${counts.map(([v, n]) => `${n} ${VERDICT_WORDS[v]}`).join(', ')}.`;
+  const head = ['ablated', 'repair', 'stability', 'repaired prompts', 'largest mean ΔDE', 'most often the top responder', 'from the numbers'];
+  return `<section id="repair"><h2>Who repairs: the repair matrix</h2>
+<div class="explain">For each ablated component (row) and each ${what} downstream of it (column), the mean over the ${m.n_prompts} prompts of
+ΔDE = DE′ − DE, the change of the responder's direct effect when the row's component is ablated (each prompt's average over its
+patches). Red cells: the responder's direct effect rises, so it makes up for part of what was removed; blue: it falls. A dot marks
+each row's largest positive mean. In the table, a prompt is <em>repaired</em> when some responder's ΔDE rises above float rounding;
+on each repaired prompt the top set is the ${m.top_set} responders with the largest ΔDE (fewer when fewer than ${m.top_set + 1} are downstream: the
+set never holds every responder, or it would agree on every prompt whatever the data). "Most often the top responder" gives the fraction of
+repaired prompts where a responder has the largest ΔDE. The <b>stability</b> is the mean overlap |A∩B|/m of the top sets (size m) of two
+different repaired prompts: 1 when the same components repair on every prompt; sets drawn at random would give m/R (R responders; "chance").
+The repair is called consistent when the stability's 95% interval lies at or above the bar, ${m.threshold} of the way from chance to 1
+(about ${m.threshold} when many components are downstream), different components on different prompts when it lies below the bar, undecided when it contains it. Intervals: ${m.bootstrap.B} bootstrap resamples of ${m.bootstrap.n_groups} ${m.bootstrap.unit}
+(${escapeHtml(m.grouping)}).${m.downstream === 'stored' ? '' : ' This store predates recorded downstream sets: they are taken to be those of a sequential pre-norm model.'}</div>
+<p>${escapeHtml(summary)}</p>
+<figure><a href="${escapeHtml(fig.png)}"><img src="${escapeHtml(fig.svg)}" alt="repair matrix heatmap"></a>
+<figcaption>Files: <a href="${escapeHtml(fig.svg)}">SVG</a> · <a href="${escapeHtml(fig.png)}">PNG</a> · <a href="repair.json">repair.json</a></figcaption></figure>
+<div class="tablewrap"><table><thead><tr>${head.map((h) => `<th>${escapeHtml(h)}</th>`).join('')}</tr></thead><tbody>
+${m.rows.map(repairRow).join('\n')}
+</tbody></table></div></section>`;
+}
+
 /**
  * Write the report into `outDir` (created if needed): figures/*.svg|png, stats.csv, stats.json, index.html.
  * Returns the path of index.html.
@@ -348,6 +394,13 @@ export async function writeReport(outDir: string, input: ReportInput): Promise<s
       `ablated layer, with bootstrap 95% intervals.${said('hydra_effect')}${said('erasure')}`);
   }
 
+  let repairHtml = '';
+  if (input.repair) {
+    const f = await writeFigure(repairHeatmap(input.repair), figDir, 'repair_heatmap');
+    fs.writeFileSync(path.join(outDir, 'repair.json'), JSON.stringify(input.repair, null, 2) + '\n');
+    repairHtml = repairSection(input.repair, { svg: path.relative(outDir, f.svg), png: path.relative(outDir, f.png) });
+  }
+
   // statistics files
   fs.writeFileSync(path.join(outDir, 'stats.csv'), statsToCsv(stats));
   const first = Object.values(stats)[0];
@@ -394,6 +447,7 @@ ${notes.length ? `<p><em>${notes.map(escapeHtml).join(' ')}</em></p>` : ''}
 ${input.ownScale ? scaleSection(stats, input.ownScale) : ''}
 ${cappedSection(prompts)}
 ${figHtml}
+${repairHtml}
 <section id="statistics"><h2>Statistics per ablated component</h2>
 <div class="explain">One row per ablated component, over all ${prompts.length} prompts, using each prompt's effects averaged over
 its patches. Small grey brackets are bootstrap 95% intervals${boot?.unit === 'groups' ? ' (resampling groups of prompts)' : ' (resampling prompts)'}. "Pearson r" compares the direct effect with the

@@ -13,6 +13,7 @@
  *                                component "all" ablates every attention and MLP layer in turn.
  *                                Closing the request cancels the work between two components.
  *   GET  /api/dataset            with --db: Figures 2, 7 and 8, the findings and the prompts' texts
+ *   GET  /api/repair             with --db: the repair matrix heatmap and each ablation's verdict and top responders
  *   GET  /api/stored?prompt=N&component=K
  *                                with --db: prompt N's stored results for ablating K (the `hydra
  *                                effects --json` entry, one ablation), the run's settings and
@@ -50,7 +51,7 @@ import { packageRoot } from '../io/paths.js';
 import { layerComponents, parseComponent } from '../models/components.js';
 import type { HookedModel } from '../models/model.js';
 import { analyzeDatabase } from '../report/database.js';
-import { compensationFigure, compensationSplitFigure, headsFigure, importanceFigure, profileFigure } from '../report/figures.js';
+import { compensationFigure, compensationSplitFigure, headsFigure, importanceFigure, profileFigure, repairHeatmap } from '../report/figures.js';
 
 export interface ServeOptions {
   model: HookedModel;
@@ -163,8 +164,10 @@ class Explorer {
         return this.json(res, 200, await this.datasetView());
       case 'GET /api/stored':
         return this.json(res, 200, await this.stored(url.searchParams));
+      case 'GET /api/repair':
+        return this.json(res, 200, ((await this.datasetView()) as { repair: unknown }).repair);
     }
-    const known = Object.keys(STATIC).includes(url.pathname) || ['/api/info', '/api/prompt', '/api/ablate', '/api/dataset', '/api/stored'].includes(url.pathname);
+    const known = Object.keys(STATIC).includes(url.pathname) || ['/api/info', '/api/prompt', '/api/ablate', '/api/dataset', '/api/stored', '/api/repair'].includes(url.pathname);
     throw new RequestError(known ? 405 : 404, known ? `${req.method} is not allowed on ${url.pathname}` : `no such page: ${url.pathname}`);
   }
 
@@ -307,6 +310,12 @@ class Explorer {
           fig2: importanceFigure(a.prompts, a.stats, { kind }),
           fig7: compensationFigure(a.prompts, a.stats, { kind }),
           fig8: compensationSplitFigure(a.prompts, a.stats, { kind }),
+        },
+        repair: {
+          level: a.repair.level,
+          n_prompts: a.repair.n_prompts,
+          figure: repairHeatmap(a.repair),
+          rows: a.repair.rows.map((r) => ({ ablated: r.ablated, verdict: r.verdict, sentence: r.sentence, stability: r.stability, top: r.top.slice(0, 3).map((t) => ({ component: t.component, mean_dde: t.mean_dde })) })),
         },
       };
     })();

@@ -270,12 +270,39 @@ async function loadDataset() {
   }
 }
 
+// ------------------------------------------------------------------ repair matrix (heads view, with a database)
+
+async function loadRepair() {
+  const el = $('#repair-chart');
+  if (el.dataset.rendered) return;
+  try {
+    const data = await api('/api/repair');
+    await chart(el, data.figure, `repair_${data.level}`);
+    const body = $('#repair-table tbody');
+    body.textContent = '';
+    for (const r of data.rows) {
+      const tr = body.insertRow();
+      tr.dataset.ablated = r.ablated;
+      tr.dataset.verdict = r.verdict;
+      tr.insertCell().textContent = r.ablated;
+      tr.insertCell().textContent = r.verdict;
+      tr.insertCell().textContent = r.top.map((t) => `${t.component} ${t.mean_dde.toFixed(4)}`).join(', ');
+      const s = tr.insertCell();
+      s.textContent = r.sentence;
+      s.className = 'sentence';
+    }
+  } catch (e) {
+    el.textContent = e.message;
+  }
+}
+
 // ------------------------------------------------------------------ wiring
 
 function selectTab(name) {
   for (const b of document.querySelectorAll('.tab')) b.classList.toggle('active', b.dataset.tab === name);
   for (const s of document.querySelectorAll('.tab-body')) s.hidden = s.id !== `tab-${name}`;
   if (name === 'dataset') loadDataset();
+  if (name === 'heads' && state.info.dataset) loadRepair();
 }
 
 async function main() {
@@ -300,6 +327,7 @@ async function main() {
   $('#samples').value = String(Math.min(info.default_samples, info.max_samples || info.default_samples));
   $('#samples').max = String(info.max_samples || 64);
   $('#dataset-tab').hidden = !info.dataset;
+  $('#repair-block').hidden = !info.dataset;
   for (const b of document.querySelectorAll('.tab')) b.addEventListener('click', () => selectTab(b.dataset.tab));
   $('#prompt-form').addEventListener('submit', (e) => {
     e.preventDefault();
