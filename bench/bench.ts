@@ -273,6 +273,8 @@ async function main(): Promise<void> {
   const spec = model.spec;
   const prompts = data.slice(0, args.prompts).map((r) => tok.encode(r.prompt).map((t) => t % spec.vocab));
   const avgLen = prompts.reduce((s, p) => s + p.length, 0) / prompts.length;
+  const peakMb = () => (process.resourceUsage().maxRSS / 1024).toFixed(0);
+  log(`peak RSS after load: ${peakMb()} MB`);
   log(`model ${args.shape}: ${spec.nLayers} layers, width ${spec.dModel}, ${spec.nHeads} heads (${spec.nKvHeads} kv), vocab ${spec.vocab}; loaded in ${tLoad.toFixed(1)} s`);
   log(`${prompts.length} prompts, ${avgLen.toFixed(2)} tokens on average; threads per session: ${args.threads ?? 'all cores'}`);
 
@@ -282,6 +284,7 @@ async function main(): Promise<void> {
   log('warm-up ...');
   await analyze(model, prompts.slice(0, SAMPLES + 1), { kind: 'resample', samples: SAMPLES, targets: ['attn.0'], path: 'fast', allowSameAnswer: true, ...batch });
 
+  log(`peak RSS after warm-up: ${peakMb()} MB`);
   const profile = args.profile ? installProfiler() : null;
   log(`fast path (hydra sweep): ${prompts.length} prompts × ${targets.length} targets × ${SAMPLES} patches ...`);
   // The prompts as a dataset of token ids, swept into a fresh DuckDB file.
@@ -302,7 +305,7 @@ async function main(): Promise<void> {
       out: path.join(tmp, 'bench.duckdb'),
       ...batch,
       progress: (done, total) => {
-        if (!args.json && done > 0 && done % 16 === 0) log(`  ${done}/${total} prompts, ${(now() - tf).toFixed(1)} s`);
+        if (!args.json && done > 0 && done % 16 === 0) { const m = process.memoryUsage(); log(`  ${done}/${total} prompts, ${(now() - tf).toFixed(1)} s; RSS ${(m.rss / 2 ** 20).toFixed(0)} MB, array buffers ${(m.arrayBuffers / 2 ** 20).toFixed(0)}, heap ${(m.heapUsed / 2 ** 20).toFixed(0)}`); }
       },
     });
   } finally {
@@ -311,6 +314,8 @@ async function main(): Promise<void> {
   const fastS = now() - tf;
   // The sweep's peak: what a `hydra sweep` process holds (the naive path and the GEMM probes come after).
   const sweepRss = process.resourceUsage().maxRSS * 1024;
+  const mem = process.memoryUsage();
+  log(`after the sweep: RSS ${(mem.rss / 2 ** 20).toFixed(0)} MB (array buffers ${(mem.arrayBuffers / 2 ** 20).toFixed(0)} MB, JS heap ${(mem.heapTotal / 2 ** 20).toFixed(0)} MB, the rest native: onnxruntime, DuckDB, allocator)`);
   const fastRuns = prompts.length * targets.length * SAMPLES;
   const profFast = profile ? new Map(profile) : null;
   profile?.clear();

@@ -236,6 +236,11 @@ function openError(file: string, e: unknown, readOnly = false): HydraError {
 
 /** DuckDB never fetches or loads extensions on its own: a results file needs none, and hydra works offline. */
 const DUCKDB_OPTIONS = { autoload_known_extensions: 'false', autoinstall_known_extensions: 'false' };
+/**
+ * A writer runs DuckDB on one thread: the sweep's appends and commits otherwise take cores from
+ * the model's sessions (measured on 2 cores, GPT-2-small shape: 913 -> 1180 runs/s).
+ */
+const WRITER_OPTIONS = { ...DUCKDB_OPTIONS, threads: '1' };
 
 /** Paths open in this process: two DuckDB instances on one file would corrupt it. */
 const openPaths = new Set<string>();
@@ -245,7 +250,7 @@ async function openInstance(file: string, readOnly: boolean): Promise<{ instance
   check(!openPaths.has(abs), `${file} is already open in this process; close it first`);
   let instance: DuckDBInstance | undefined;
   try {
-    instance = await DuckDBInstance.create(abs, readOnly ? { ...DUCKDB_OPTIONS, access_mode: 'READ_ONLY' } : DUCKDB_OPTIONS);
+    instance = await DuckDBInstance.create(abs, readOnly ? { ...DUCKDB_OPTIONS, access_mode: 'READ_ONLY' } : WRITER_OPTIONS);
     const con = await instance.connect();
     openPaths.add(abs);
     return { instance, con };
