@@ -17,7 +17,8 @@
  *
  * Other options: --threads N (intra-op threads per session; default all cores),
  * --batch-prompts N, --batch-rows N (the sweep's batching), --naive-prompts N,
- * --spin (let idle onnxruntime threads spin, the runtime's default), --arena,
+ * --spin (let idle onnxruntime threads spin, the runtime's default), --no-arena (sessions
+ * without a memory arena: every intermediate on fresh pages, the engine's setting before),
  * --profile (time spent per kind of session call), --weights-dtype float32|bfloat16|float16
  * (hold the weights at another width than the checkpoint's; the speed/memory trade).
  */
@@ -55,7 +56,7 @@ interface Args {
 }
 
 function parseArgs(argv: string[]): Args {
-  const args: Args = { json: false, shape: 'gpt2-small', prompts: -1, naivePrompts: 4, profile: false, arena: false, spin: false };
+  const args: Args = { json: false, shape: 'gpt2-small', prompts: -1, naivePrompts: 4, profile: false, arena: true, spin: false };
   const int = (flag: string, v: string | undefined) => {
     const n = Number(v);
     if (!Number.isInteger(n) || n < 1) throw new Error(`${flag} needs a positive integer, got ${v}`);
@@ -65,7 +66,7 @@ function parseArgs(argv: string[]): Args {
     const a = argv[i];
     if (a === '--json') args.json = true;
     else if (a === '--profile') args.profile = true;
-    else if (a === '--arena') args.arena = true;
+    else if (a === '--no-arena') args.arena = false;
     else if (a === '--spin') args.spin = true;
     else if (a === '--shape') {
       const s = argv[++i] as BenchShape;
