@@ -88,7 +88,7 @@ th{background:#f0f2f5;position:sticky;top:0}td:first-child,th:first-child{text-a
 .tablewrap{overflow-x:auto;max-height:80vh}pre{background:#f6f8fa;padding:.8em;overflow-x:auto}dt{font-weight:bold;margin-top:.4em}
 .na{color:#777;font-style:italic}.verdict{font-weight:bold}.v-found{color:#116611}.v-opposite{color:#a01010}.v-inconclusive,.v-n\/a{color:#666}
 .v-not-found{color:#a01010}.claim{margin:.8em 0;padding:.5em 1em;border:1px solid #ddd;border-radius:4px}.rule{color:#555;font-size:.9em}
-td.sentence{white-space:normal;text-align:left;min-width:26em}td.list{text-align:left}
+td.sentence{white-space:normal;text-align:left;min-width:22em}td.list{text-align:left}td.wrap{white-space:normal;text-align:left;min-width:8em}
 .v-consistent{color:#116611}.v-varies{color:#8a5a00}.v-undecided,.v-no-repair{color:#666}
 `;
 
@@ -296,7 +296,7 @@ function repairRow(a: AblatedRepair): string {
     escapeHtml(a.ablated), `<span class="${VERDICT_CLASS(a.verdict)}">${escapeHtml(VERDICT_WORDS[a.verdict])}</span>`,
     a.responders ? withCi(a.stability, a.stability_ci) : '', `${a.prompts_repaired} / ${a.n}`, tops, often,
   ];
-  return `<tr>${cells.map((c, i) => `<td${i >= 4 ? ' class="list"' : ''}>${c}</td>`).join('')}<td class="sentence">${escapeHtml(a.sentence)}</td></tr>`;
+  return `<tr>${cells.map((c, i) => `<td${i >= 4 ? ' class="list"' : i === 1 ? ' class="wrap"' : ''}>${c}</td>`).join('')}<td class="sentence">${escapeHtml(a.sentence)}</td></tr>`;
 }
 
 /** The repair section: what the matrix shows, the heatmap, and per ablated component its verdict and top responders. */
