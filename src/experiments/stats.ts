@@ -415,9 +415,56 @@ export async function storeSeries(con: DuckDBConnection, dataset: string): Promi
  * is linear in 1/s; ΔDE, CE, CE_attn, CE_mlp and the removed DE follow, averaged over patches; `ne`
  * holds what the own scale leaves over, TE − ΔDE_own(k) − CE_own. Layer-level ablations only.
  * Returns false when the store has no per-patch rows to derive it from.
+ *
+ * What is downstream of each ablated layer comes from the sweep's stored plan (`downstream`, the
+ * run config's); stores written before it recorded one get the old rule: later layers, and a
+ * layer's own MLP after its attention unless the stored CE_mlp shows parallel blocks.
  */
-export async function ownScaleSeries(con: DuckDBConnection): Promise<boolean> {
+export async function ownScaleSeries(con: DuckDBConnection, downstream?: Record<string, string[]> | null): Promise<boolean> {
   const layer = `'(attn|mlp)\\.[0-9]+'`;
+  const patches = await rows(con, `SELECT count(*) AS n FROM patches JOIN stat_prompts USING (prompt_idx)`);
+  if (Number(patches[0].n) === 0) return false;
+  // "c is downstream of the ablated k", over the columns of d below.
+  const isDown = downstream ? (await storeDownstream(con, downstream), 'od.component IS NOT NULL') : await inferredDownstream(con, layer);
+  await con.run(`CREATE OR REPLACE TEMP TABLE series_own AS
+    WITH pt AS (
+      SELECT p.prompt_idx, p.component AS ablated, p.patch_idx, k.sigma / p.sigma_prime AS ratio,
+        split_part(p.component, '.', 1) AS ak, split_part(p.component, '.', 2)::INT AS al
+      FROM patches p JOIN stat_prompts k USING (prompt_idx) WHERE regexp_full_match(p.component, ${layer})),
+    d AS (
+      SELECT pt.prompt_idx, pt.ablated, pt.patch_idx, dp.component, split_part(dp.component, '.', 1) AS ck,
+        dp.value * pt.ratio - c.de AS dde, ${isDown} AS down
+      FROM de_prime dp JOIN pt ON dp.prompt_idx = pt.prompt_idx AND dp.ablated = pt.ablated AND dp.patch_idx = pt.patch_idx
+      JOIN clean_de c ON c.prompt_idx = dp.prompt_idx AND c.component = dp.component
+      ${downstream ? 'LEFT JOIN own_downstream od ON od.ablated = pt.ablated AND od.component = dp.component' : ''}
+      WHERE regexp_full_match(dp.component, ${layer})),
+    per_patch AS (
+      SELECT prompt_idx, ablated, patch_idx,
+        sum(dde) FILTER (WHERE component = ablated) AS dde_self,
+        coalesce(sum(dde) FILTER (WHERE ck = 'attn' AND down), 0) AS ce_attn,
+        coalesce(sum(dde) FILTER (WHERE ck = 'mlp' AND down), 0) AS ce_mlp
+      FROM d GROUP BY prompt_idx, ablated, patch_idx),
+    avg_patch AS (
+      SELECT prompt_idx, ablated, avg(dde_self) AS dde_self, avg(ce_attn) AS ce_attn, avg(ce_mlp) AS ce_mlp
+      FROM per_patch GROUP BY prompt_idx, ablated)
+    SELECT k.pos, e.component, c.de, e.te, a.ce_attn + a.ce_mlp AS ce, a.ce_attn, a.ce_mlp,
+      e.te - a.dde_self - a.ce_attn - a.ce_mlp AS ne, e.ie, -a.dde_self AS removed
+    FROM effects e JOIN stat_prompts k USING (prompt_idx)
+    JOIN avg_patch a ON a.prompt_idx = e.prompt_idx AND a.ablated = e.component
+    JOIN clean_de c ON c.prompt_idx = e.prompt_idx AND c.component = e.component
+    ORDER BY e.prompt_idx, e.rowid`);
+  return true;
+}
+
+/** The stored downstream sets' layer-level pairs as the temp table own_downstream (ablated, component). */
+async function storeDownstream(con: DuckDBConnection, downstream: Record<string, string[]>): Promise<void> {
+  const layerName = /^(attn|mlp)\.[0-9]+$/;
+  const pairs = Object.entries(downstream).flatMap(([k, cs]) => (layerName.test(k) ? cs.filter((c) => layerName.test(c)).map((c) => `('${k}', '${c}')`) : []));
+  await con.run(`CREATE OR REPLACE TEMP TABLE own_downstream AS SELECT * FROM (VALUES ${pairs.length ? pairs.join(', ') : "(NULL, NULL)"}) t(ablated, component)`);
+}
+
+/** Stores without downstream sets: later layers, and a layer's own MLP after its attention unless blocks are parallel. */
+async function inferredDownstream(con: DuckDBConnection, layer: string): Promise<string> {
   // Parallel blocks (NeoX) leave mlp.l out of attn.l's downstream set; the stored CE_mlp says which.
   const par = await rows(con, `WITH d AS (
       SELECT e.prompt_idx, e.component, e.ce_mlp,
@@ -430,35 +477,8 @@ export async function ownScaleSeries(con: DuckDBConnection): Promise<boolean> {
       GROUP BY e.prompt_idx, e.component, e.ce_mlp)
     SELECT sum(abs(ce_mlp - later)) < sum(abs(ce_mlp - later - same)) AS parallel, count(*) AS n FROM d`);
   const parallel = par[0]?.parallel === true;
-  const patches = await rows(con, `SELECT count(*) AS n FROM patches JOIN stat_prompts USING (prompt_idx)`);
-  if (Number(patches[0].n) === 0) return false;
-  await con.run(`CREATE OR REPLACE TEMP TABLE series_own AS
-    WITH pt AS (
-      SELECT p.prompt_idx, p.component AS ablated, p.patch_idx, k.sigma / p.sigma_prime AS ratio,
-        split_part(p.component, '.', 1) AS ak, split_part(p.component, '.', 2)::INT AS al
-      FROM patches p JOIN stat_prompts k USING (prompt_idx) WHERE regexp_full_match(p.component, ${layer})),
-    d AS (
-      SELECT pt.prompt_idx, pt.ablated, pt.patch_idx, pt.ak, pt.al, split_part(dp.component, '.', 1) AS ck,
-        split_part(dp.component, '.', 2)::INT AS cl, dp.value * pt.ratio - c.de AS dde
-      FROM de_prime dp JOIN pt ON dp.prompt_idx = pt.prompt_idx AND dp.ablated = pt.ablated AND dp.patch_idx = pt.patch_idx
-      JOIN clean_de c ON c.prompt_idx = dp.prompt_idx AND c.component = dp.component
-      WHERE regexp_full_match(dp.component, ${layer})),
-    per_patch AS (
-      SELECT prompt_idx, ablated, patch_idx,
-        sum(dde) FILTER (WHERE ck = ak AND cl = al) AS dde_self,
-        coalesce(sum(dde) FILTER (WHERE ck = 'attn' AND cl > al), 0) AS ce_attn,
-        coalesce(sum(dde) FILTER (WHERE ck = 'mlp' AND (cl > al OR (ak = 'attn' AND cl = al AND NOT ${parallel}))), 0) AS ce_mlp
-      FROM d GROUP BY prompt_idx, ablated, patch_idx),
-    avg_patch AS (
-      SELECT prompt_idx, ablated, avg(dde_self) AS dde_self, avg(ce_attn) AS ce_attn, avg(ce_mlp) AS ce_mlp
-      FROM per_patch GROUP BY prompt_idx, ablated)
-    SELECT k.pos, e.component, c.de, e.te, a.ce_attn + a.ce_mlp AS ce, a.ce_attn, a.ce_mlp,
-      e.te - a.dde_self - a.ce_attn - a.ce_mlp AS ne, e.ie, -a.dde_self AS removed
-    FROM effects e JOIN stat_prompts k USING (prompt_idx)
-    JOIN avg_patch a ON a.prompt_idx = e.prompt_idx AND a.ablated = e.component
-    JOIN clean_de c ON c.prompt_idx = e.prompt_idx AND c.component = e.component
-    ORDER BY e.prompt_idx, e.rowid`);
-  return true;
+  const [ck, cl, ak, al] = ["split_part(dp.component, '.', 1)", "split_part(dp.component, '.', 2)::INT", 'pt.ak', 'pt.al'];
+  return `(${cl} > ${al} OR (${ck} = 'mlp' AND ${ak} = 'attn' AND ${cl} = ${al} AND NOT ${parallel}))`;
 }
 
 // ---------------------------------------------------------------- undefined statistics

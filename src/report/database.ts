@@ -42,7 +42,7 @@ export async function analyzeDatabase(db: string, opts: DatabaseReportOptions = 
     const sOpts: StatsOptions = { bootstrap: opts.bootstrap, seed: opts.seed, groups: series.groups };
     const run = await Statistics.fromSeries(con, 'series', series.n, sOpts);
     const findings = await computeFindings(run, series.grouping);
-    const own = (await ownScaleSeries(con)) ? await Statistics.fromSeries(con, 'series_own', series.n, sOpts) : null;
+    const own = (await ownScaleSeries(con, store.config.downstream)) ? await Statistics.fromSeries(con, 'series_own', series.n, sOpts) : null;
     const prompts = await store.readResults({ patches: false, layersOnly: true, dePrime: false });
     const picks = chooseProfiles(prompts, run.stats, opts.figure1);
     const detailed = await store.readResults({ patches: true, layersOnly: true, prompts: picks.map((p) => p.prompt.index) });
