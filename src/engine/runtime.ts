@@ -30,9 +30,10 @@ export async function createSession(graph: Graph, opts: EngineOptions): Promise<
     graphOptimizationLevel: 'all',
     enableCpuMemArena: opts.arena ?? true,
     // Every session has its own intra-op thread pool, whose workers spin after a run by
-    // default. A model is a chain of ~40 sessions run one after another, so a spinning
-    // pool of the previous session would take a core from the next one: on 2 cores that
-    // halved the fast path's MLP throughput on small row batches (81 vs 204 GFLOP/s).
+    // default. A model runs its sessions one after another (attention in, mixing, out, MLP,
+    // layer after layer), so a spinning pool of the previous session would take a core from
+    // the next one: on 2 cores that halved the fast path's MLP throughput on small row
+    // batches (81 vs 204 GFLOP/s).
     extra: {
       'session.intra_op.allow_spinning': opts.spin ? '1' : '0',
     },
@@ -101,8 +102,9 @@ export class Block {
     private readonly feeder: WeightFeeder,
   ) {}
 
-  run(feeds: Record<string, ort.Tensor>, fetches?: ort.InferenceSession.FetchesType): Promise<ort.InferenceSession.OnnxValueMapType> {
-    return this.feeder.run(this.session, this.weights, this.vectors, feeds, fetches);
+  /** Run with the block's weights, or with `weights` given per run (the unembedding's vocabulary chunks). */
+  run(feeds: Record<string, ort.Tensor>, fetches?: ort.InferenceSession.FetchesType, weights = this.weights): Promise<ort.InferenceSession.OnnxValueMapType> {
+    return this.feeder.run(this.session, weights, this.vectors, feeds, fetches);
   }
 }
 

@@ -1,6 +1,6 @@
 import { attnInGraph, attnMixGraph, attnOutGraph, attnStepMixGraph, mlpGraph, unembedGraph } from '../engine/blocks.js';
 import { ropeKey, ropeTables } from '../engine/rope.js';
-import { createBlock, createSession, f32, i64, ort, WeightFeeder, type Block, type EngineOptions, type Session, type SessionCache } from '../engine/runtime.js';
+import { createBlock, f32, i64, ort, WeightFeeder, type Block, type EngineOptions, type SessionCache } from '../engine/runtime.js';
 import type { ArchSpec, LayerVectors, LayerWeights, ModelWeights, NormWeights, RopeSpec } from '../engine/spec.js';
 import os from 'node:os';
 import { matrixBytes, meanRow, rowsOf, rowValues, type Matrix, type WeightDType } from '../io/matrix.js';
@@ -124,7 +124,7 @@ export class HookedModel {
     readonly layers: LayerVectors[],
     readonly unembed: Ends,
     readonly tokenizer: HydraTokenizer | null,
-    private readonly unembedSession: { session: Session; vectors: [string, Float32Array][] },
+    private readonly unembedBlock: Block,
     private readonly sessions: LayerSessions[],
     /** Bytes of the weight matrices the model holds, at their stored width. */
     readonly weightBytes: number,
@@ -162,8 +162,7 @@ export class HookedModel {
     let bytes = matrixBytes(wU) + (wte === wU ? 0 : matrixBytes(wte)) + (wpe ? matrixBytes(wpe) : 0);
     const ends: Ends = { wte, wpe, wU, bU, lnF, meanRow: meanRow(wU) };
     const feeder = new WeightFeeder();
-    const unembedGraphBuilt = unembedGraph(spec, lnF);
-    const unembedSession = await createSession(unembedGraphBuilt, opts);
+    const unembedBlock = await createBlock(unembedGraph(spec, lnF), opts, feeder);
     const sessionCache: SessionCache = new Map();
     const layers: LayerVectors[] = [];
     const sessions: LayerSessions[] = [];
@@ -181,7 +180,7 @@ export class HookedModel {
       layers.push(vectorsOf(lw));
       bytes += layerMatrices(lw).reduce((s, m) => s + matrixBytes(m), 0);
     }
-    return new HookedModel(source, spec, layers, ends, tokenizer, { session: unembedSession, vectors: unembedGraphBuilt.vectors }, sessions, bytes, feeder, opts, sessionCache);
+    return new HookedModel(source, spec, layers, ends, tokenizer, unembedBlock, sessions, bytes, feeder, opts, sessionCache);
   }
 
   /** Distinct onnxruntime sessions the layers run on (layers of the same shape share one; each keeps one arena). */
@@ -441,7 +440,7 @@ export class HookedModel {
     for (let v0 = 0; v0 < V; v0 += VOCAB_CHUNK) {
       const v1 = Math.min(V, v0 + VOCAB_CHUNK);
       const bias = bU ? bU.slice(v0, v1) : new Float32Array(v1 - v0);
-      const res = await this.feeder.run(this.unembedSession.session, [['wU', rowsOf(wU, v0, v1)]], this.unembedSession.vectors, { z: zs, bU: f32(bias, [v1 - v0]) });
+      const res = await this.unembedBlock.run({ z: zs, bU: f32(bias, [v1 - v0]) }, undefined, [['wU', rowsOf(wU, v0, v1)]]);
       const part = res.logits.data as Float32Array;
       for (let r = 0; r < n; r++) logits.set(part.subarray(r * (v1 - v0), (r + 1) * (v1 - v0)), r * V + v0);
     }
