@@ -2,14 +2,14 @@ import { HydraError } from '../io/errors.js';
 import { defaultTargets as targetsOf, parseTarget, type Component, type Target } from '../models/components.js';
 import type { HookedModel } from '../models/model.js';
 import { ablationKind, samplesOf, type PatchOptions } from './ablations.js';
-import { CleanBank, DEFAULT_BATCH_PROMPTS, defaultBatchRows, needsHeads } from './bank.js';
-import { averagePatches, cleanContext, patchEffects, type CleanContext } from './effects.js';
+import { CleanBank, DEFAULT_BATCH_PROMPTS, needsHeads } from './bank.js';
+import { averagePatches, cleanContext, patchEffects, type AblatedRun, type CleanContext } from './effects.js';
 import { averageExtras, extrasOf, measureExtras, type ExtraOptions } from './extras.js';
 import { checkActivations, checkResult } from './finite.js';
-import { runFastPath, type AblationRow } from './fastpath.js';
+import { defaultBatchRows, runFastPath, type AblationRow } from './fastpath.js';
 import { runNaivePath } from './naive.js';
 import { checkSeed } from './random.js';
-import { centredLogit, METRICS, readLogits, Readout, softcap, type Metric, type ReadoutTokens } from './readout.js';
+import { forEachRunLogits, METRICS, readLogits, Readout, softcap, type Metric, type ReadoutTokens } from './readout.js';
 import type { AblationKind, PatchEffects, PromptResult } from './types.js';
 
 export interface AblationOptions extends PatchOptions, ExtraOptions {
@@ -114,7 +114,7 @@ export async function analyze(model: HookedModel, prompts: number[][], opts: Abl
     for (const [r0, r1] of rowParts(rows, batchRows)) {
       const part = rows.slice(r0, r1);
       const runs = opts.path === 'naive' ? await runNaivePath(model, ids, ctxs, part, withHeads) : await runFastPath(model, ctxs, clean.cache, part, withHeads, extras?.taps);
-      const capped = model.spec.finalSoftcap === null ? null : await cappedTotalEffects(model, ctxs, part, runs.map((r) => r.z));
+      const capped = model.spec.finalSoftcap === null ? null : await cappedTotalEffects(model, ctxs, part, runs);
       const partEffects: PatchEffects[] = [];
       part.forEach((row, i) => {
         const e = patchEffects(model.plan, ctxs[row.prompt], row.target, runs[i], (z) => model.normScale(z), row.source);
@@ -166,16 +166,15 @@ export function rowParts(rows: { prompt: number }[], max: number): [number, numb
   return parts;
 }
 
-/** TE on the model's real (soft-capped) centred logits, for each run's final residual z'. */
-async function cappedTotalEffects(model: HookedModel, ctxs: CleanContext[], rows: AblationRow[], zs: ArrayLike<number>[]): Promise<number[]> {
-  const { dModel: d, vocab: V, finalSoftcap: c } = model.spec;
-  const flat = new Float32Array(rows.length * d);
-  zs.forEach((z, i) => flat.set(z, i * d));
-  const logits = await model.logits(flat, rows.length);
-  return rows.map((row, i) => {
-    const { acts, readout: r } = ctxs[row.prompt];
-    return readLogits(softcap(logits.subarray(i * V, (i + 1) * V), c!), r) - readLogits(softcap(acts.logits, c!), r);
+/** TE on the model's real (soft-capped) centred logits, for each ablated run (unembedded in chunks). */
+async function cappedTotalEffects(model: HookedModel, ctxs: CleanContext[], rows: AblationRow[], runs: AblatedRun[]): Promise<number[]> {
+  const c = model.spec.finalSoftcap!;
+  const out: number[] = [];
+  await forEachRunLogits(model, runs, (k, raw) => {
+    const { acts, readout: r } = ctxs[rows[k].prompt];
+    out.push(readLogits(softcap(raw, c), r) - readLogits(softcap(acts.logits, c), r));
   });
+  return out;
 }
 
 /** DE' with the ablated run's own scale: û_σ'(c') = (σ/σ') DE'(c). */

@@ -33,16 +33,6 @@ export function retainBudgetFor(model: HookedModel): number {
   return Math.min(DEFAULT_RETAIN_BYTES, Math.max(32 * 2 ** 20, Math.round(model.weightBytes / 8)));
 }
 
-/**
- * Ablated runs per fast-path run by default: a power of two near 16 MiB of the MLP's hidden
- * activations, in [256, 4096]. On the GPT-2-small shape 1024 rows used less CPU time than
- * 4096 (fewer fresh pages for the intermediates) and 150–250 MB less peak memory.
- */
-export function defaultBatchRows(spec: { dMlp: number }): number {
-  const rows = (16 * 2 ** 20) / (4 * spec.dMlp);
-  return Math.min(4096, Math.max(256, 2 ** Math.floor(Math.log2(rows))));
-}
-
 /** Bytes a clean run holds: its key/value caches and each prompt's recorded vectors. */
 function runBytes(run: CleanRun): number {
   let n = 0;

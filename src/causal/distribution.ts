@@ -1,7 +1,7 @@
 import type { HookedModel } from '../models/model.js';
 import type { AblatedRun, CleanContext } from './effects.js';
 import type { AblationRow } from './fastpath.js';
-import { softcap } from './readout.js';
+import { forEachRunLogits, softcap } from './readout.js';
 import { DISTRIBUTION, type DistributionEffects } from './types.js';
 
 /**
@@ -10,9 +10,6 @@ import { DISTRIBUTION, type DistributionEffects } from './types.js';
  * its rank after. Measured on the model's real logits (soft-capped where the model caps),
  * in float64.
  */
-
-/** Ablated runs unembedded at a time: bounds the logits held to rows × vocabulary floats. */
-export const LOGIT_ROWS = 64;
 
 /** Log-softmax in float64. */
 export function logSoftmax(logits: ArrayLike<number>): Float64Array {
@@ -53,29 +50,16 @@ function real(model: HookedModel, raw: Float32Array): ArrayLike<number> {
  * naive path), else its final residual z′ unembedded, LOGIT_ROWS runs at a time.
  */
 export async function runDistributions(model: HookedModel, ctxs: CleanContext[], rows: AblationRow[], runs: AblatedRun[]): Promise<DistributionEffects[]> {
-  const { dModel: d, vocab: V } = model.spec;
   const out: DistributionEffects[] = [];
   const cleanReal = new Map<CleanContext, ArrayLike<number>>();
   const cleanOf = (ctx: CleanContext) => {
     if (!cleanReal.has(ctx)) cleanReal.set(ctx, real(model, ctx.acts.logits));
     return cleanReal.get(ctx)!;
   };
-  for (let r0 = 0; r0 < rows.length; r0 += LOGIT_ROWS) {
-    const r1 = Math.min(rows.length, r0 + LOGIT_ROWS);
-    const missing = runs.slice(r0, r1).filter((r) => !r.logits);
-    let computed: Float32Array | null = null;
-    if (missing.length) {
-      const flat = new Float32Array(missing.length * d);
-      missing.forEach((r, k) => flat.set(r.z, k * d));
-      computed = await model.logits(flat, missing.length);
-    }
-    let m = 0;
-    for (let k = r0; k < r1; k++) {
-      const raw = runs[k].logits ?? computed!.subarray(m * V, (m++ + 1) * V);
-      const ctx = ctxs[rows[k].prompt];
-      out.push(distributionChange(cleanOf(ctx), real(model, raw), ctx.acts.token));
-    }
-  }
+  await forEachRunLogits(model, runs, (k, raw) => {
+    const ctx = ctxs[rows[k].prompt];
+    out.push(distributionChange(cleanOf(ctx), real(model, raw), ctx.acts.token));
+  });
   return out;
 }
 

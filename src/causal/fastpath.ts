@@ -20,6 +20,16 @@ export interface AblationRow {
   patches: Float32Array[];
 }
 
+/**
+ * Ablated runs per fast-path run by default: a power of two near 16 MiB of the MLP's hidden
+ * activations, in [256, 4096]. On the GPT-2-small shape 1024 rows used less CPU time than
+ * 4096 (fewer fresh pages for the intermediates) and 150–250 MB less peak memory.
+ */
+export function defaultBatchRows(spec: { dMlp: number }): number {
+  const rows = (16 * 2 ** 20) / (4 * spec.dMlp);
+  return Math.min(4096, Math.max(256, 2 ** Math.floor(Math.log2(rows))));
+}
+
 export async function runFastPath(model: HookedModel, ctxs: CleanContext[], cache: KVCache, rows: AblationRow[], withHeads: boolean, taps?: number[]): Promise<AblatedRun[]> {
   const starts = rows.map((r) => model.plan.startRow(ctxs[r.prompt].acts, r.target.members.map((m, i) => ({ component: m, value: r.patches[i] }))));
   // The readout of the measured quantity at the clean scale: DE'(c) = c · q / σ.

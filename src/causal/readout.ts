@@ -107,3 +107,26 @@ export function topTokens(p: ArrayLike<number>, k: number): number[] {
 export function softcap(logits: ArrayLike<number>, c: number): Float64Array {
   return Float64Array.from(logits as ArrayLike<number>, (x) => c * Math.tanh(x / c));
 }
+
+/** Ablated runs unembedded at a time: bounds the logits held to rows × vocabulary floats. */
+export const LOGIT_ROWS = 64;
+
+/**
+ * Each ablated run's raw logits, in run order: its own where it unembedded itself (the naive
+ * path), else its final residual z′ unembedded, LOGIT_ROWS runs at a time.
+ */
+export async function forEachRunLogits(model: HookedModel, runs: { z: ArrayLike<number>; logits?: Float32Array }[], each: (k: number, raw: Float32Array) => void): Promise<void> {
+  const { dModel: d, vocab: V } = model.spec;
+  for (let r0 = 0; r0 < runs.length; r0 += LOGIT_ROWS) {
+    const r1 = Math.min(runs.length, r0 + LOGIT_ROWS);
+    const missing = runs.slice(r0, r1).filter((r) => !r.logits);
+    let computed: Float32Array | null = null;
+    if (missing.length) {
+      const flat = new Float32Array(missing.length * d);
+      missing.forEach((r, k) => flat.set(r.z, k * d));
+      computed = await model.logits(flat, missing.length);
+    }
+    let m = 0;
+    for (let k = r0; k < r1; k++) each(k, runs[k].logits ?? computed!.subarray(m * V, (m++ + 1) * V));
+  }
+}
