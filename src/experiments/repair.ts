@@ -30,7 +30,7 @@ import type { DuckDBConnection } from '@duckdb/node-api';
 import { HydraError, check } from '../io/errors.js';
 import { parseComponent } from '../models/components.js';
 import { fmtNum } from './format.js';
-import { bootstrapWeights, storeSeries, type BootstrapInfo, type Interval } from './stats.js';
+import { bootstrapWeights, rows, storeSeries, type BootstrapInfo, type Interval } from './stats.js';
 import { ResultsStore, type RunConfig } from './store.js';
 
 export type RepairLevel = 'layers' | 'heads';
@@ -151,10 +151,6 @@ function downstreamPairs(config: RunConfig, level: RepairLevel, ablated: string[
     for (const c of responders) if (c !== k && (down ? down.has(c) : sequentialDownstream(k, c))) pairs.push([k, c]);
   }
   return pairs;
-}
-
-async function rows(con: DuckDBConnection, sql: string, params?: string[]): Promise<Record<string, unknown>[]> {
-  return (await con.runAndReadAll(sql, params)).getRowObjectsJS() as Record<string, unknown>[];
 }
 
 /** Names in a table column, in model order. */

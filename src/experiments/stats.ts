@@ -333,8 +333,9 @@ export class Statistics {
   }
 }
 
-async function rows(con: DuckDBConnection, sql: string): Promise<Record<string, unknown>[]> {
-  return (await con.runAndReadAll(sql)).getRowObjectsJS() as Record<string, unknown>[];
+/** A query's rows as plain objects. */
+export async function rows(con: DuckDBConnection, sql: string, params?: string[]): Promise<Record<string, unknown>[]> {
+  return (await con.runAndReadAll(sql, params)).getRowObjectsJS() as Record<string, unknown>[];
 }
 
 const numOrNull = (v: unknown): number | null => (v === null || v === undefined ? null : Number(v));
