@@ -1,7 +1,8 @@
 import { createHash } from 'node:crypto';
 import ort from 'onnxruntime-node';
-import { decodeInto, float32View, type Matrix } from '../io/matrix.js';
+import { float32View, type Matrix } from '../io/matrix.js';
 import type { Graph } from './onnx.js';
+import { WideningScratch } from './widen.js';
 
 export { ort };
 export type Session = ort.InferenceSession;
@@ -52,28 +53,27 @@ export function i64(data: number[] | BigInt64Array, dims: number[]): ort.Tensor 
  * Feeds weight matrices to sessions at each run. A model holds each weight once, at its
  * stored width; float32 matrices are passed as they are (onnxruntime reads JavaScript
  * memory without a copy), two-byte ones are widened into one scratch buffer that every
- * run reuses. Runs go one at a time (they share the scratch buffer; each uses every core).
+ * run reuses (see WideningScratch). Runs go one at a time (they share the scratch buffer;
+ * each uses every core).
  */
 export class WeightFeeder {
-  private scratch = new Float32Array(0);
+  private scratch = new WideningScratch();
   private queue: Promise<unknown> = Promise.resolve();
 
   run(session: Session, weights: [string, Matrix][], vectors: [string, Float32Array][], feeds: Record<string, ort.Tensor>, fetches?: ort.InferenceSession.FetchesType): Promise<ort.InferenceSession.OnnxValueMapType> {
     const go = () => {
       const w: Record<string, ort.Tensor> = {};
       for (const [name, v] of vectors) w[name] = f32(v, [v.length]);
+      // Reserve the whole run's scratch first: growing it would move what is already widened.
+      this.scratch.reserve(weights.reduce((s, [, m]) => s + (m.dtype === 'F32' ? 0 : m.rows * m.cols), 0));
       let at = 0;
       for (const [name, m] of weights) {
         if (m.dtype === 'F32') {
           w[name] = f32(float32View(m), [m.rows, m.cols]);
           continue;
         }
-        const n = m.rows * m.cols;
-        if (this.scratch.length < at + n) this.grow(at + n, weights);
-        const out = this.scratch.subarray(at, at + n);
-        decodeInto(m, out);
-        w[name] = f32(out, [m.rows, m.cols]);
-        at += n;
+        w[name] = f32(this.scratch.widenInto(m, at), [m.rows, m.cols]);
+        at += m.rows * m.cols;
       }
       return fetches ? session.run({ ...feeds, ...w }, fetches) : session.run({ ...feeds, ...w });
     };
@@ -84,12 +84,7 @@ export class WeightFeeder {
 
   /** Bytes of the scratch buffer (the largest run's two-byte weights, widened). */
   get scratchBytes(): number {
-    return this.scratch.byteLength;
-  }
-
-  private grow(need: number, weights: [string, Matrix][]): void {
-    const all = weights.reduce((s, [, m]) => s + (m.dtype === 'F32' ? 0 : m.rows * m.cols), 0);
-    this.scratch = new Float32Array(Math.max(need, all));
+    return this.scratch.bytes;
   }
 }
 
