@@ -2,13 +2,13 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { analyze, rowParts } from '../src/causal/analysis.js';
 import { cleanContext } from '../src/causal/effects.js';
-import { runFastPath, type AblationRow } from '../src/causal/fastpath.js';
+import { defaultBatchRows, runFastPath, type AblationRow } from '../src/causal/fastpath.js';
 import { runNaivePath } from '../src/causal/naive.js';
 import { centredLogit, Readout } from '../src/causal/readout.js';
 import { parseTarget } from '../src/models/components.js';
 import type { AblationKind, Effects, PromptResult } from '../src/causal/types.js';
 import { HookedModel } from '../src/models/model.js';
-import { FIXTURE_MODELS, fixtureModelDir, hydraName, loadGolden } from './helpers.js';
+import { assertPathsAgree, FIXTURE_MODELS, fixtureModelDir, hydraName, loadGolden } from './helpers.js';
 
 const TOL = 1e-4;
 const FIELDS: [keyof Effects, string][] = [
@@ -87,23 +87,20 @@ for (const name of FIXTURE_MODELS) {
     for (const kind of ['zero', 'mean', 'resample', 'noise', 'custom'] as const) {
       // Tiny models share clean tokens across prompts: allow such sources (this compares paths, not draws).
       const opts = { kind, targets, samples: 2, seed: 7, heads: true, custom, allowSameAnswer: true };
-      const fast = await analyze(model, ids, { ...opts, path: 'fast' });
-      const naive = await analyze(model, ids, { ...opts, path: 'naive' });
-      fast.forEach((r, n) => {
-        for (const t of targets) {
-          const f = r.ablations[t];
-          const g = naive[n].ablations[t];
-          f.patches.forEach((p, s) => {
-            assert.equal(p.source, g.patches[s].source);
-            for (const [k] of FIELDS) assert.ok(Math.abs((p[k] as number) - (g.patches[s][k] as number)) < TOL, `${name} ${kind} ${t} ${k}: ${p[k]} vs ${g.patches[s][k]}`);
-            for (const c of Object.keys(g.patches[s].de_prime)) assert.ok(Math.abs(p.de_prime[c] - g.patches[s].de_prime[c]) < TOL, `${name} ${kind} ${t} DE'(${c})`);
-            assert.ok(Math.abs(p.te - (p.dde_self + p.ce + p.ne)) < TOL, 'closure');
-          });
-        }
-      });
+      assertPathsAgree(`${name} ${kind}`, await analyze(model, ids, { ...opts, path: 'fast' }), await analyze(model, ids, { ...opts, path: 'naive' }));
     }
   });
 }
+
+// Default parts: 8 MiB of MLP activations with float32 weights, 16 MiB when each part widens two-byte weights.
+test('defaultBatchRows sizes parts by the MLP width and the weights dtype', () => {
+  assert.equal(defaultBatchRows({ spec: { dMlp: 3072 }, widensWeights: false }), 512);
+  assert.equal(defaultBatchRows({ spec: { dMlp: 3072 }, widensWeights: true }), 1024);
+  assert.equal(defaultBatchRows({ spec: { dMlp: 8192 }, widensWeights: true }), 512);
+  assert.equal(defaultBatchRows({ spec: { dMlp: 8192 }, widensWeights: false }), 256);
+  assert.equal(defaultBatchRows({ spec: { dMlp: 64 }, widensWeights: false }), 4096);
+  assert.equal(defaultBatchRows({ spec: { dMlp: 57344 }, widensWeights: true }), 256);
+});
 
 // Runs are cut between prompts, and a prompt larger than a run gets runs of its own.
 test('rowParts cuts runs of rows between prompts', () => {

@@ -2,6 +2,7 @@ import path from 'node:path';
 import fs from 'node:fs';
 import net from 'node:net';
 import assert from 'node:assert/strict';
+import { EFFECT_FIELDS, PATCH_FIELDS, type PromptResult } from '../src/causal/types.js';
 import { HydraError } from '../src/io/errors.js';
 import { packageRoot } from '../src/io/paths.js';
 
@@ -70,5 +71,29 @@ export function rawRequest(port: number, request: string): Promise<{ status: num
     c.on('data', (d) => (text += d.toString()));
     c.on('error', reject);
     c.on('close', () => resolve({ status: Number(/^HTTP\/1\.1 (\d+)/.exec(text)?.[1] ?? 0), body: text.slice(text.indexOf('\r\n\r\n') + 4) }));
+  });
+}
+
+/**
+ * The fast path's results agree with the naive path's, patch by patch: the same source, every
+ * effect field, σ′ and π̂′, every DE′, and the closure TE = ΔDE(k) + CE + NE.
+ */
+export function assertPathsAgree(label: string, fast: PromptResult[], naive: PromptResult[], tol = 1e-4): void {
+  const close = (what: string, got: number, want: number) => assert.ok(Math.abs(got - want) < tol, `${label} ${what}: ${got} vs ${want}`);
+  assert.equal(fast.length, naive.length, `${label}: prompts`);
+  fast.forEach((r, n) => {
+    assert.deepEqual(Object.keys(r.ablations).sort(), Object.keys(naive[n].ablations).sort(), `${label} p${n}: targets`);
+    for (const [t, a] of Object.entries(r.ablations)) {
+      const b = naive[n].ablations[t];
+      assert.equal(a.patches.length, b.patches.length, `${label} p${n} ${t}: patches`);
+      a.patches.forEach((p, s) => {
+        const q = b.patches[s];
+        const at = `p${n} ${t} patch ${s}`;
+        assert.equal(p.source, q.source, `${label} ${at}: source`);
+        for (const k of [...EFFECT_FIELDS, ...PATCH_FIELDS]) close(`${at} ${k}`, p[k], q[k]);
+        for (const c of Object.keys(q.de_prime)) close(`${at} DE'(${c})`, p.de_prime[c], q.de_prime[c]);
+        close(`${at} closure`, p.te, p.dde_self + p.ce + p.ne);
+      });
+    }
   });
 }

@@ -9,7 +9,7 @@ import { HookedModel } from '../src/models/model.js';
 import { ResultsStore } from '../src/experiments/store.js';
 import { runSweep } from '../src/experiments/sweep.js';
 import { defaultModelDir, storiesRecallPath } from '../src/io/paths.js';
-import { FIXTURE_MODELS, fixtureModelDir, goldenDir, hydraName, loadGolden, rejectsWith, tmpDir } from './helpers.js';
+import { assertPathsAgree, FIXTURE_MODELS, fixtureModelDir, goldenDir, hydraName, loadGolden, rejectsWith, tmpDir } from './helpers.js';
 
 const TOL = 1e-4;
 const EXTRA = ['tiny-gpt2', 'tiny-llama-gqa', 'tiny-neox-parallel'];
@@ -140,21 +140,7 @@ for (const name of FIXTURE_MODELS) {
     const targets = jointSets(model.spec.nLayers);
     for (const kind of ['zero', 'resample'] as const) {
       const opts = { kind, targets, samples: 2, seed: 3, heads: true, allowSameAnswer: true };
-      const fast = await analyze(model, ids, { ...opts, path: 'fast' });
-      const naive = await analyze(model, ids, { ...opts, path: 'naive' });
-      fast.forEach((r, n) => {
-        for (const t of targets) {
-          const f = r.ablations[t];
-          const g = naive[n].ablations[t];
-          f.patches.forEach((p, s) => {
-            const label = `${name} ${kind} p${n} ${t} patch ${s}`;
-            assert.equal(p.source, g.patches[s].source);
-            for (const k of ['te', 'ce', 'ce_attn', 'ce_mlp', 'ne', 'ie', 'dde_self', 'sigma_prime', 'pi_hat_prime'] as const) close(`${label} ${k}`, p[k], g.patches[s][k]);
-            for (const c of Object.keys(g.patches[s].de_prime)) close(`${label} DE'(${c})`, p.de_prime[c], g.patches[s].de_prime[c]);
-            close(`${label} closure`, p.te, p.dde_self + p.ce + p.ne);
-          });
-        }
-      });
+      assertPathsAgree(`${name} ${kind}`, await analyze(model, ids, { ...opts, path: 'fast' }), await analyze(model, ids, { ...opts, path: 'naive' }));
     }
   });
 }

@@ -34,6 +34,7 @@ for (const dtype of ['BF16', 'F16'] as const) {
     assert.equal(model.unembed.wU.dtype, dtype);
     const wide = await HookedModel.load(dir, { threads: 1, weightsDtype: 'float32' });
     assert.equal(wide.weightBytes, 2 * model.weightBytes);
+    assert.ok(model.widensWeights && !wide.widensWeights, 'two-byte weights are widened per run, float32 ones are not');
     const ids = loadGolden('tiny-llama-gqa').prompts.slice(0, 3).map((p: { ids: number[] }) => p.ids);
     const [a, b] = [await model.forward(ids, { heads: true }), await wide.forward(ids, { heads: true })];
     a.prompts.forEach((p, n) => {

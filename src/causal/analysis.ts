@@ -39,7 +39,7 @@ export interface AblationOptions extends PatchOptions, ExtraOptions {
    * independent of which prompts were skipped.
    */
   batchPrompts?: number;
-  /** Ablated runs per engine batch (default: defaultBatchRows, by the model's width). */
+  /** Ablated runs per engine batch (default: defaultBatchRows, by the model's width and weights). */
   batchRows?: number;
   /** Return every prompt's result (default true); false when onBatch/onPrompt consume them, so that a long run holds one batch at a time. */
   collect?: boolean;
@@ -110,7 +110,7 @@ export async function analyze(model: HookedModel, prompts: number[][], opts: Abl
       }),
     );
     const effects: PatchEffects[] = [];
-    const batchRows = opts.batchRows ?? defaultBatchRows(model.spec);
+    const batchRows = opts.batchRows ?? defaultBatchRows(model);
     for (const [r0, r1] of rowParts(rows, batchRows)) {
       const part = rows.slice(r0, r1);
       const runs = opts.path === 'naive' ? await runNaivePath(model, ids, ctxs, part, withHeads) : await runFastPath(model, ctxs, clean.cache, part, withHeads, extras?.taps);

@@ -30,6 +30,10 @@ export async function createSession(graph: Graph, opts: EngineOptions): Promise<
     executionMode: 'sequential',
     graphOptimizationLevel: 'all',
     enableCpuMemArena: opts.arena ?? true,
+    // A memory pattern plans one block for all of a run's intermediates per input shape, and
+    // the arena keeps the largest; without it the arena reuses freed tensors within a run.
+    // Measured on a 64-prompt GPT-2-small sweep: 30-40 MB less peak memory, same speed.
+    enableMemPattern: false,
     // Every session has its own intra-op thread pool, whose workers spin after a run by
     // default. A model runs its sessions one after another (attention in, mixing, out, MLP,
     // layer after layer), so a spinning pool of the previous session would take a core from
@@ -114,4 +118,29 @@ export async function createBlock(graph: Graph, opts: EngineOptions, feeder: Wei
     cache?.set(key, session);
   }
   return new Block(await session, graph.weights, graph.vectors, feeder);
+}
+
+/**
+ * Float32 buffers kept from one call to the next (the fast path's row parts, all alike):
+ * fresh ones each call cost fresh pages, and the allocator keeps the holes they leave (at
+ * the GPT-2-small shape the sweep's resident memory grew ~150 MB that way). Buffers come
+ * with stale values: callers write before they read. One user at a time; a concurrent
+ * second one gets fresh buffers.
+ */
+export class ReusedBuffers {
+  private bufs: Float32Array[] = [];
+  private busy = false;
+
+  async use<T>(sizes: number[], f: (bufs: Float32Array[]) => Promise<T>): Promise<T> {
+    if (this.busy) return f(sizes.map((n) => new Float32Array(n)));
+    this.busy = true;
+    try {
+      sizes.forEach((n, i) => {
+        if (!(this.bufs[i]?.length >= n)) this.bufs[i] = new Float32Array(n);
+      });
+      return await f(sizes.map((n, i) => this.bufs[i].subarray(0, n)));
+    } finally {
+      this.busy = false;
+    }
+  }
 }

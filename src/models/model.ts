@@ -1,6 +1,6 @@
 import { attnInGraph, attnMixGraph, attnOutGraph, attnStepMixGraph, mlpGraph, unembedGraph } from '../engine/blocks.js';
 import { ropeKey, ropeTables } from '../engine/rope.js';
-import { createBlock, f32, i64, ort, WeightFeeder, type Block, type EngineOptions, type SessionCache } from '../engine/runtime.js';
+import { createBlock, f32, i64, ort, ReusedBuffers, WeightFeeder, type Block, type EngineOptions, type SessionCache } from '../engine/runtime.js';
 import type { ArchSpec, LayerVectors, LayerWeights, ModelWeights, NormWeights, RopeSpec } from '../engine/spec.js';
 import os from 'node:os';
 import { matrixBytes, meanRow, rowsOf, rowValues, type Matrix, type WeightDType } from '../io/matrix.js';
@@ -9,7 +9,7 @@ import { resolveModel, type ResolvedModel, type ResolveOptions } from '../io/hub
 import { WeightStore } from '../io/safetensors.js';
 import { hasTokenizer, loadTokenizer, type HydraTokenizer } from '../io/tokenizer.js';
 import { attnBiasName, attnName, headName, layerComponents, parseComponent } from './components.js';
-import { ResidualPlan, scaleBy, type BlockStep, type CleanLast, type Patch } from './plan.js';
+import { normScaleOf, ResidualPlan, scaleBy, type BlockStep, type CleanLast, type Patch } from './plan.js';
 import { familyFor, readConfig } from './registry.js';
 import { archSpec, validateLayers } from './validate.js';
 
@@ -139,6 +139,7 @@ export class HookedModel {
 
   /** MLP graphs with neuron readouts, built on request (mlpNeurons), reusing the MLP's weights. */
   private readonly neuronBlocks = new Map<number, Promise<Block>>();
+  private readonly lastBuffers = new ReusedBuffers();
 
   /**
    * Load a model. Every weight matrix is read from the checkpoint once, at its stored width
@@ -184,6 +185,11 @@ export class HookedModel {
   }
 
   /** Distinct onnxruntime sessions the layers run on (layers of the same shape share one; each keeps one arena). */
+  /** Whether runs widen two-byte weight matrices to float32 (held as bfloat16 or float16). */
+  get widensWeights(): boolean {
+    return this.sessions.some((s) => s.mlp.weights.some(([, m]) => m.dtype !== 'F32'));
+  }
+
   get layerSessionCount(): number {
     return this.sessionCache.size;
   }
@@ -449,15 +455,7 @@ export class HookedModel {
 
   /** σ(z): the final norm's scale (population variance for LayerNorm). */
   normScale(z: ArrayLike<number>): number {
-    const n = z.length;
-    let mean = 0;
-    if (this.spec.norm === 'layernorm') {
-      for (let i = 0; i < n; i++) mean += z[i];
-      mean /= n;
-    }
-    let ss = 0;
-    for (let i = 0; i < n; i++) ss += (z[i] - mean) ** 2;
-    return Math.sqrt(ss / n + this.spec.normEps);
+    return normScaleOf(z, this.spec);
   }
 
   /** Names of the layer partition: embed, attn.0, mlp.0, ... */
@@ -565,66 +563,70 @@ export class HookedModel {
     const noRows = f32(new Float32Array(0), [0, spec.nHeads * spec.dHead]);
     const de = rows.map(() => ({}) as Record<string, number>);
     const maxBlocks = Math.max(...plan.stages.map((s) => s.length));
-    const bufs = Array.from({ length: maxBlocks + 1 }, () => new Float32Array(slots * P * d));
     // Attention's intermediates go to buffers reused by every layer: no garbage a block, and no fresh pages.
     const wide = (spec.nHeads + 2 * spec.nKvHeads) * spec.dHead;
-    const qkvBuf = new Float32Array(slots * P * wide);
-    const zBuf = new Float32Array(slots * P * spec.nHeads * spec.dHead);
-    let cur = 0;
-    let n = 0;
-    const view = (b: number) => f32(bufs[b].subarray(0, n * P * d), [n, P, d]);
-    const record = (names: string[], values: Float32Array) => {
-      const per = names.length;
-      for (let b = 0; b < n * P; b++) {
-        const k = rowAt[b];
-        if (k >= 0) for (let h = 0; h < per; h++) de[k][names[h]] = values[b * per + h];
-      }
-    };
-    const tapped = taps?.length ? rows.map(() => new Map<number, Float32Array>()) : null;
-    for (let s = 0; s < stages; s++) {
-      for (const k of startingAt[s]) bufs[cur].set(rows[k].resid, at[k] * d);
-      n = offset[s] + width[s];
-      if (tapped && taps!.includes(s)) rows.forEach((r, k) => at[k] >= 0 && r.start <= s && tapped[k].set(s, bufs[cur].slice(at[k] * d, (at[k] + 1) * d)));
-      if (n === 0) continue;
-      // Every block of the stage reads bufs[cur]; each adds its output to the previous block's result.
-      let base = cur;
-      for (const block of plan.stages[s]) {
-        const to = (base + 1) % bufs.length === cur ? (base + 2) % bufs.length : (base + 1) % bufs.length;
-        const s = this.sessions[block.layer];
-        const hits = laterAt.get(block.component);
-        if (block.kind === 'attn') {
-          const l = block.layer;
-          const { qkv } = await s.attnIn.run({ x: view(cur) }, { qkv: f32(qkvBuf.subarray(0, n * P * wide), [n, P, wide]) });
-          const zOut = f32(zBuf.subarray(0, n * P * spec.nHeads * spec.dHead), [n, P, spec.nHeads * spec.dHead]);
-          const { z } = await s.attnStepMix.run({ qkv, prompt: fixed.prompt, ...fixed.layer[l], pastK: cache.k[l], pastV: cache.v[l] }, { z: zOut });
-          // Rows whose heads (or output bias) are patched here need their heads split out.
-          const split = (hits ?? []).filter((h) => !h.patches.some((p) => p.component.kind === 'attn'));
-          const zRows = split.length ? this.gatherRows(z.data as Float32Array, split.map((h) => at[h.k]), spec.nHeads * spec.dHead) : noRows;
-          const more = split.length ? { out: null, heads: null, ...(this.layers[l].attnPostNorm ? { pre: null } : {}) } : {};
-          const res = await s.attnOut.run({ z, base: view(base), qs: fixed.qs, zRows }, { resid: view(to), de: null, deHeads: null, ...more });
-          record([block.component], res.de.data as Float32Array);
-          if (heads) record([...Array(spec.nHeads).keys()].map((h) => headName(l, h)), res.deHeads.data as Float32Array);
-          for (const h of hits ?? []) {
-            const v = (values[h.k] ??= new Map());
-            const i = split.indexOf(h);
-            if (i < 0) v.set(block.component, h.patches[0].value);
-            else plan.patchAttention(this.computedLayer(l, at[h.k], i, res), l, h.patches, v);
-            this.replaceOutput(bufs[to], bufs[base], at[h.k], v.get(block.component)!);
-          }
-        } else {
-          const res = await s.mlp.run({ x: view(cur), base: view(base), qs: fixed.qs }, { resid: view(to), de: null });
-          record([block.component], res.de.data as Float32Array);
-          for (const h of hits ?? []) {
-            (values[h.k] ??= new Map()).set(block.component, h.patches[0].value);
-            this.replaceOutput(bufs[to], bufs[base], at[h.k], h.patches[0].value);
-          }
+    const sizes = [...Array(maxBlocks + 1).fill(slots * P * d), slots * P * wide, slots * P * spec.nHeads * spec.dHead];
+    return this.lastBuffers.use(sizes, async (all) => {
+      const bufs = all.slice(0, maxBlocks + 1);
+      const [qkvBuf, zBuf] = all.slice(maxBlocks + 1);
+      let cur = 0;
+      let n = 0;
+      const view = (b: number) => f32(bufs[b].subarray(0, n * P * d), [n, P, d]);
+      const record = (names: string[], values: Float32Array) => {
+        const per = names.length;
+        for (let b = 0; b < n * P; b++) {
+          const k = rowAt[b];
+          if (k >= 0) for (let h = 0; h < per; h++) de[k][names[h]] = values[b * per + h];
         }
-        base = to;
+      };
+      const tapped = taps?.length ? rows.map(() => new Map<number, Float32Array>()) : null;
+      for (let s = 0; s < stages; s++) {
+        n = offset[s] + width[s];
+        // The stage's new slots: zero (padding included), then the rows starting here.
+        bufs[cur].fill(0, offset[s] * P * d, n * P * d);
+        for (const k of startingAt[s]) bufs[cur].set(rows[k].resid, at[k] * d);
+        if (tapped && taps!.includes(s)) rows.forEach((r, k) => at[k] >= 0 && r.start <= s && tapped[k].set(s, bufs[cur].slice(at[k] * d, (at[k] + 1) * d)));
+        if (n === 0) continue;
+        // Every block of the stage reads bufs[cur]; each adds its output to the previous block's result.
+        let base = cur;
+        for (const block of plan.stages[s]) {
+          const to = (base + 1) % bufs.length === cur ? (base + 2) % bufs.length : (base + 1) % bufs.length;
+          const s = this.sessions[block.layer];
+          const hits = laterAt.get(block.component);
+          if (block.kind === 'attn') {
+            const l = block.layer;
+            const { qkv } = await s.attnIn.run({ x: view(cur) }, { qkv: f32(qkvBuf.subarray(0, n * P * wide), [n, P, wide]) });
+            const zOut = f32(zBuf.subarray(0, n * P * spec.nHeads * spec.dHead), [n, P, spec.nHeads * spec.dHead]);
+            const { z } = await s.attnStepMix.run({ qkv, prompt: fixed.prompt, ...fixed.layer[l], pastK: cache.k[l], pastV: cache.v[l] }, { z: zOut });
+            // Rows whose heads (or output bias) are patched here need their heads split out.
+            const split = (hits ?? []).filter((h) => !h.patches.some((p) => p.component.kind === 'attn'));
+            const zRows = split.length ? this.gatherRows(z.data as Float32Array, split.map((h) => at[h.k]), spec.nHeads * spec.dHead) : noRows;
+            const more = split.length ? { out: null, heads: null, ...(this.layers[l].attnPostNorm ? { pre: null } : {}) } : {};
+            const res = await s.attnOut.run({ z, base: view(base), qs: fixed.qs, zRows }, { resid: view(to), de: null, deHeads: null, ...more });
+            record([block.component], res.de.data as Float32Array);
+            if (heads) record([...Array(spec.nHeads).keys()].map((h) => headName(l, h)), res.deHeads.data as Float32Array);
+            for (const h of hits ?? []) {
+              const v = (values[h.k] ??= new Map());
+              const i = split.indexOf(h);
+              if (i < 0) v.set(block.component, h.patches[0].value);
+              else plan.patchAttention(this.computedLayer(l, at[h.k], i, res), l, h.patches, v);
+              this.replaceOutput(bufs[to], bufs[base], at[h.k], v.get(block.component)!);
+            }
+          } else {
+            const res = await s.mlp.run({ x: view(cur), base: view(base), qs: fixed.qs }, { resid: view(to), de: null });
+            record([block.component], res.de.data as Float32Array);
+            for (const h of hits ?? []) {
+              (values[h.k] ??= new Map()).set(block.component, h.patches[0].value);
+              this.replaceOutput(bufs[to], bufs[base], at[h.k], h.patches[0].value);
+            }
+          }
+          base = to;
+        }
+        cur = base;
       }
-      cur = base;
-    }
-    const final = bufs[cur];
-    return rows.map((r, k) => ({ z: at[k] < 0 ? r.resid : final.slice(at[k] * d, (at[k] + 1) * d), de: de[k], values: values[k], ...(tapped ? { stageIn: tapped[k] } : {}) }));
+      const final = bufs[cur];
+      return rows.map((r, k) => ({ z: at[k] < 0 ? r.resid : final.slice(at[k] * d, (at[k] + 1) * d), de: de[k], values: values[k], ...(tapped ? { stageIn: tapped[k] } : {}) }));
+    });
   }
 
   /** Rows `at` of a [rows, width] buffer, packed. */

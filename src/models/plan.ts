@@ -204,8 +204,12 @@ export class ResidualPlan {
   }
 }
 
-/** A norm applied to one row, in float64: N(x) and its scale σ(x). */
-export function normRow(x: ArrayLike<number>, w: NormWeights, spec: ArchSpec): { y: Float32Array; scale: number } {
+/** A norm's scale σ(x) of one row, in float64 (LayerNorm: about the row's mean; population variance). */
+export function normScaleOf(x: ArrayLike<number>, spec: Pick<ArchSpec, 'norm' | 'normEps'>): number {
+  return Math.sqrt(centredSquares(x, spec).ss / x.length + spec.normEps);
+}
+
+function centredSquares(x: ArrayLike<number>, spec: Pick<ArchSpec, 'norm'>): { mean: number; ss: number } {
   const n = x.length;
   let mean = 0;
   if (spec.norm === 'layernorm') {
@@ -214,6 +218,13 @@ export function normRow(x: ArrayLike<number>, w: NormWeights, spec: ArchSpec): {
   }
   let ss = 0;
   for (let i = 0; i < n; i++) ss += (x[i] - mean) ** 2;
+  return { mean, ss };
+}
+
+/** A norm applied to one row, in float64: N(x) and its scale σ(x). */
+export function normRow(x: ArrayLike<number>, w: NormWeights, spec: ArchSpec): { y: Float32Array; scale: number } {
+  const n = x.length;
+  const { mean, ss } = centredSquares(x, spec);
   const scale = Math.sqrt(ss / n + spec.normEps);
   const y = new Float32Array(n);
   for (let i = 0; i < n; i++) y[i] = ((x[i] - mean) / scale) * w.g[i] + (w.b ? w.b[i] : 0);
