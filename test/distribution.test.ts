@@ -66,6 +66,8 @@ for (const name of ['tiny-gpt2', 'tiny-neox-parallel', 'tiny-llama-gqa', 'tiny-g
         }
         // p′(i) of each patch against its π̂′ (same run, different readout): p′(i) = softmax at i.
         a.patches.forEach((p) => assert.ok(p.distribution!.p_ablated > 0 && p.distribution!.p_ablated <= 1));
+        // A soft-capped model's capped TE comes from the same unembedding of each run.
+        if (model.spec.finalSoftcap !== null) a.patches.forEach((p, s) => assert.ok(Math.abs(p.te_capped! - g.patches[s].te_capped!) < TOL, `${name} p${n} ${t} te_capped`));
       }
     });
     assert.ok(moved > 0, 'some ablation moves the distribution');

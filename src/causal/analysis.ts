@@ -4,12 +4,12 @@ import type { HookedModel } from '../models/model.js';
 import { ablationKind, samplesOf, type PatchOptions } from './ablations.js';
 import { CleanBank, DEFAULT_BATCH_PROMPTS, needsHeads } from './bank.js';
 import { averagePatches, cleanContext, patchEffects, type AblatedRun, type CleanContext } from './effects.js';
-import { averageExtras, extrasOf, measureExtras, type ExtraOptions } from './extras.js';
+import { averageExtras, extraLogitReaders, extrasOf, measureExtras, type ExtraOptions } from './extras.js';
 import { checkActivations, checkResult } from './finite.js';
 import { defaultBatchRows, runFastPath, type AblationRow } from './fastpath.js';
 import { runNaivePath } from './naive.js';
 import { checkSeed } from './random.js';
-import { forEachRunLogits, METRICS, readLogits, Readout, softcap, type Metric, type ReadoutTokens } from './readout.js';
+import { forEachRunLogits, METRICS, readLogits, Readout, softcap, type LogitReader, type Metric, type ReadoutTokens } from './readout.js';
 import type { AblationKind, PatchEffects, PromptResult } from './types.js';
 
 export interface AblationOptions extends PatchOptions, ExtraOptions {
@@ -114,14 +114,17 @@ export async function analyze(model: HookedModel, prompts: number[][], opts: Abl
     for (const [r0, r1] of rowParts(rows, batchRows)) {
       const part = rows.slice(r0, r1);
       const runs = opts.path === 'naive' ? await runNaivePath(model, ids, ctxs, part, withHeads) : await runFastPath(model, ctxs, clean.cache, part, withHeads, extras?.taps);
-      const capped = model.spec.finalSoftcap === null ? null : await cappedTotalEffects(model, ctxs, part, runs);
-      const partEffects: PatchEffects[] = [];
-      part.forEach((row, i) => {
+      const partEffects = part.map((row, i) => {
         const e = patchEffects(model.plan, ctxs[row.prompt], row.target, runs[i], (z) => model.normScale(z), row.source);
-        if (capped) e.te_capped = capped[i];
         if (opts.ownScale) e.de_prime_own_scale = ownScale(e, ctxs[row.prompt].acts.sigma);
-        partEffects.push(e);
+        return e;
       });
+      // One unembedding of the part's runs serves everything read from their whole logits.
+      const readers = [
+        ...(model.spec.finalSoftcap === null ? [] : [cappedTotalEffect(ctxs, part, partEffects, model.spec.finalSoftcap)]),
+        ...(extras ? extraLogitReaders(model, extras, ctxs, part, partEffects) : []),
+      ];
+      if (readers.length) await forEachRunLogits(model, runs, (k, raw) => readers.forEach((read) => read(k, raw)));
       if (extras) await measureExtras(model, extras, ctxs, part, runs, partEffects);
       effects.push(...partEffects);
     }
@@ -166,15 +169,12 @@ export function rowParts(rows: { prompt: number }[], max: number): [number, numb
   return parts;
 }
 
-/** TE on the model's real (soft-capped) centred logits, for each ablated run (unembedded in chunks). */
-async function cappedTotalEffects(model: HookedModel, ctxs: CleanContext[], rows: AblationRow[], runs: AblatedRun[]): Promise<number[]> {
-  const c = model.spec.finalSoftcap!;
-  const out: number[] = [];
-  await forEachRunLogits(model, runs, (k, raw) => {
+/** TE on the model's real (soft-capped) centred logits, as each run's logits are read. */
+function cappedTotalEffect(ctxs: CleanContext[], rows: AblationRow[], effects: PatchEffects[], cap: number): LogitReader {
+  return (k, raw) => {
     const { acts, readout: r } = ctxs[rows[k].prompt];
-    out.push(readLogits(softcap(raw, c), r) - readLogits(softcap(acts.logits, c), r));
-  });
-  return out;
+    effects[k].te_capped = readLogits(softcap(raw, cap), r) - readLogits(softcap(acts.logits, cap), r);
+  };
 }
 
 /** DE' with the ablated run's own scale: û_σ'(c') = (σ/σ') DE'(c). */

@@ -1,8 +1,8 @@
 import type { HookedModel } from '../models/model.js';
-import type { AblatedRun, CleanContext } from './effects.js';
+import type { CleanContext } from './effects.js';
 import type { AblationRow } from './fastpath.js';
-import { forEachRunLogits, softcap } from './readout.js';
-import { DISTRIBUTION, type DistributionEffects } from './types.js';
+import { softcap, type LogitReader } from './readout.js';
+import { DISTRIBUTION, type DistributionEffects, type PatchEffects } from './types.js';
 
 /**
  * Effects of an ablation on the whole next-token distribution (DISTRIBUTION in types.ts):
@@ -45,22 +45,17 @@ function real(model: HookedModel, raw: Float32Array): ArrayLike<number> {
   return c === null ? raw : softcap(raw, c);
 }
 
-/**
- * The distribution fields of every ablated run: from its own logits where it has them (the
- * naive path), else its final residual z′ unembedded, LOGIT_ROWS runs at a time.
- */
-export async function runDistributions(model: HookedModel, ctxs: CleanContext[], rows: AblationRow[], runs: AblatedRun[]): Promise<DistributionEffects[]> {
-  const out: DistributionEffects[] = [];
+/** A reader of ablated runs' raw logits (see forEachRunLogits) that sets each patch's distribution fields. */
+export function distributionReader(model: HookedModel, ctxs: CleanContext[], rows: AblationRow[], effects: PatchEffects[]): LogitReader {
   const cleanReal = new Map<CleanContext, ArrayLike<number>>();
   const cleanOf = (ctx: CleanContext) => {
     if (!cleanReal.has(ctx)) cleanReal.set(ctx, real(model, ctx.acts.logits));
     return cleanReal.get(ctx)!;
   };
-  await forEachRunLogits(model, runs, (k, raw) => {
+  return (k, raw) => {
     const ctx = ctxs[rows[k].prompt];
-    out.push(distributionChange(cleanOf(ctx), real(model, raw), ctx.acts.token));
-  });
-  return out;
+    effects[k].distribution = distributionChange(cleanOf(ctx), real(model, raw), ctx.acts.token);
+  };
 }
 
 /** Monte-Carlo average of the distribution fields over patches. */

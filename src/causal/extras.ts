@@ -1,8 +1,9 @@
 import { HydraError } from '../io/errors.js';
 import type { HookedModel } from '../models/model.js';
 import type { Component } from '../models/components.js';
-import { averageDistribution, runDistributions } from './distribution.js';
+import { averageDistribution, distributionReader } from './distribution.js';
 import type { AblatedRun, CleanContext } from './effects.js';
+import type { LogitReader } from './readout.js';
 import type { AblationRow } from './fastpath.js';
 import { averageNeurons, DEFAULT_TOP_NEURONS, neuronLayers, neuronTaps, runNeurons, topNeurons, type NeuronRun } from './neurons.js';
 import type { AblationResult, PatchEffects } from './types.js';
@@ -10,7 +11,7 @@ import type { AblationResult, PatchEffects } from './types.js';
 /**
  * The optional measurements of an ablation (on request, each with its cost): the whole
  * distribution (distribution.ts) and the neurons of named MLP layers (neurons.ts). analyze
- * calls these three hooks; nothing else there knows about them.
+ * calls these hooks; nothing else there knows about them.
  */
 export interface ExtraOptions {
   /** Also measure the effects on the whole next-token distribution (an unembedding per ablated run). */
@@ -41,9 +42,13 @@ export function extrasOf(model: HookedModel, opts: ExtraOptions): Extras | null 
 /** Full neuron vectors of each patch, kept beside it (never serialised) until the patch average. */
 const neuronRuns = new WeakMap<PatchEffects, NeuronRun[]>();
 
-/** Measure the extras of a part's runs and attach them to their patch effects (same order). */
+/** The extras read from a part's logits (the distribution), for analyze's one unembedding of the part. */
+export function extraLogitReaders(model: HookedModel, x: Extras, ctxs: CleanContext[], rows: AblationRow[], effects: PatchEffects[]): LogitReader[] {
+  return x.distribution ? [distributionReader(model, ctxs, rows, effects)] : [];
+}
+
+/** Measure the other extras of a part's runs (the neurons) and attach them to their patch effects (same order). */
 export async function measureExtras(model: HookedModel, x: Extras, ctxs: CleanContext[], rows: AblationRow[], runs: AblatedRun[], effects: PatchEffects[]): Promise<void> {
-  if (x.distribution) (await runDistributions(model, ctxs, rows, runs)).forEach((d, k) => (effects[k].distribution = d));
   if (x.layers.length) {
     (await runNeurons(model, ctxs, rows, runs, x.layers)).forEach((ns, k) => {
       neuronRuns.set(effects[k], ns);

@@ -111,6 +111,9 @@ export function softcap(logits: ArrayLike<number>, c: number): Float64Array {
 /** Ablated runs unembedded at a time: bounds the logits held to rows × vocabulary floats. */
 export const LOGIT_ROWS = 64;
 
+/** Reads one ablated run's raw logits (run k of a part): what needs the whole distribution. */
+export type LogitReader = (k: number, raw: Float32Array) => void;
+
 /**
  * Each ablated run's raw logits, in run order: its own where it unembedded itself (the naive
  * path), else its final residual z′ unembedded, LOGIT_ROWS runs at a time.

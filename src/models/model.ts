@@ -140,6 +140,7 @@ export class HookedModel {
   /** MLP graphs with neuron readouts, built on request (mlpNeurons), reusing the MLP's weights. */
   private readonly neuronBlocks = new Map<number, Promise<Block>>();
   private readonly lastBuffers = new ReusedBuffers();
+  private readonly forwardBuffers = new ReusedBuffers();
 
   /**
    * Load a model. Every weight matrix is read from the checkpoint once, at its stored width
@@ -337,10 +338,14 @@ export class HookedModel {
     const { window, rope } = this.spec.layers[l];
     const s = this.sessions[l];
     const x = f32(resid, [B, T, d]);
-    const { qkv } = await s.attnIn.run({ x });
-    const mixFeeds: Record<string, ort.Tensor> = { qkv, mask: inputs.get(`mask:${window}`)! };
-    if (rope) Object.assign(mixFeeds, { cos: inputs.get(`cos:${ropeKey(rope)}`)!, sin: inputs.get(`sin:${ropeKey(rope)}`)! });
-    const mix = await s.attnMix.run(mixFeeds);
+    // The projections go to a buffer kept between layers and batches: only the mix reads them.
+    const wide = (H + 2 * this.spec.nKvHeads) * dh;
+    const mix = await this.forwardBuffers.use([B * T * wide], async ([buf]) => {
+      const { qkv } = await s.attnIn.run({ x }, { qkv: f32(buf, [B, T, wide]) });
+      const mixFeeds: Record<string, ort.Tensor> = { qkv, mask: inputs.get(`mask:${window}`)! };
+      if (rope) Object.assign(mixFeeds, { cos: inputs.get(`cos:${ropeKey(rope)}`)!, sin: inputs.get(`sin:${ropeKey(rope)}`)! });
+      return s.attnMix.run(mixFeeds);
+    });
     cache.k.push(mix.k);
     cache.v.push(mix.v);
     const z = mix.z.data as Float32Array;
@@ -357,7 +362,8 @@ export class HookedModel {
     }
     const zRows = new Float32Array(wanted.length * H * dh);
     wanted.forEach(({ b, t }, i) => zRows.set(z.subarray((b * T + t) * H * dh, (b * T + t + 1) * H * dh), i * H * dh));
-    const res = await s.attnOut.run({ z: mix.z, base: x, qs: f32(new Float32Array(d), [1, d]), zRows: f32(zRows, [wanted.length, H * dh]) });
+    const fetches = { out: null, heads: null, ...(this.layers[l].attnPostNorm ? { pre: null } : {}) };
+    const res = await s.attnOut.run({ z: mix.z, base: x, qs: f32(new Float32Array(d), [1, d]), zRows: f32(zRows, [wanted.length, H * dh]) }, fetches);
     const a = res.out.data as Float32Array;
     const pre = (res.pre?.data as Float32Array | undefined) ?? a;
     const headOut = res.heads.data as Float32Array;
