@@ -1,7 +1,7 @@
 /**
  * Weight matrices as the checkpoint stores them: raw little-endian bytes in their own
- * dtype (float32, float16 or bfloat16), never widened in JavaScript. The graphs hold
- * them once, at their width, and cast them to float32 where they are used; the
+ * dtype (float32, float16 or bfloat16). The model holds them once, at their width; the
+ * engine widens two-byte ones to float32 for each session run (engine/widen.ts), so the
  * arithmetic is float32 throughout (widening float16/bfloat16 is exact).
  */
 export type WeightDType = 'F32' | 'F16' | 'BF16';
