@@ -4,6 +4,9 @@ import { interventionSite, type HookedModel, type PromptActivations } from '../m
 
 export const DEFAULT_BATCH_PROMPTS = 8;
 
+/** Prompts per block of a component's kept outputs. */
+const SLAB = 64;
+
 /** Whether reading these targets needs the clean run split into heads. */
 export function needsHeads(targets: Component[]): boolean {
   return targets.some((t) => t.kind === 'head' || t.kind === 'attn_bias');
@@ -50,7 +53,9 @@ export class CleanBank {
   private readonly runs = new Map<number, { run: CleanRun; heads: boolean; bytes: number }>();
   private retainedBytes = 0;
   private readonly tokens: Int32Array;
-  private readonly outputs = new Map<string, Float32Array[]>();
+  /** Per component, prompts' outputs in blocks of SLAB prompts (see keep). */
+  private readonly outputs = new Map<string, (Float32Array | undefined)[]>();
+  private readonly kept = new Map<string, Uint8Array>();
   /** Per batch, the component names it has stored (undefined: not run yet). */
   private readonly stored: (Set<string> | undefined)[];
   private readonly means = new Map<string, Float32Array>();
@@ -121,15 +126,26 @@ export class CleanBank {
     return kept.run;
   }
 
+  /**
+   * Keep prompt n's outputs, copied into blocks of SLAB prompts a component: a sweep keeps
+   * every prompt's, and one small buffer each, living as long as the bank amid the clean runs'
+   * short-lived ones, left the allocator's heap full of holes.
+   */
   private keep(n: number, a: PromptActivations, names: Set<string>): void {
     this.tokens[n] = a.token;
+    const d = this.model.spec.dModel;
     for (const name of names) {
       // The value an intervention replaces (a post-norm head's pre-norm output), as the patch.
       const v = a.components.has(name) ? interventionSite(a, name) : undefined;
       if (!v) continue;
-      let list = this.outputs.get(name);
-      if (!list) this.outputs.set(name, (list = new Array<Float32Array>(this.prompts.length)));
-      list[n] = v;
+      let slabs = this.outputs.get(name);
+      if (!slabs) {
+        this.outputs.set(name, (slabs = new Array(Math.ceil(this.prompts.length / SLAB))));
+        this.kept.set(name, new Uint8Array(this.prompts.length));
+      }
+      const slab = (slabs[Math.floor(n / SLAB)] ??= new Float32Array(SLAB * d));
+      slab.set(v, (n % SLAB) * d);
+      this.kept.get(name)![n] = 1;
     }
   }
 
@@ -142,9 +158,9 @@ export class CleanBank {
 
   /** Component `name`'s clean output at prompt n's last position (after ensure). */
   output(n: number, name: string): Float32Array {
-    const v = this.outputs.get(name)?.[n];
-    if (!v) throw new Error(`CleanBank: no output of ${name} for prompt ${n}; call ensure with it`);
-    return v;
+    if (!this.kept.get(name)?.[n]) throw new Error(`CleanBank: no output of ${name} for prompt ${n}; call ensure with it`);
+    const d = this.model.spec.dModel;
+    return this.outputs.get(name)![Math.floor(n / SLAB)]!.subarray((n % SLAB) * d, (n % SLAB + 1) * d);
   }
 
   /** The mean over every prompt of the bank of the target's clean output (float64 sum, in prompt order). */
