@@ -86,17 +86,19 @@ export class WideningScratch {
   reserve(n: number): Float32Array {
     if (this.values.length >= n) return this.values;
     const pages = Math.ceil((SCRATCH_AT + n * 4) / PAGE);
-    if (pages > MAX_PAGES) {
+    try {
+      if (pages > MAX_PAGES) throw new RangeError('scratch beyond WebAssembly memory');
+      if (!this.memory) {
+        compiled ??= new WebAssembly.Module(moduleBytes());
+        this.memory = new WebAssembly.Memory({ initial: pages, maximum: MAX_PAGES });
+        this.widen = new WebAssembly.Instance(compiled, { env: { memory: this.memory } }).exports.widen as Widen;
+      } else this.memory.grow(pages - this.memory.buffer.byteLength / PAGE);
+      this.values = new Float32Array(this.memory.buffer, SCRATCH_AT, (this.memory.buffer.byteLength - SCRATCH_AT) / 4);
+    } catch {
+      // No WebAssembly memory this large here (or address space refused): widen in JavaScript.
       this.memory = null;
       this.values = new Float32Array(n);
-      return this.values;
     }
-    if (!this.memory) {
-      compiled ??= new WebAssembly.Module(moduleBytes());
-      this.memory = new WebAssembly.Memory({ initial: pages, maximum: MAX_PAGES });
-      this.widen = new WebAssembly.Instance(compiled, { env: { memory: this.memory } }).exports.widen as Widen;
-    } else this.memory.grow(pages - this.memory.buffer.byteLength / PAGE);
-    this.values = new Float32Array(this.memory.buffer, SCRATCH_AT, (this.memory.buffer.byteLength - SCRATCH_AT) / 4);
     return this.values;
   }
 
