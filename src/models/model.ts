@@ -185,12 +185,12 @@ export class HookedModel {
     return new HookedModel(source, spec, layers, ends, tokenizer, unembedBlock, sessions, bytes, feeder, opts, sessionCache);
   }
 
-  /** Distinct onnxruntime sessions the layers run on (layers of the same shape share one; each keeps one arena). */
   /** Whether runs widen two-byte weight matrices to float32 (held as bfloat16 or float16). */
   get widensWeights(): boolean {
     return this.sessions.some((s) => s.mlp.weights.some(([, m]) => m.dtype !== 'F32'));
   }
 
+  /** Distinct onnxruntime sessions the layers run on (layers of the same shape share one; each keeps one arena). */
   get layerSessionCount(): number {
     return this.sessionCache.size;
   }
