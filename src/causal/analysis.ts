@@ -3,7 +3,7 @@ import { defaultTargets as targetsOf, parseTarget, type Component, type Target }
 import type { HookedModel } from '../models/model.js';
 import { ablationKind, samplesOf, type PatchOptions } from './ablations.js';
 import { CleanBank, DEFAULT_BATCH_PROMPTS, needsHeads } from './bank.js';
-import { averagePatches, cleanContext, patchEffects, type AblatedRun, type CleanContext } from './effects.js';
+import { averagePatches, cleanContext, patchEffects, type CleanContext } from './effects.js';
 import { averageExtras, extraLogitReaders, extrasOf, measureExtras, type ExtraOptions } from './extras.js';
 import { checkActivations, checkResult } from './finite.js';
 import { defaultBatchRows, runFastPath, type AblationRow } from './fastpath.js';

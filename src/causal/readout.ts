@@ -118,7 +118,7 @@ export type LogitReader = (k: number, raw: Float32Array) => void;
  * Each ablated run's raw logits, in run order: its own where it unembedded itself (the naive
  * path), else its final residual z′ unembedded, LOGIT_ROWS runs at a time.
  */
-export async function forEachRunLogits(model: HookedModel, runs: { z: ArrayLike<number>; logits?: Float32Array }[], each: (k: number, raw: Float32Array) => void): Promise<void> {
+export async function forEachRunLogits(model: HookedModel, runs: { z: ArrayLike<number>; logits?: Float32Array }[], each: LogitReader): Promise<void> {
   const { dModel: d, vocab: V } = model.spec;
   for (let r0 = 0; r0 < runs.length; r0 += LOGIT_ROWS) {
     const r1 = Math.min(runs.length, r0 + LOGIT_ROWS);

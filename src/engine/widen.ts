@@ -122,8 +122,4 @@ export class WideningScratch {
     for (let i = bulk; i < n; i++) bits[i] = (m.data[2 * i] | (m.data[2 * i + 1] << 8)) << 16;
     return out;
   }
-
-  get bytes(): number {
-    return this.values.byteLength;
-  }
 }

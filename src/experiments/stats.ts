@@ -20,6 +20,7 @@ import { DuckDBInstance, type DuckDBConnection, DOUBLE, INTEGER, VARCHAR } from 
 import type { PromptResult } from '../causal/types.js';
 import { HydraError, check } from '../io/errors.js';
 import { mulberry32 } from '../causal/random.js';
+import { layerKind } from '../models/components.js';
 import { appendColumns } from './store.js';
 
 export interface Ols {
@@ -459,8 +460,8 @@ export async function ownScaleSeries(con: DuckDBConnection, downstream?: Record<
 
 /** The stored downstream sets' layer-level pairs as the temp table own_downstream (ablated, component). */
 async function storeDownstream(con: DuckDBConnection, downstream: Record<string, string[]>): Promise<void> {
-  const layerName = /^(attn|mlp)\.[0-9]+$/;
-  const pairs = Object.entries(downstream).flatMap(([k, cs]) => (layerName.test(k) ? cs.filter((c) => layerName.test(c)).map((c) => `('${k}', '${c}')`) : []));
+  const block = (name: string) => layerKind(name) === 'attn' || layerKind(name) === 'mlp';
+  const pairs = Object.entries(downstream).flatMap(([k, cs]) => (block(k) ? cs.filter(block).map((c) => `('${k}', '${c}')`) : []));
   await con.run(`CREATE OR REPLACE TEMP TABLE own_downstream AS SELECT * FROM (VALUES ${pairs.length ? pairs.join(', ') : "(NULL, NULL)"}) t(ablated, component)`);
 }
 

@@ -58,6 +58,7 @@ import {
   DuckDBInstance, DuckDBConnection, DuckDBDataChunk, DuckDBType, DuckDBValue,
   BOOLEAN, INTEGER, DOUBLE, VARCHAR, LIST, TIMESTAMPTZ, listValue,
 } from '@duckdb/node-api';
+import { layerKind } from '../models/components.js';
 import { EFFECT_FIELDS, PATCH_FIELDS, type AblationKind, type AblationResult, type Effects, type PatchEffects, type PromptResult } from '../causal/types.js';
 import { HydraError, check } from '../io/errors.js';
 import { makeDir, packageRoot } from '../io/paths.js';
@@ -69,11 +70,6 @@ const READABLE_VERSIONS = [1, 2];
 /** Per-patch DE' rows a store keeps (header: de_prime). */
 export type StorePatches = 'all' | 'layers';
 export const STORE_PATCHES: readonly StorePatches[] = ['all', 'layers'];
-
-/** Whether a name is a layer-level component (embed, attn.L, mlp.L). */
-export function isLayerLevel(name: string): boolean {
-  return name === 'embed' || /^(attn|mlp)\.[0-9]+$/.test(name);
-}
 
 /** The store's per-patch DE' policy, from its options ('all' when absent). */
 export function storePatchesOf(config: RunConfig): StorePatches {
@@ -338,7 +334,7 @@ class PromptRows {
       for (const c of Object.keys(de)) {
         const v = de[c];
         if (typeof v !== 'number') num(v, () => `prompt ${p} ablation ${k} de_prime[${c}]`);
-        if (compact && !isLayerLevel(c)) continue;
+        if (compact && layerKind(c) === null) continue;
         dpPrompt.push(p);
         dpAblated.push(k);
         dpPatch.push(patch);

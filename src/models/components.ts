@@ -57,6 +57,13 @@ const INDEX = '(0|[1-9][0-9]*)';
 const BLOCK = new RegExp(`^(attn|mlp|attn_bias)\\.${INDEX}$`);
 const HEAD = new RegExp(`^head\\.${INDEX}\\.${INDEX}$`);
 
+/** The kind of a layer-partition member (embed, attn.L, mlp.L); null for heads, output biases and other names. */
+export function layerKind(name: string): 'embed' | 'attn' | 'mlp' | null {
+  if (name === EMBED) return 'embed';
+  const m = BLOCK.exec(name);
+  return m && m[1] !== 'attn_bias' ? (m[1] as 'attn' | 'mlp') : null;
+}
+
 /** Parse a name (canonical form only: `mlp.01` is refused); with bounds, check that it exists. */
 export function parseComponent(name: string, bounds?: ComponentBounds): Component {
   const limits = bounds ? ` with L < ${bounds.nLayers}, H < ${bounds.nHeads}` : '';

@@ -362,8 +362,7 @@ export class HookedModel {
     }
     const zRows = new Float32Array(wanted.length * H * dh);
     wanted.forEach(({ b, t }, i) => zRows.set(z.subarray((b * T + t) * H * dh, (b * T + t + 1) * H * dh), i * H * dh));
-    const fetches = { out: null, heads: null, ...(this.layers[l].attnPostNorm ? { pre: null } : {}) };
-    const res = await s.attnOut.run({ z: mix.z, base: x, qs: f32(new Float32Array(d), [1, d]), zRows: f32(zRows, [wanted.length, H * dh]) }, fetches);
+    const res = await s.attnOut.run({ z: mix.z, base: x, qs: f32(new Float32Array(d), [1, d]), zRows: f32(zRows, [wanted.length, H * dh]) }, this.partsFetches(l));
     const a = res.out.data as Float32Array;
     const pre = (res.pre?.data as Float32Array | undefined) ?? a;
     const headOut = res.heads.data as Float32Array;
@@ -607,7 +606,7 @@ export class HookedModel {
             // Rows whose heads (or output bias) are patched here need their heads split out.
             const split = (hits ?? []).filter((h) => !h.patches.some((p) => p.component.kind === 'attn'));
             const zRows = split.length ? this.gatherRows(z.data as Float32Array, split.map((h) => at[h.k]), spec.nHeads * spec.dHead) : noRows;
-            const more = split.length ? { out: null, heads: null, ...(this.layers[l].attnPostNorm ? { pre: null } : {}) } : {};
+            const more = split.length ? this.partsFetches(l) : {};
             const res = await s.attnOut.run({ z, base: view(base), qs: fixed.qs, zRows }, { resid: view(to), de: null, deHeads: null, ...more });
             record([block.component], res.de.data as Float32Array);
             if (heads) record([...Array(spec.nHeads).keys()].map((h) => headName(l, h)), res.deHeads.data as Float32Array);
@@ -633,6 +632,11 @@ export class HookedModel {
       const final = bufs[cur];
       return rows.map((r, k) => ({ z: at[k] < 0 ? r.resid : final.slice(at[k] * d, (at[k] + 1) * d), de: de[k], values: values[k], ...(tapped ? { stageIn: tapped[k] } : {}) }));
     });
+  }
+
+  /** The attention output's fetches that split a layer into its parts: its output, each head's, and a post-norm's input. */
+  private partsFetches(l: number): Record<string, null> {
+    return { out: null, heads: null, ...(this.layers[l].attnPostNorm ? { pre: null } : {}) };
   }
 
   /** Rows `at` of a [rows, width] buffer, packed. */
