@@ -229,7 +229,7 @@ async function loadBench(args: Args): Promise<void> {
   }
   const tWork = now() - t1;
   const peak = process.resourceUsage().maxRSS * 1024;
-  const limit = 1.15 * read.bytes + 0.4 * 2 ** 30;
+  const limit = rssTarget(read.bytes);
   const gb = (b: number) => round(b / 2 ** 30, 2);
   const result = {
     shape: args.shape,
@@ -246,13 +246,13 @@ async function loadBench(args: Args): Promise<void> {
     work_s: round(tWork, 1),
   };
   const rows: [string, string][] = [
-    ['shape', `${args.shape} (${spec.nLayers}×${spec.dModel}, vocab ${spec.vocab}), ${result.checkpoint_gb} GB checkpoint`],
+    ['shape', `${args.shape} (${spec.nLayers}×${spec.dModel}, vocab ${spec.vocab}), ${result.checkpoint_gb} GiB checkpoint`],
     ['model generation (first use)', `${tGen.toFixed(1)} s`],
     ['reading the checkpoint', `${result.read_s} s`],
     ['model load', `${result.load_s} s (${result.load_over_read}× the read)`],
-    ['RSS after load', `${result.rss_after_load_gb} GB`],
+    ['RSS after load', `${result.rss_after_load_gb} GiB`],
     [work, `${result.work_s} s`],
-    ['peak RSS', `${result.peak_rss_gb} GB = ${result.rss_over_weights} × the checkpoint (target ≤ ${result.rss_target_gb} GB: ${result.rss_target_met ? 'met' : 'NOT met'})`],
+    ['peak RSS', `${result.peak_rss_gb} GiB = ${result.rss_over_weights} × the checkpoint (target ≤ ${result.rss_target_gb} GiB: ${result.rss_target_met ? 'met' : 'NOT met'})`],
   ];
   const w = Math.max(...rows.map((r) => r[0].length));
   for (const [k, v] of rows) console.log(`${k.padEnd(w)}  ${v}`);
@@ -275,7 +275,7 @@ async function main(): Promise<void> {
   const prompts = data.slice(0, args.prompts).map((r) => tok.encode(r.prompt).map((t) => t % spec.vocab));
   const avgLen = prompts.reduce((s, p) => s + p.length, 0) / prompts.length;
   const peakMb = () => (process.resourceUsage().maxRSS / 1024).toFixed(0);
-  log(`peak RSS after load: ${peakMb()} MB`);
+  log(`peak RSS after load: ${peakMb()} MiB`);
   log(`model ${args.shape}: ${spec.nLayers} layers, width ${spec.dModel}, ${spec.nHeads} heads (${spec.nKvHeads} kv), vocab ${spec.vocab}; loaded in ${tLoad.toFixed(1)} s`);
   log(`${prompts.length} prompts, ${avgLen.toFixed(2)} tokens on average; threads per session: ${args.threads ?? 'all cores'}`);
 
@@ -285,7 +285,7 @@ async function main(): Promise<void> {
   log('warm-up ...');
   await analyze(model, prompts.slice(0, SAMPLES + 1), { kind: 'resample', samples: SAMPLES, targets: ['attn.0'], path: 'fast', allowSameAnswer: true, ...batch });
 
-  log(`peak RSS after warm-up: ${peakMb()} MB`);
+  log(`peak RSS after warm-up: ${peakMb()} MiB`);
   const profile = args.profile ? installProfiler() : null;
   log(`fast path (hydra sweep): ${prompts.length} prompts × ${targets.length} targets × ${SAMPLES} patches ...`);
   // The prompts as a dataset of token ids, swept into a fresh DuckDB file.
@@ -306,7 +306,7 @@ async function main(): Promise<void> {
       out: path.join(tmp, 'bench.duckdb'),
       ...batch,
       progress: (done, total) => {
-        if (!args.json && done > 0 && done % 16 === 0) { const m = process.memoryUsage(); log(`  ${done}/${total} prompts, ${(now() - tf).toFixed(1)} s; RSS ${(m.rss / 2 ** 20).toFixed(0)} MB, array buffers ${(m.arrayBuffers / 2 ** 20).toFixed(0)}, heap ${(m.heapUsed / 2 ** 20).toFixed(0)}`); }
+        if (!args.json && done > 0 && done % 16 === 0) { const m = process.memoryUsage(); log(`  ${done}/${total} prompts, ${(now() - tf).toFixed(1)} s; RSS ${(m.rss / 2 ** 20).toFixed(0)} MiB, array buffers ${(m.arrayBuffers / 2 ** 20).toFixed(0)}, heap ${(m.heapUsed / 2 ** 20).toFixed(0)}`); }
       },
     });
   } finally {
@@ -316,7 +316,7 @@ async function main(): Promise<void> {
   // The sweep's peak: what a `hydra sweep` process holds (the naive path and the GEMM probes come after).
   const sweepRss = process.resourceUsage().maxRSS * 1024;
   const mem = process.memoryUsage();
-  log(`after the sweep: RSS ${(mem.rss / 2 ** 20).toFixed(0)} MB (array buffers ${(mem.arrayBuffers / 2 ** 20).toFixed(0)} MB, JS heap ${(mem.heapTotal / 2 ** 20).toFixed(0)} MB, the rest native: onnxruntime, DuckDB, allocator)`);
+  log(`after the sweep: RSS ${(mem.rss / 2 ** 20).toFixed(0)} MiB (array buffers ${(mem.arrayBuffers / 2 ** 20).toFixed(0)} MiB, JS heap ${(mem.heapTotal / 2 ** 20).toFixed(0)} MiB, the rest native: onnxruntime, DuckDB, allocator)`);
   const fastRuns = prompts.length * targets.length * SAMPLES;
   const profFast = profile ? new Map(profile) : null;
   profile?.clear();
@@ -359,8 +359,8 @@ async function main(): Promise<void> {
     rss_mb: round(sweepRss / 2 ** 20, 0),
     weight_bytes: model.weightBytes,
     rss_over_weights: round(sweepRss / model.weightBytes, 2),
-    rss_target_mb: round((1.15 * model.weightBytes + 0.4e9) / 2 ** 20, 0),
-    rss_target_met: sweepRss <= 1.15 * model.weightBytes + 0.4e9,
+    rss_target_mb: round(rssTarget(model.weightBytes) / 2 ** 20, 0),
+    rss_target_met: sweepRss <= rssTarget(model.weightBytes),
   };
 
   const rows: [string, string][] = [
@@ -378,7 +378,7 @@ async function main(): Promise<void> {
     ['naive runs/s', `${result.naive_runs_per_s} (${naiveRuns} runs in ${naiveTime.toFixed(2)} s)`],
     ['speedup fast/naive', `${result.speedup}×`],
     [`projected sweep (${FULL_SWEEP_PROMPTS} prompts)`, `${result.projected_full_sweep_s} s`],
-    ['peak RSS (sweep)', `${result.rss_mb} MB = ${result.rss_over_weights} × the ${(model.weightBytes / 2 ** 20).toFixed(0)} MB of weights (target ≤ ${result.rss_target_mb} MB: ${result.rss_target_met ? 'met' : 'NOT met'})`],
+    ['peak RSS (sweep)', `${result.rss_mb} MiB = ${result.rss_over_weights} × the ${(model.weightBytes / 2 ** 20).toFixed(0)} MiB of weights (target ≤ ${result.rss_target_mb} MiB: ${result.rss_target_met ? 'met' : 'NOT met'})`],
   ];
   const w = Math.max(...rows.map((r) => r[0].length));
   for (const [k, v] of rows) console.log(`${k.padEnd(w)}  ${v}`);
@@ -389,6 +389,11 @@ async function main(): Promise<void> {
     console.log(`  ${'outside sessions'.padEnd(20)} ${''.padStart(6)}        ${(fastS - inRuntime).toFixed(2).padStart(8)} s  (${((100 * (fastS - inRuntime)) / fastS).toFixed(1)}%)`);
   }
   if (args.json) console.log(JSON.stringify(result));
+}
+
+/** The issue's memory target, in bytes: 1.15 × the weights' (or checkpoint's) bytes + 0.4 GB (10^9 bytes). */
+function rssTarget(bytes: number): number {
+  return 1.15 * bytes + 0.4e9;
 }
 
 function round(x: number, digits: number): number {
