@@ -117,8 +117,10 @@ export async function createBlock(graph: Graph, opts: EngineOptions, feeder: Wei
 /**
  * Float32 buffers kept from one call to the next (the fast path's row parts, all alike):
  * fresh ones each call cost fresh pages, and the allocator keeps the holes they leave (a
- * 64-prompt GPT-2-small sweep peaked ~20 MB lower with the fast path's reused). Buffers come
- * with stale values: callers write before they read. One user at a time; a concurrent
+ * 64-prompt GPT-2-small sweep peaked ~20 MB lower with the fast path's reused). A fetch given
+ * one of these is written there instead of in onnxruntime's arena, but onnxruntime-node 1.30
+ * still returns a fresh copy of it (checked: the returned data is another buffer). Buffers
+ * come with stale values: callers write before they read. One user at a time; a concurrent
  * second one gets fresh buffers.
  */
 export class ReusedBuffers {

@@ -532,43 +532,15 @@ export class HookedModel {
     const { spec, plan } = this;
     const d = spec.dModel;
     const stages = plan.stages.length;
-    const groupPrompts = [...new Set(rows.map((r) => r.prompt))].sort((a, b) => a - b);
-    const P = groupPrompts.length;
-    const groupOf = new Map(groupPrompts.map((p, i) => [p, i]));
-    // Stage s owns slots [offset[s], offset[s] + width[s]): as many as the group with most rows starting there needs.
-    const counts = Array.from({ length: stages }, () => new Array<number>(P).fill(0));
-    const slotInStage = rows.map((r) => (r.start < stages ? counts[r.start][groupOf.get(r.prompt)!]++ : -1));
-    const width = counts.map((c) => Math.max(0, ...c));
-    const offset: number[] = [];
-    let slots = 0;
-    for (let s = 0; s < stages; s++) {
-      offset.push(slots);
-      slots += width[s];
-    }
-    const at = rows.map((r, k) => (slotInStage[k] < 0 ? -1 : (offset[r.start] + slotInStage[k]) * P + groupOf.get(r.prompt)!));
-    const rowAt = new Int32Array(slots * P).fill(-1);
-    at.forEach((b, k) => b >= 0 && (rowAt[b] = k));
-    const startingAt = Array.from({ length: stages }, () => [] as number[]);
-    rows.forEach((r, k) => at[k] >= 0 && startingAt[r.start].push(k));
-    // Later patches by block: the rows they hit and the patches of that block.
-    const laterAt = new Map<string, { k: number; patches: Patch[] }[]>();
-    rows.forEach((r, k) => {
-      for (const p of r.later ?? []) {
-        const block = plan.blockOf(p.component);
-        const list = laterAt.get(block) ?? [];
-        const hit = list.find((h) => h.k === k);
-        if (hit) hit.patches.push(p);
-        else list.push({ k, patches: [p] });
-        laterAt.set(block, list);
-      }
-    });
+    const { groupPrompts, P, offset, width, slots, at, rowAt, startingAt, laterAt } = this.lastPositionLayout(rows);
     const values = rows.map(() => undefined as Map<string, Float32Array> | undefined);
 
     const fixed = this.stepInputs(cache, groupPrompts, readout);
     const noRows = f32(new Float32Array(0), [0, spec.nHeads * spec.dHead]);
     const de = rows.map(() => ({}) as Record<string, number>);
     const maxBlocks = Math.max(...plan.stages.map((s) => s.length));
-    // Attention's intermediates go to buffers reused by every layer: no garbage a block, and no fresh pages.
+    // Every block's outputs go to buffers reused by every layer, not to onnxruntime's arena
+    // (onnxruntime-node still hands back a copy of each: garbage until V8 collects it).
     const wide = (spec.nHeads + 2 * spec.nKvHeads) * spec.dHead;
     const sizes = [...Array(maxBlocks + 1).fill(slots * P * d), slots * P * wide, slots * P * spec.nHeads * spec.dHead];
     return this.lastBuffers.use(sizes, async (all) => {
@@ -632,6 +604,45 @@ export class HookedModel {
       const final = bufs[cur];
       return rows.map((r, k) => ({ z: at[k] < 0 ? r.resid : final.slice(at[k] * d, (at[k] + 1) * d), de: de[k], values: values[k], ...(tapped ? { stageIn: tapped[k] } : {}) }));
     });
+  }
+
+  /**
+   * Where recomputeLast keeps each row (see its Layout): groups (one per prompt), each stage's
+   * slots, each row's slot index `at` (-1 when it starts past the last stage), the row in each
+   * slot, the rows starting at each stage, and the later patches by the block they replace.
+   */
+  private lastPositionLayout(rows: LastPositionRow[]) {
+    const stages = this.plan.stages.length;
+    const groupPrompts = [...new Set(rows.map((r) => r.prompt))].sort((a, b) => a - b);
+    const P = groupPrompts.length;
+    const groupOf = new Map(groupPrompts.map((p, i) => [p, i]));
+    // Stage s owns slots [offset[s], offset[s] + width[s]): as many as the group with most rows starting there needs.
+    const counts = Array.from({ length: stages }, () => new Array<number>(P).fill(0));
+    const slotInStage = rows.map((r) => (r.start < stages ? counts[r.start][groupOf.get(r.prompt)!]++ : -1));
+    const width = counts.map((c) => Math.max(0, ...c));
+    const offset: number[] = [];
+    let slots = 0;
+    for (let s = 0; s < stages; s++) {
+      offset.push(slots);
+      slots += width[s];
+    }
+    const at = rows.map((r, k) => (slotInStage[k] < 0 ? -1 : (offset[r.start] + slotInStage[k]) * P + groupOf.get(r.prompt)!));
+    const rowAt = new Int32Array(slots * P).fill(-1);
+    at.forEach((b, k) => b >= 0 && (rowAt[b] = k));
+    const startingAt = Array.from({ length: stages }, () => [] as number[]);
+    rows.forEach((r, k) => at[k] >= 0 && startingAt[r.start].push(k));
+    const laterAt = new Map<string, { k: number; patches: Patch[] }[]>();
+    rows.forEach((r, k) => {
+      for (const p of r.later ?? []) {
+        const block = this.plan.blockOf(p.component);
+        const list = laterAt.get(block) ?? [];
+        const hit = list.find((h) => h.k === k);
+        if (hit) hit.patches.push(p);
+        else list.push({ k, patches: [p] });
+        laterAt.set(block, list);
+      }
+    });
+    return { groupPrompts, P, offset, width, slots, at, rowAt, startingAt, laterAt };
   }
 
   /** The attention output's fetches that split a layer into its parts: its output, each head's, and a post-norm's input. */
