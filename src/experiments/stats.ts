@@ -460,7 +460,7 @@ export async function ownScaleSeries(con: DuckDBConnection, downstream?: Record<
 
 /** The stored downstream sets' layer-level pairs as the temp table own_downstream (ablated, component). */
 async function storeDownstream(con: DuckDBConnection, downstream: Record<string, string[]>): Promise<void> {
-  const block = (name: string) => layerKind(name) === 'attn' || layerKind(name) === 'mlp';
+  const block = (name: string) => ['attn', 'mlp'].includes(layerKind(name) ?? '');
   const pairs = Object.entries(downstream).flatMap(([k, cs]) => (block(k) ? cs.filter(block).map((c) => `('${k}', '${c}')`) : []));
   await con.run(`CREATE OR REPLACE TEMP TABLE own_downstream AS SELECT * FROM (VALUES ${pairs.length ? pairs.join(', ') : "(NULL, NULL)"}) t(ablated, component)`);
 }

@@ -206,10 +206,11 @@ export class ResidualPlan {
 
 /** A norm's scale σ(x) of one row, in float64 (LayerNorm: about the row's mean; population variance). */
 export function normScaleOf(x: ArrayLike<number>, spec: Pick<ArchSpec, 'norm' | 'normEps'>): number {
-  return Math.sqrt(centredSquares(x, spec).ss / x.length + spec.normEps);
+  return normStats(x, spec).scale;
 }
 
-function centredSquares(x: ArrayLike<number>, spec: Pick<ArchSpec, 'norm'>): { mean: number; ss: number } {
+/** The mean a norm centres a row on (0 for RMSNorm) and its scale σ(x), in float64. */
+function normStats(x: ArrayLike<number>, spec: Pick<ArchSpec, 'norm' | 'normEps'>): { mean: number; scale: number } {
   const n = x.length;
   let mean = 0;
   if (spec.norm === 'layernorm') {
@@ -218,16 +219,14 @@ function centredSquares(x: ArrayLike<number>, spec: Pick<ArchSpec, 'norm'>): { m
   }
   let ss = 0;
   for (let i = 0; i < n; i++) ss += (x[i] - mean) ** 2;
-  return { mean, ss };
+  return { mean, scale: Math.sqrt(ss / n + spec.normEps) };
 }
 
 /** A norm applied to one row, in float64: N(x) and its scale σ(x). */
 export function normRow(x: ArrayLike<number>, w: NormWeights, spec: ArchSpec): { y: Float32Array; scale: number } {
-  const n = x.length;
-  const { mean, ss } = centredSquares(x, spec);
-  const scale = Math.sqrt(ss / n + spec.normEps);
-  const y = new Float32Array(n);
-  for (let i = 0; i < n; i++) y[i] = ((x[i] - mean) / scale) * w.g[i] + (w.b ? w.b[i] : 0);
+  const { mean, scale } = normStats(x, spec);
+  const y = new Float32Array(x.length);
+  for (let i = 0; i < x.length; i++) y[i] = ((x[i] - mean) / scale) * w.g[i] + (w.b ? w.b[i] : 0);
   return { y, scale };
 }
 
