@@ -97,3 +97,26 @@ export function assertPathsAgree(label: string, fast: PromptResult[], naive: Pro
     }
   });
 }
+
+/**
+ * Rewrite a store as hydra wrote it before schema version 3: DE' as the table de_prime, one value
+ * a row in write order, and `version` in run_config (`config_json` too, when given).
+ */
+export async function toLongLayout(db: string, version: number, configJson?: string): Promise<void> {
+  const { DuckDBInstance } = await import('@duckdb/node-api');
+  const inst = await DuckDBInstance.create(db);
+  const con = await inst.connect();
+  try {
+    await con.run(`CREATE TABLE de_prime_long AS SELECT prompt_idx, ablated, patch_idx, component, value FROM (
+        SELECT v.prompt_idx, v.ablated, v.patch_idx, unnest(l.components) AS component, unnest(v.value) AS value,
+          generate_subscripts(v.value, 1) AS i, v.rowid AS r
+        FROM de_prime_values v JOIN de_prime_layouts l USING (layout)) ORDER BY r, i;
+      DROP VIEW de_prime; DROP TABLE de_prime_values; DROP TABLE de_prime_layouts;
+      ALTER TABLE de_prime_long RENAME TO de_prime;`);
+    await con.run('UPDATE run_config SET schema_version = $1', [version]);
+    if (configJson !== undefined) await con.run('UPDATE run_config SET config_json = $1', [configJson]);
+  } finally {
+    con.closeSync();
+    inst.closeSync();
+  }
+}

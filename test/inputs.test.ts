@@ -113,7 +113,7 @@ async function rows(db: string, table: string, where = ''): Promise<string[]> {
   }
 }
 
-const TABLES = ['prompts', 'clean_de', 'effects', 'patches', 'de_prime', 'sources', 'done'];
+const TABLES = ['prompts', 'clean_de', 'effects', 'patches', 'de_prime_values', 'sources', 'done'];
 
 test('a sweep that keeps no prompt leaves no database, and a larger --limit extends a sweep with only the new prompts', async () => {
   const dir = tmpDir();

@@ -18,7 +18,7 @@ import { packageRoot, storiesRecallPath } from '../src/io/paths.js';
 import { HookedModel } from '../src/models/model.js';
 import { analyzeDatabase } from '../src/report/database.js';
 import { writeSelfRepair } from './constructed.js';
-import { fixtureModelDir, rejectsWith, tmpDir } from './helpers.js';
+import { fixtureModelDir, rejectsWith, tmpDir, toLongLayout } from './helpers.js';
 import { groupDraws, interval } from './recompute.js';
 
 const TOL = 1e-9;
@@ -265,7 +265,7 @@ test('compact head storage: the same report numbers and repair matrix as full st
   };
   const f = await count(full);
   const c = await count(compact);
-  assert.equal(c.version, 2);
+  assert.equal(c.version, 3);
   assert.equal(c.config.options?.store_patches, 'layers');
   assert.equal(f.config.options?.store_patches, undefined);
   assert.deepEqual(c.config.downstream?.['attn.0']?.slice(0, 3), ['attn.1', 'attn.2', 'attn.3']);
@@ -302,21 +302,18 @@ test('compact head storage: the same report numbers and repair matrix as full st
   // a version 1 store (written before compact storage and downstream sets) is read as before
   const old = path.join(dir, 'old.duckdb');
   fs.copyFileSync(full, old);
-  const { DuckDBInstance } = await import('@duckdb/node-api');
-  const edit = async (sql: string, params: string[] = []) => {
-    const inst = await DuckDBInstance.create(old);
-    const con = await inst.connect();
-    await con.run(sql, params);
-    con.closeSync();
-    inst.closeSync();
-  };
   const { downstream: _, ...olderConfig } = f.config;
-  await edit('UPDATE run_config SET schema_version = 1, config_json = $1', [JSON.stringify(olderConfig)]);
+  await toLongLayout(old, 1, JSON.stringify(olderConfig));
   const m = await repairFromDatabase(old, { bootstrap: 100 });
   assert.equal(m.downstream, 'assumed sequential');
   closeDeep({ ...m, downstream: 'stored' }, a.repair, 'repair of the version 1 store');
-  await edit('UPDATE run_config SET schema_version = 3');
-  await rejectsWith(repairFromDatabase(old), /has schema version 3, this hydra reads 1 and 2; use the hydra version that wrote it/);
+  const { DuckDBInstance } = await import('@duckdb/node-api');
+  const inst = await DuckDBInstance.create(old);
+  const con = await inst.connect();
+  await con.run('UPDATE run_config SET schema_version = 4');
+  con.closeSync();
+  inst.closeSync();
+  await rejectsWith(repairFromDatabase(old), /has schema version 4, this hydra reads 1, 2 and 3; use the hydra version that wrote it/);
 
   // hydra repair: text, JSON and the heatmap files
   const out = path.join(dir, 'repair');

@@ -10,7 +10,7 @@ import { analyze } from '../src/causal/analysis.js';
 import { fmtNum } from '../src/experiments/format.js';
 import { reportFromDatabase } from '../src/report/database.js';
 import { HookedModel } from '../src/models/model.js';
-import { fixtureModelDir, loadGolden, rejectsWith, tmpDir } from './helpers.js';
+import { fixtureModelDir, loadGolden, rejectsWith, tmpDir, toLongLayout } from './helpers.js';
 import { createProgress, formatDuration, sweepProgress } from '../src/cli/progress.js';
 
 /**
@@ -239,6 +239,61 @@ test('merging two shards gives the same store as one run', async () => {
   await d.writePrompt(synth(2, 2, 3, 2, false));
   await d.close();
   await rejectsWith(mergeStores([path.join(dir, 'a.duckdb'), path.join(dir, 'd.duckdb')], path.join(dir, 'm3.duckdb')), /both hold prompts \(e\.g\. 2\) with different/);
+});
+
+test("stores of schema version 1 and 2 (DE' a value a row): read as they are, moved into lists when written to or merged", async () => {
+  const dir = tmpDir();
+  const all = [0, 1, 2, 3].map((i) => synth(i, 2, 3, 2, true));
+  const ref = await ResultsStore.open(path.join(dir, 'ref.duckdb'), config);
+  for (const r of all) await ref.writePrompt(r);
+  const old = path.join(dir, 'old.duckdb');
+  const o = await ResultsStore.open(old, { ...config, shard: '0/2' });
+  for (const i of [0, 1]) await o.writePrompt(all[i]);
+  await o.close();
+  await toLongLayout(old, 2);
+  const fresh = await ResultsStore.open(path.join(dir, 'new.duckdb'), { ...config, shard: '1/2' });
+  for (const i of [2, 3]) await fresh.writePrompt(all[i]);
+  await fresh.close();
+
+  const longRows = (s: ResultsStore, where = '') => s.query(`SELECT * FROM de_prime ${where} ORDER BY ALL`);
+  const ro = await ResultsStore.openReadOnly(old);
+  assert.equal((await ro.query('SELECT schema_version AS v FROM run_config'))[0].v, 2);
+  for (const opts of [{}, { layersOnly: true }, { patches: false }]) {
+    assert.deepStrictEqual(await ro.readResults(opts), await ref.readResults({ ...opts, prompts: [0, 1] }), JSON.stringify(opts));
+  }
+  assert.deepEqual(await longRows(ro), await longRows(ref, 'WHERE prompt_idx < 2'));
+  await ro.close();
+
+  // A merge reads either layout and numbers each component list once.
+  const merged = path.join(dir, 'merged.duckdb');
+  await mergeStores([old, path.join(dir, 'new.duckdb')], merged);
+  const m = await ResultsStore.openReadOnly(merged);
+  assert.deepStrictEqual(await m.readResults(), all);
+  assert.deepEqual(await longRows(m), await longRows(ref));
+  assert.deepEqual(await m.query('SELECT components FROM de_prime_layouts ORDER BY layout'), await ref.query('SELECT components FROM de_prime_layouts ORDER BY layout'));
+  await m.close();
+
+  // A resume moves the old store's DE' into lists (same values), then writes as version 3.
+  const w = await ResultsStore.open(old, { ...config, shard: '0/2' });
+  assert.equal((await w.query('SELECT schema_version AS v FROM run_config'))[0].v, 3);
+  assert.deepStrictEqual(await w.readResults(), all.slice(0, 2));
+  await w.writePrompt(all[2]);
+  assert.deepStrictEqual(await w.readResults(), all.slice(0, 3));
+  assert.deepEqual(await longRows(w), await longRows(ref, 'WHERE prompt_idx < 3'));
+  await w.close();
+  await ref.close();
+});
+
+test("a write that fails stores nothing, and the DE' layouts it numbered are numbered again by the next", async () => {
+  const st = await ResultsStore.open(path.join(tmpDir(), 'r.duckdb'), { ...config, heads: false });
+  const bad = synth(0, 2, 3, 0, true);
+  (bad.ablations['mlp.1'].patches[2] as unknown as Record<string, unknown>).te = 'x';
+  await rejectsWith(st.writePrompt(bad), /cannot store prompt 0 ablation mlp\.1 patch 2 te: it is string/);
+  assert.deepEqual(await st.query('SELECT count(*) AS n FROM de_prime_layouts'), [{ n: 0n }]);
+  const good = synth(1, 2, 3, 0, true);
+  await st.writePrompt(good);
+  assert.deepStrictEqual(await st.readResults(), [good]);
+  await st.close();
 });
 
 test('parquet export: one file per table, row counts match', async () => {

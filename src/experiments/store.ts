@@ -1,9 +1,11 @@
 /**
  * The sweep results database: one DuckDB file (default `results.duckdb`) per run.
  *
- * Schema (schema_version 2; version 1 stores, written before compact head storage, are read the
- * same way: their layout is version 2's with store_patches 'all'). Every table except run_config
- * has a prompt_idx column: the prompt's 0-based position in the dataset. Component names are those of src/causal/types.ts:
+ * Schema (schema_version 3). Version 1 and 2 stores hold de_prime as a table, one value a row
+ * (version 1: version 2 with store_patches 'all'); they are read as they are, and a run that
+ * writes to one (a resume, a merge into it) first moves its DE' into version 3's lists; a merge
+ * reads shards of any of them. Every table except run_config and de_prime_layouts has a
+ * prompt_idx column: the prompt's 0-based position in the dataset. Component names are those of src/causal/types.ts:
  * embed, attn.{l}, mlp.{l}, head.{l}.{h}, attn_bias.{l}. Effects follow METHOD.md.
  *
  *   run_config  one row: the settings the numbers depend on.
@@ -35,14 +37,20 @@
  *     prompt_idx INTEGER, component VARCHAR, patch_idx INTEGER, source INTEGER (resample source
  *     prompt_idx, else NULL), sigma_prime DOUBLE (σ'), pi_hat_prime DOUBLE (π̂'_i),
  *     te, ce, ce_attn, ce_mlp, ne, ie, dde_self, te_capped DOUBLE.
- *   de_prime    DE'_k(c), long format (one value a row; DuckDB compresses the repeated names):
- *     prompt_idx INTEGER, ablated VARCHAR (k), patch_idx INTEGER (NULL = patch average),
- *     component VARCHAR (c), value DOUBLE. The patch average is stored for every (k, c). Per patch
- *     it depends on the run's options.store_patches: absent ('all', every version 1 store) every
- *     (k, patch, c); 'layers' (the default of `hydra sweep --heads`) only where c is layer-level
- *     (embed, attn.L, mlp.L): what the own-scale statistics and the profile figures (Figures 1
- *     and 3, the explorer's stored ablations) read per patch. A head sweep of GPT-2 small then
- *     stores 93 k rows a prompt instead of 487 k; the repair matrix (experiments/repair.ts) reads
+ *   de_prime    a view of DE'_k(c), one value a row (what every query reads): prompt_idx INTEGER,
+ *     ablated VARCHAR (k), patch_idx INTEGER (NULL = patch average), component VARCHAR (c),
+ *     value DOUBLE. It unnests two tables:
+ *   de_prime_values  one row per (prompt, k, patch): prompt_idx INTEGER, ablated VARCHAR,
+ *     patch_idx INTEGER, layout INTEGER, value DOUBLE[] (DE' of the layout's components, in order);
+ *   de_prime_layouts  layout INTEGER PRIMARY KEY, components VARCHAR[]: each distinct list of
+ *     components, once. (With a row a value, DuckDB held ~95 MB more while a 64-prompt GPT-2-small
+ *     sweep wrote its 614 k values, and appending took 5x longer.)
+ *     The patch average is stored for every (k, c). Per patch it depends on the run's
+ *     options.store_patches: absent ('all', every version 1 store) every (k, patch, c); 'layers'
+ *     (the default of `hydra sweep --heads`) only where c is layer-level (embed, attn.L, mlp.L):
+ *     what the own-scale statistics and the profile figures (Figures 1 and 3, the explorer's
+ *     stored ablations) read per patch. A head sweep of GPT-2 small then stores 93 k values a
+ *     prompt instead of 487 k; the repair matrix (experiments/repair.ts) reads
  *     the patch averages. readResults gives the patches of a compact store the layer-level DE' only.
  *   sources     the resample choices: prompt_idx INTEGER, patch_idx INTEGER, source INTEGER.
  *   done        prompt_idx INTEGER PRIMARY KEY, kept BOOLEAN, written_at TIMESTAMPTZ.
@@ -55,7 +63,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import {
-  DuckDBInstance, DuckDBConnection, DuckDBDataChunk, DuckDBType, DuckDBValue,
+  DuckDBInstance, DuckDBConnection, DuckDBDataChunk, DuckDBType, DuckDBValue, type DuckDBListValue,
   BOOLEAN, INTEGER, DOUBLE, VARCHAR, LIST, TIMESTAMPTZ, listValue,
 } from '@duckdb/node-api';
 import { layerKind } from '../models/components.js';
@@ -63,9 +71,9 @@ import { EFFECT_FIELDS, PATCH_FIELDS, type AblationKind, type AblationResult, ty
 import { HydraError, check } from '../io/errors.js';
 import { makeDir, packageRoot } from '../io/paths.js';
 
-export const SCHEMA_VERSION = 2;
-/** Versions this hydra reads: 1 has version 2's layout with every patch's DE' stored. */
-const READABLE_VERSIONS = [1, 2];
+export const SCHEMA_VERSION = 3;
+/** Versions this hydra reads: 1 and 2 have de_prime as a table (see the header). */
+const READABLE_VERSIONS = [1, 2, 3];
 
 /** Per-patch DE' rows a store keeps (header: de_prime). */
 export type StorePatches = 'all' | 'layers';
@@ -148,13 +156,20 @@ const TABLES = {
   clean_de: [['prompt_idx', INTEGER], ['component', VARCHAR], ['de', DOUBLE]],
   effects: [['prompt_idx', INTEGER], ['component', VARCHAR], ...doubles(EFFECT_FIELDS), ['te_capped', DOUBLE]],
   patches: [['prompt_idx', INTEGER], ['component', VARCHAR], ['patch_idx', INTEGER], ['source', INTEGER], ...doubles(PATCH_FIELDS), ...doubles(EFFECT_FIELDS), ['te_capped', DOUBLE]],
-  de_prime: [['prompt_idx', INTEGER], ['ablated', VARCHAR], ['patch_idx', INTEGER], ['component', VARCHAR], ['value', DOUBLE]],
+  de_prime_values: [['prompt_idx', INTEGER], ['ablated', VARCHAR], ['patch_idx', INTEGER], ['layout', INTEGER], ['value', LIST(DOUBLE)]],
   sources: [['prompt_idx', INTEGER], ['patch_idx', INTEGER], ['source', INTEGER]],
   done: [['prompt_idx', INTEGER, 'PRIMARY KEY'], ['kept', BOOLEAN], ['written_at', TIMESTAMPTZ, 'DEFAULT current_timestamp']],
 } satisfies Record<string, Column[]>;
 type PromptTable = keyof typeof TABLES;
 /** Tables holding per-prompt rows, in write order. */
 const PROMPT_TABLES = Object.keys(TABLES) as PromptTable[];
+/** The per-prompt relations a reader sees, DE' as the long view de_prime (a table in version 1 and 2 stores). */
+const PROMPT_RELATIONS = PROMPT_TABLES.map((t) => (t === 'de_prime_values' ? 'de_prime' : t));
+const LAYOUTS_SQL = 'CREATE TABLE de_prime_layouts (layout INTEGER PRIMARY KEY, components VARCHAR[])';
+/** Two unnests in one select list go in step: the i-th component with the i-th value. */
+const DE_PRIME_VIEW_SQL = `CREATE VIEW de_prime AS
+  SELECT v.prompt_idx, v.ablated, v.patch_idx, unnest(l.components) AS component, unnest(v.value) AS value
+  FROM de_prime_values v JOIN de_prime_layouts l USING (layout)`;
 /** Config fields that must match on reopen (and across merged shards, shard aside). */
 const COMPARED: (keyof RunConfig)[] = ['model', 'model_revision', 'model_hash', 'dataset', 'ablation', 'samples', 'seed', 'heads', 'shard'];
 
@@ -164,8 +179,14 @@ const SCHEMA_SQL = `
 CREATE TABLE run_config (schema_version INTEGER, model VARCHAR, model_revision VARCHAR, model_hash VARCHAR,
   dataset VARCHAR, ablation VARCHAR, samples INTEGER, seed BIGINT, heads BOOLEAN, "limit" INTEGER, shard VARCHAR,
   hydra_version VARCHAR, created_at TIMESTAMPTZ DEFAULT current_timestamp, config_json VARCHAR);
-${PROMPT_TABLES.map((t) => `CREATE TABLE ${t} (${(TABLES[t] as Column[]).map(([n, type, c]) => `${n} ${type.toString()}${c ? ` ${c}` : ''}`).join(', ')});`).join('\n')}
+${PROMPT_TABLES.map(createTableSql).join('\n')}
+${LAYOUTS_SQL};
+${DE_PRIME_VIEW_SQL};
 `;
+
+function createTableSql(t: PromptTable): string {
+  return `CREATE TABLE ${t} (${(TABLES[t] as Column[]).map(([n, type, c]) => `${n} ${type.toString()}${c ? ` ${c}` : ''}`).join(', ')});`;
+}
 
 const sqlString = (s: string) => `'${s.replace(/'/g, "''")}'`;
 const errText = (e: unknown) => String((e as Error)?.message ?? e).split('\n')[0];
@@ -262,19 +283,25 @@ async function openInstance(file: string, readOnly: boolean): Promise<{ instance
   }
 }
 
+/** The tables and views of a database (its own, or an attached one's). */
 async function tableNames(con: DuckDBConnection, catalog?: string): Promise<Set<string>> {
-  const where = catalog ? `database_name = ${sqlString(catalog)}` : 'database_name = current_database()';
-  const r = await con.runAndReadAll(`SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main' AND ${where}`);
+  const where = `schema_name = 'main' AND ${catalog ? `database_name = ${sqlString(catalog)}` : 'database_name = current_database()'}`;
+  const r = await con.runAndReadAll(`SELECT table_name FROM duckdb_tables() WHERE ${where} UNION ALL SELECT view_name FROM duckdb_views() WHERE ${where}`);
   return new Set(r.getColumnsJS()[0]?.map(String) ?? []);
+}
+
+/** Whether a store holds DE' as lists (version 3) rather than one value a row. */
+async function hasDePrimeLists(con: DuckDBConnection, catalog?: string): Promise<boolean> {
+  return (await tableNames(con, catalog)).has('de_prime_values');
 }
 
 async function readStoredConfig(con: DuckDBConnection, file: string, catalog?: string): Promise<RunConfig> {
   const tables = await tableNames(con, catalog);
-  check(tables.has('run_config') && PROMPT_TABLES.every((t) => tables.has(t)), `${file} is not a hydra results database (tables missing); use another \`out\``);
+  check(tables.has('run_config') && PROMPT_RELATIONS.every((t) => tables.has(t)), `${file} is not a hydra results database (tables missing); use another \`out\``);
   const r = await con.runAndReadAll(`SELECT schema_version, config_json FROM ${catalog ? `${catalog}.` : ''}run_config`);
   const rows = r.getRowsJS();
   check(rows.length === 1, `${file} has ${rows.length} run_config rows, expected 1; the file is damaged, use another \`out\``);
-  check(READABLE_VERSIONS.includes(rows[0][0] as number), `${file} has schema version ${String(rows[0][0])}, this hydra reads ${READABLE_VERSIONS.join(' and ')}; use the hydra version that wrote it or another \`out\``);
+  check(READABLE_VERSIONS.includes(rows[0][0] as number), `${file} has schema version ${String(rows[0][0])}, this hydra reads ${READABLE_VERSIONS.slice(0, -1).join(', ')} and ${READABLE_VERSIONS.at(-1)}; use the hydra version that wrote it or another \`out\``);
   return JSON.parse(String(rows[0][1])) as RunConfig;
 }
 
@@ -301,16 +328,65 @@ function num(v: unknown, what: () => string): number {
   return v;
 }
 
+/**
+ * The component lists of a store's DE' rows (de_prime_layouts), each numbered once. Numbers
+ * given during a transaction are pending until it commits; a rollback forgets them.
+ */
+class Layouts {
+  private readonly ids = new Map<string, number>();
+  private next = 0;
+  private pending: [number, string[]][] = [];
+
+  static async load(con: DuckDBConnection): Promise<Layouts> {
+    const layouts = new Layouts();
+    const r = await con.runAndReadAll('SELECT layout, components FROM de_prime_layouts ORDER BY layout');
+    for (const [id, names] of r.getRowsJS() as [number, string[]][]) {
+      layouts.ids.set(names.join('\n'), id);
+      layouts.next = Math.max(layouts.next, id + 1);
+    }
+    return layouts;
+  }
+
+  id(names: string[]): number {
+    const key = names.join('\n');
+    let id = this.ids.get(key);
+    if (id === undefined) {
+      id = this.next++;
+      this.ids.set(key, id);
+      this.pending.push([id, names]);
+    }
+    return id;
+  }
+
+  /** The layouts numbered since the last commit, to insert with the rows that use them. */
+  async append(con: DuckDBConnection): Promise<void> {
+    await appendColumns(con, 'de_prime_layouts', [INTEGER, LIST(VARCHAR)], [this.pending.map(([id]) => id), this.pending.map(([, names]) => listValue(names))]);
+  }
+
+  commit(): void {
+    this.pending = [];
+  }
+
+  rollback(): void {
+    for (const [, names] of this.pending) this.ids.delete(names.join('\n'));
+    this.next -= this.pending.length;
+    this.pending = [];
+  }
+}
+
 /** The rows of a batch of prompts, as columns of every prompt table (checked as they are added). */
 class PromptRows {
-  /** Store per-patch DE' of layer-level components only (store_patches 'layers'). */
-  constructor(private readonly layersOnly: boolean) {}
+  constructor(
+    /** Store per-patch DE' of layer-level components only (store_patches 'layers'). */
+    private readonly layersOnly: boolean,
+    private readonly layouts: Layouts,
+  ) {}
   private readonly cols = Object.fromEntries(PROMPT_TABLES.map((t) => [t, TABLES[t].map(() => [] as DuckDBValue[])])) as Record<PromptTable, DuckDBValue[][]>;
   private readonly prompts = this.cols.prompts;
   private readonly cleanDe = this.cols.clean_de;
   private readonly effects = this.cols.effects;
   private readonly patches = this.cols.patches;
-  private readonly dePrime = this.cols.de_prime;
+  private readonly dePrime = this.cols.de_prime_values;
   private readonly sources = this.cols.sources;
 
   add(result: PromptResult, extra: PromptExtra): void {
@@ -327,20 +403,19 @@ class PromptRows {
       // TE on soft-capped logits, for the models that cap them (null otherwise).
       cols[start + EFFECT_FIELDS.length].push(e.te_capped === undefined ? null : num(e.te_capped, () => `${where()} te_capped`));
     };
-    const [dpPrompt, dpAblated, dpPatch, dpComponent, dpValue] = this.dePrime;
-    // The bulk of a sweep's rows (every component per patch): plain pushes, no row arrays.
+    // The bulk of a sweep's values (every component per patch): one list a patch.
     const pushDePrime = (k: string, patch: number | null, de: Record<string, number>) => {
       const compact = patch !== null && this.layersOnly;
+      const names: string[] = [];
+      const values: number[] = [];
       for (const c of Object.keys(de)) {
         const v = de[c];
         if (typeof v !== 'number') num(v, () => `prompt ${p} ablation ${k} de_prime[${c}]`);
         if (compact && layerKind(c) === null) continue;
-        dpPrompt.push(p);
-        dpAblated.push(k);
-        dpPatch.push(patch);
-        dpComponent.push(c);
-        dpValue.push(v);
+        names.push(c);
+        values.push(v);
       }
+      if (names.length) push(this.dePrime, p, k, patch, this.layouts.id(names), listValue(values));
     };
     const src = new Map<string, [number, number]>();
     for (const [k, a] of Object.entries(result.ablations) as [string, AblationResult][]) {
@@ -360,6 +435,7 @@ class PromptRows {
   }
 
   async append(con: DuckDBConnection): Promise<void> {
+    await this.layouts.append(con);
     for (const t of PROMPT_TABLES) {
       if (t !== 'done') await appendColumns(con, t, TABLES[t].map((c) => c[1]), this.cols[t]);
     }
@@ -381,11 +457,16 @@ export class ResultsStore {
     private readonly instance: DuckDBInstance,
     private readonly con: DuckDBConnection,
     readonly readOnly: boolean,
+    /** DE' as lists (version 3), else one value a row (a version 1 or 2 store opened read-only). */
+    private readonly dePrimeLists: boolean,
+    /** The DE' layouts, for writing. */
+    private readonly layouts: Layouts | null,
   ) {}
 
   /**
    * Open `file` for writing, creating it (and its folder) if needed. An existing store must have
-   * been made with the same settings (see COMPARED and `options`); its data are never changed here.
+   * been made with the same settings (see COMPARED and `options`); its values are never changed
+   * here (a version 1 or 2 store's DE' is moved into lists, the same values).
    */
   static async open(file: string, config: RunConfig): Promise<ResultsStore> {
     const abs = path.resolve(file);
@@ -414,6 +495,7 @@ export class ResultsStore {
         await con.run('COMMIT');
       } else {
         stored = await readStoredConfig(con, file);
+        if (!(await hasDePrimeLists(con))) await upgradeDePrime(con);
         await con.run('ALTER TABLE prompts ADD COLUMN IF NOT EXISTS group_id VARCHAR');
         for (const t of ['effects', 'patches']) await con.run(`ALTER TABLE ${t} ADD COLUMN IF NOT EXISTS te_capped DOUBLE`);
         const d = configDiff(stored, config);
@@ -432,7 +514,7 @@ export class ResultsStore {
           await con.run('UPDATE run_config SET config_json = $1', [JSON.stringify(stored)], [VARCHAR]);
         }
       }
-      return new ResultsStore(file, stored, instance, con, false);
+      return new ResultsStore(file, stored, instance, con, false, true, await Layouts.load(con));
     } catch (e) {
       con.closeSync();
       instance.closeSync();
@@ -447,7 +529,7 @@ export class ResultsStore {
     check(fs.existsSync(file), `results database ${file} not found; run \`hydra sweep\` first or pass the right path`);
     const { instance, con } = await openInstance(file, true);
     try {
-      return new ResultsStore(file, await readStoredConfig(con, file), instance, con, true);
+      return new ResultsStore(file, await readStoredConfig(con, file), instance, con, true, await hasDePrimeLists(con), null);
     } catch (e) {
       con.closeSync();
       instance.closeSync();
@@ -472,8 +554,10 @@ export class ResultsStore {
       try {
         await fn();
         await this.con.run('COMMIT');
+        this.layouts!.commit();
       } catch (e) {
         await this.con.run('ROLLBACK').catch(() => undefined);
+        this.layouts!.rollback();
         if (e instanceof HydraError) throw e;
         throw new HydraError(`could not write ${what} to ${this.file} (${errText(e)}); nothing of it was stored, check the disk and rerun to resume`);
       }
@@ -508,10 +592,11 @@ export class ResultsStore {
     const what = list.length === 1 ? `prompt ${list[0].result.index}` : `prompts ${list.map((x) => x.result.index).join(', ')}`;
     const indices = list.map((x) => x.result.index);
     indices.forEach((p, i) => check(indices.indexOf(p) === i, `prompt ${p} is given twice in one write; give each prompt once`));
-    const rows = new PromptRows(storePatchesOf(this.config) === 'layers');
-    for (const { result, extra } of list) rows.add(result, extra ?? {});
     await this.transaction(what, async () => {
       await this.assertNotDone(indices);
+      // Made inside the transaction: the DE' layouts it numbers land with it, or are forgotten.
+      const rows = new PromptRows(storePatchesOf(this.config) === 'layers', this.layouts!);
+      for (const { result, extra } of list) rows.add(result, extra ?? {});
       await rows.append(this.con);
       await this.con.run(`INSERT INTO done (prompt_idx, kept) VALUES ${indices.map((p) => `(${p}, true)`).join(', ')}`);
     });
@@ -600,13 +685,26 @@ export class ResultsStore {
           });
       }
       if (opts.dePrime === false) return [...byIdx.values()];
-      await this.scan(
-        `SELECT prompt_idx, ablated, patch_idx, component, value FROM de_prime
-         WHERE prompt_idx IN ${kept}${withPatches ? '' : ' AND patch_idx IS NULL'}${layers('ablated')}${layers('component')} ORDER BY prompt_idx, rowid`, (row) => {
-          const a = byIdx.get(row[0] as number)!.ablations[row[1] as string];
-          const target = row[2] === null ? a : a.patches[row[2] as number];
-          target.de_prime[row[3] as string] = row[4] as number;
+      const where = `WHERE prompt_idx IN ${kept}${withPatches ? '' : ' AND patch_idx IS NULL'}${layers('ablated')}`;
+      const targetOf = (row: unknown[]) => {
+        const a = byIdx.get(row[0] as number)!.ablations[row[1] as string];
+        return row[2] === null ? a : a.patches[row[2] as number];
+      };
+      if (!this.dePrimeLists) {
+        await this.scan(`SELECT prompt_idx, ablated, patch_idx, component, value FROM de_prime ${where}${layers('component')} ORDER BY prompt_idx, rowid`, (row) => {
+          targetOf(row).de_prime[row[3] as string] = row[4] as number;
         });
+        return [...byIdx.values()];
+      }
+      const layouts = new Map((await con.runAndReadAll('SELECT layout, components FROM de_prime_layouts')).getRowsJS() as [number, string[]][]);
+      await this.scan(`SELECT prompt_idx, ablated, patch_idx, layout, value FROM de_prime_values ${where} ORDER BY prompt_idx, rowid`, (row) => {
+        const de = targetOf(row).de_prime;
+        const names = layouts.get(row[3] as number)!;
+        const values = (row[4] as DuckDBListValue).items as number[];
+        names.forEach((c, i) => {
+          if (!opts.layersOnly || layerKind(c) !== null) de[c] = values[i];
+        });
+      });
       return [...byIdx.values()];
     });
   }
@@ -653,6 +751,50 @@ export class ResultsStore {
 }
 
 /**
+ * DE' rows given as the temp table dp_rows (prompt_idx, ablated, patch_idx, components, value,
+ * r: write order) go into de_prime_values, their component lists numbered in de_prime_layouts
+ * where they are new.
+ */
+async function insertDePrimeRows(con: DuckDBConnection): Promise<void> {
+  await con.run(`INSERT INTO main.de_prime_layouts
+    SELECT (SELECT coalesce(max(layout) + 1, 0) FROM main.de_prime_layouts) + row_number() OVER (ORDER BY first) - 1, components
+    FROM (SELECT components, min(r) AS first FROM dp_rows GROUP BY components)
+    WHERE components NOT IN (SELECT components FROM main.de_prime_layouts)`);
+  await con.run(`INSERT INTO main.de_prime_values
+    SELECT d.prompt_idx, d.ablated, d.patch_idx, l.layout, d.value FROM dp_rows d JOIN main.de_prime_layouts l ON l.components = d.components ORDER BY d.r`);
+  await con.run('DROP TABLE dp_rows');
+}
+
+/** dp_rows from a version 1 or 2 store's table `from` (one value a row, in rowid order). */
+function longRowsSql(from: string, where = ''): string {
+  return `CREATE OR REPLACE TEMP TABLE dp_rows AS
+    SELECT prompt_idx, ablated, patch_idx, list(component ORDER BY r) AS components, list(value ORDER BY r) AS value, min(r) AS r
+    FROM (SELECT *, rowid AS r FROM ${from} ${where}) GROUP BY prompt_idx, ablated, patch_idx`;
+}
+
+/** dp_rows from the lists of database `db` (another store's numbers are its own: the lists are joined in). */
+function listRowsSql(db: string, where = ''): string {
+  return `CREATE OR REPLACE TEMP TABLE dp_rows AS
+    SELECT prompt_idx, ablated, patch_idx, l.components, v.value, v.rowid AS r
+    FROM ${db}.de_prime_values v JOIN ${db}.de_prime_layouts l USING (layout) ${where}`;
+}
+
+/** A version 1 or 2 store opened for writing: its DE' table becomes version 3's lists and view, in one transaction. */
+async function upgradeDePrime(con: DuckDBConnection): Promise<void> {
+  await con.run('BEGIN TRANSACTION');
+  try {
+    await con.run(`${createTableSql('de_prime_values')} ${LAYOUTS_SQL};`);
+    await con.run(longRowsSql('main.de_prime'));
+    await insertDePrimeRows(con);
+    await con.run(`DROP TABLE main.de_prime; ${DE_PRIME_VIEW_SQL}; UPDATE run_config SET schema_version = ${SCHEMA_VERSION}`);
+    await con.run('COMMIT');
+  } catch (e) {
+    await con.run('ROLLBACK').catch(() => undefined);
+    throw e;
+  }
+}
+
+/**
  * Join shard stores into `out` (created, or an existing store of the same run). All inputs must
  * share the config except `shard` and `limit`; a prompt present in several must be identical in
  * all. The merged store's shard is NULL.
@@ -686,7 +828,8 @@ export async function mergeStores(inputs: string[], out: string): Promise<void> 
       try {
         await con.run(`CREATE OR REPLACE TEMP TABLE merge_overlap AS
           SELECT prompt_idx FROM shard_src.done INTERSECT SELECT prompt_idx FROM main.done`);
-        for (const t of PROMPT_TABLES) {
+        // DE' is compared as values (the long view): each store numbers its layouts its own way.
+        for (const t of PROMPT_RELATIONS) {
           if (t === 'done') continue;
           const diff = await con.runAndReadAll(`SELECT count(*) FROM (
             (SELECT * FROM shard_src.${t} WHERE prompt_idx IN (SELECT prompt_idx FROM merge_overlap)
@@ -704,9 +847,12 @@ export async function mergeStores(inputs: string[], out: string): Promise<void> 
         try {
           await con.run(`CREATE OR REPLACE TEMP TABLE merge_new AS
             SELECT prompt_idx FROM shard_src.done WHERE prompt_idx NOT IN (SELECT prompt_idx FROM main.done)`);
+          const fresh = 'WHERE prompt_idx IN (SELECT prompt_idx FROM merge_new)';
           for (const t of PROMPT_TABLES) {
-            await con.run(`INSERT INTO main.${t} BY NAME SELECT * FROM shard_src.${t}
-              WHERE prompt_idx IN (SELECT prompt_idx FROM merge_new) ORDER BY rowid`);
+            if (t === 'de_prime_values') {
+              await con.run((await hasDePrimeLists(con, 'shard_src')) ? listRowsSql('shard_src', fresh) : longRowsSql('shard_src.de_prime', fresh));
+              await insertDePrimeRows(con);
+            } else await con.run(`INSERT INTO main.${t} BY NAME SELECT * FROM shard_src.${t} ${fresh} ORDER BY rowid`);
           }
           await con.run('COMMIT');
         } catch (e) {
@@ -732,11 +878,19 @@ export async function exportParquet(db: string, outDir: string): Promise<string[
     makeDir(outDir);
     const con = (store as unknown as { con: DuckDBConnection }).con;
     const files: string[] = [];
-    for (const t of ['run_config', ...PROMPT_TABLES]) {
+    const lists = await hasDePrimeLists(con);
+    for (const t of ['run_config', ...PROMPT_RELATIONS]) {
       const file = path.join(outDir, `${t}.parquet`);
       const order = t === 'run_config' ? '' : ' ORDER BY prompt_idx, rowid';
+      // DE' one value a row, in write order (the view has no rowid).
+      const rows = t === 'de_prime' && lists
+        ? `SELECT prompt_idx, ablated, patch_idx, component, value FROM (
+            SELECT v.prompt_idx, v.ablated, v.patch_idx, unnest(l.components) AS component, unnest(v.value) AS value,
+              generate_subscripts(v.value, 1) AS i, v.rowid AS r
+            FROM de_prime_values v JOIN de_prime_layouts l USING (layout)) ORDER BY prompt_idx, r, i`
+        : `SELECT * FROM ${t}${order}`;
       try {
-        await con.run(`COPY (SELECT * FROM ${t}${order}) TO ${sqlString(path.resolve(file))} (FORMAT parquet)`);
+        await con.run(`COPY (${rows}) TO ${sqlString(path.resolve(file))} (FORMAT parquet)`);
       } catch (e) {
         throw new HydraError(`cannot write ${file} (${errText(e)}); check that ${outDir} is writable`);
       }
