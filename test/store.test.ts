@@ -273,6 +273,11 @@ test("stores of schema version 1 and 2 (DE' a value a row): read as they are, mo
   assert.deepEqual(await m.query('SELECT components FROM de_prime_layouts ORDER BY layout'), await ref.query('SELECT components FROM de_prime_layouts ORDER BY layout'));
   await m.close();
 
+  // A run with other settings is refused before anything is moved.
+  await rejectsWith(ResultsStore.open(old, { ...config, seed: 8, shard: '0/2' }), /made with seed=7, this run asks for 8/);
+  const still = await ResultsStore.openReadOnly(old);
+  assert.equal((await still.query('SELECT schema_version AS v FROM run_config'))[0].v, 2);
+  await still.close();
   // A resume moves the old store's DE' into lists (same values), then writes as version 3.
   const w = await ResultsStore.open(old, { ...config, shard: '0/2' });
   assert.equal((await w.query('SELECT schema_version AS v FROM run_config'))[0].v, 3);

@@ -498,14 +498,14 @@ export class ResultsStore {
         await con.run('COMMIT');
       } else {
         stored = await readStoredConfig(con, file);
-        if (!(await hasDePrimeLists(con))) await upgradeDePrime(con);
-        await con.run('ALTER TABLE prompts ADD COLUMN IF NOT EXISTS group_id VARCHAR');
-        for (const t of ['effects', 'patches']) await con.run(`ALTER TABLE ${t} ADD COLUMN IF NOT EXISTS te_capped DOUBLE`);
         const d = configDiff(stored, config);
         if (d) {
           const show = (v: unknown) => (v === null ? 'none' : String(v));
           throw new HydraError(`${file} was made with ${d[0]}=${show(d[1])}, this run asks for ${show(d[2])}${diffMeaning(d[0])}; use another \`out\` or the same settings`);
         }
+        if (!(await hasDePrimeLists(con))) await upgradeDePrime(con);
+        await con.run('ALTER TABLE prompts ADD COLUMN IF NOT EXISTS group_id VARCHAR');
+        for (const t of ['effects', 'patches']) await con.run(`ALTER TABLE ${t} ADD COLUMN IF NOT EXISTS te_capped DOUBLE`);
         // A larger limit extends the run: record how far it now goes.
         if (stored.limit != null && (config.limit == null || config.limit > stored.limit)) {
           stored = { ...stored, limit: config.limit ?? null };
