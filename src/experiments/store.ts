@@ -337,6 +337,7 @@ function num(v: unknown, what: () => string): number {
  */
 class Layouts {
   private readonly ids = new Map<string, number>();
+  private readonly byId = new Map<number, string[]>();
   private next = 0;
   private pending: [number, string[]][] = [];
 
@@ -345,9 +346,15 @@ class Layouts {
     const r = await con.runAndReadAll('SELECT layout, components FROM de_prime_layouts ORDER BY layout');
     for (const [id, names] of r.getRowsJS() as [number, string[]][]) {
       layouts.ids.set(names.join('\n'), id);
+      layouts.byId.set(id, names);
       layouts.next = Math.max(layouts.next, id + 1);
     }
     return layouts;
+  }
+
+  /** The components of a stored layout. */
+  names(id: number): string[] {
+    return this.byId.get(id)!;
   }
 
   id(names: string[]): number {
@@ -699,10 +706,10 @@ export class ResultsStore {
         });
         return [...byIdx.values()];
       }
-      const layouts = new Map((await con.runAndReadAll('SELECT layout, components FROM de_prime_layouts')).getRowsJS() as [number, string[]][]);
+      const layouts = await Layouts.load(con);
       await this.scan(`SELECT prompt_idx, ablated, patch_idx, layout, value FROM de_prime_values ${where} ORDER BY prompt_idx, rowid`, (row) => {
         const de = targetOf(row).de_prime;
-        const names = layouts.get(row[3] as number)!;
+        const names = layouts.names(row[3] as number);
         const values = (row[4] as DuckDBListValue).items as number[];
         names.forEach((c, i) => {
           if (!opts.layersOnly || layerKind(c) !== null) de[c] = values[i];
@@ -782,19 +789,26 @@ function listRowsSql(db: string, where = ''): string {
     FROM ${db}.de_prime_values v JOIN ${db}.de_prime_layouts l USING (layout) ${where}`;
 }
 
-/** A version 1 or 2 store opened for writing: its DE' table becomes version 3's lists and view, in one transaction. */
-async function upgradeDePrime(con: DuckDBConnection): Promise<void> {
+/** `fn` in one transaction on `con`: committed, or rolled back and its error rethrown. */
+async function inTransaction(con: DuckDBConnection, fn: () => Promise<void>): Promise<void> {
   await con.run('BEGIN TRANSACTION');
   try {
-    await con.run(`${createTableSql('de_prime_values')} ${LAYOUTS_SQL};`);
-    await con.run(longRowsSql('main.de_prime'));
-    await insertDePrimeRows(con);
-    await con.run(`DROP TABLE main.de_prime; ${DE_PRIME_VIEW_SQL}; UPDATE run_config SET schema_version = ${SCHEMA_VERSION}`);
+    await fn();
     await con.run('COMMIT');
   } catch (e) {
     await con.run('ROLLBACK').catch(() => undefined);
     throw e;
   }
+}
+
+/** A version 1 or 2 store opened for writing: its DE' table becomes version 3's lists and view, in one transaction. */
+async function upgradeDePrime(con: DuckDBConnection): Promise<void> {
+  await inTransaction(con, async () => {
+    await con.run(`${createTableSql('de_prime_values')} ${LAYOUTS_SQL};`);
+    await con.run(longRowsSql('main.de_prime'));
+    await insertDePrimeRows(con);
+    await con.run(`DROP TABLE main.de_prime; ${DE_PRIME_VIEW_SQL}; UPDATE run_config SET schema_version = ${SCHEMA_VERSION}`);
+  });
 }
 
 /**
@@ -846,8 +860,7 @@ export async function mergeStores(inputs: string[], out: string): Promise<void> 
             throw new HydraError(`${f} and the shards merged before it both hold prompts (e.g. ${String(which.getRowsJS()[0][0])}) with different ${t} rows; they are not shards of one run, merge them separately`);
           }
         }
-        await con.run('BEGIN TRANSACTION');
-        try {
+        await inTransaction(con, async () => {
           await con.run(`CREATE OR REPLACE TEMP TABLE merge_new AS
             SELECT prompt_idx FROM shard_src.done WHERE prompt_idx NOT IN (SELECT prompt_idx FROM main.done)`);
           const fresh = 'WHERE prompt_idx IN (SELECT prompt_idx FROM merge_new)';
@@ -857,11 +870,7 @@ export async function mergeStores(inputs: string[], out: string): Promise<void> 
               await insertDePrimeRows(con);
             } else await con.run(`INSERT INTO main.${t} BY NAME SELECT * FROM shard_src.${t} ${fresh} ORDER BY rowid`);
           }
-          await con.run('COMMIT');
-        } catch (e) {
-          await con.run('ROLLBACK').catch(() => undefined);
-          throw e;
-        }
+        });
       } finally {
         await con.run('DETACH shard_src');
       }
